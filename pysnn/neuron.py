@@ -1,0 +1,649 @@
+"""Neuron models: state buffers and the order of one simulation step.
+
+The maths of every update lives in :mod:`pysnn.functional`; a neuron owns its state (registered
+buffers, so ``.to(device/dtype)``, ``state_dict`` and ``load_state_dict`` work) and calls the
+update functions in PySNN's step order:
+
+fold input → update voltage → spike (``v >= thresh``) → update trace (and threshold) from the new
+spikes → refractory bookkeeping and reset → append history → return ``(spikes, trace)``.
+
+Shapes: ``cells_shape`` has the batch first, e.g. ``(B, 1, N)`` for a layer of N neurons or
+``(B, C, H, W)`` for a convolutional layer. Inputs to a neuron carry one more axis, the fan-in
+("trace") axis R, last: ``cells_shape + (R,)``; it is summed away (see :meth:`BaseNeuron.fold`).
+Times (``dt``, ``duration_refrac``, exponential time constants) are in milliseconds.
+"""
+
+import math
+from numbers import Real
+from typing import Callable, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from pysnn import functional as sf
+from pysnn.utils import _check_positive_real, _set_no_grad
+
+ParamValue = Union[float, Tensor]
+Inputs = Union[Tensor, Sequence[Tensor]]
+
+__all__ = [
+    "BaseInput",
+    "Input",
+    "BaseNeuron",
+    "IFNeuron",
+    "LIFNeuron",
+    "AdaptiveLIFNeuron",
+    "FedeNeuron",
+]
+
+_UPDATE_TYPES = ("linear", "exponential")
+_HISTORY_START_CAPACITY = 64
+
+
+def _check_cells_shape(cells_shape, owner: str) -> Tuple[int, ...]:
+    if not isinstance(cells_shape, (tuple, list, torch.Size)) or len(cells_shape) == 0:
+        raise TypeError(
+            f"{owner}: cells_shape must be a non-empty tuple of ints with the batch first, "
+            f"got {cells_shape!r}"
+        )
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in cells_shape):
+        raise ValueError(
+            f"{owner}: cells_shape must contain positive ints only, got {tuple(cells_shape)}"
+        )
+    return tuple(int(n) for n in cells_shape)
+
+
+def _check_update_type(update_type, owner: str) -> str:
+    if update_type not in _UPDATE_TYPES:
+        raise ValueError(
+            f"{owner}: update_type must be 'linear' or 'exponential', got {update_type!r}"
+        )
+    return update_type
+
+
+def _check_input_shape(x: Tensor, expected: Tuple[int, ...], name: str, owner: str) -> None:
+    """Raise a clear error unless ``x`` broadcasts to ``expected`` without growing it."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{owner}: {name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.shape == expected:
+        return
+    try:
+        broadcast = torch.broadcast_shapes(x.shape, expected)
+    except RuntimeError:
+        broadcast = None
+    if broadcast != torch.Size(expected):
+        raise ValueError(
+            f"{owner}: {name} of shape {tuple(x.shape)} does not broadcast to the cells' "
+            f"shape {expected}"
+        )
+
+
+class _StateMixin:
+    """Per-cell parameter registration and validation shared by inputs and neurons."""
+
+    cells_shape: Tuple[int, ...]
+
+    def _register_cell_param(self, name: str, value: ParamValue, kind: str = "any") -> None:
+        """Register ``value`` as a buffer of ``cells_shape`` (one value per cell).
+
+        ``kind`` is ``"decay"`` (must lie in [0, 1]), ``"time_constant"`` (must be > 0) or
+        ``"any"``.
+        """
+        owner = type(self).__name__
+        if isinstance(value, bool) or not isinstance(value, (Real, Tensor)):
+            raise TypeError(
+                f"{owner}: {name} must be a number or a tensor, got {type(value).__name__}"
+            )
+        tensor = torch.as_tensor(value, dtype=torch.get_default_dtype()).detach()
+        try:
+            tensor = tensor.cpu().expand(self.cells_shape).clone()
+        except RuntimeError:
+            raise ValueError(
+                f"{owner}: {name} of shape {tuple(tensor.shape)} does not broadcast to "
+                f"cells_shape {self.cells_shape}"
+            ) from None
+        if not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{owner}: {name} must be finite, got {value}")
+        low, high = tensor.min().item(), tensor.max().item()
+        if kind == "decay" and (low < 0 or high > 1):
+            bad = low if low < 0 else high
+            raise ValueError(
+                f"{owner}: {name} must lie in [0, 1] for update_type='linear', got {bad}"
+            )
+        if kind == "time_constant" and low <= 0:
+            raise ValueError(
+                f"{owner}: {name} must be > 0 (a time constant in ms) for "
+                f"update_type='exponential', got {low}"
+            )
+        self.register_buffer(name, tensor)
+
+    def no_grad(self) -> None:
+        """Switch off gradients of every parameter (nothing here trains by autograd)."""
+        _set_no_grad(self)
+
+
+class BaseInput(_StateMixin, nn.Module):
+    """Base class of input neurons: they pass spikes on and keep a presynaptic trace.
+
+    :param cells_shape: shape of the input population, batch first, e.g. ``(B, 1, I)``.
+    :param dt: simulation time step in ms.
+
+    Buffers: ``trace`` (float, ``cells_shape``), ``dt`` (scalar, ms), ``spikes`` (bool,
+    ``cells_shape``).
+    """
+
+    def __init__(self, cells_shape: Sequence[int], dt: float) -> None:
+        super().__init__()
+        owner = type(self).__name__
+        self.cells_shape = _check_cells_shape(cells_shape, owner)
+        dt = _check_positive_real(dt, "dt", owner)
+        self.register_buffer("trace", torch.zeros(self.cells_shape))
+        self.register_buffer("dt", torch.tensor(dt))
+        self.register_buffer("spikes", torch.zeros(self.cells_shape, dtype=torch.bool))
+
+    def convert_input(self, x: Tensor) -> Tensor:
+        """Cast ``x`` to the trace's dtype (bool spikes become 0.0/1.0)."""
+        return x.to(self.trace.dtype)
+
+    def reset_state(self) -> None:
+        """Zero the trace and the spikes."""
+        self.trace.zero_()
+        self.spikes.zero_()
+
+    def init_neuron(self) -> None:
+        """Switch off gradients and reset the state."""
+        self.no_grad()
+        self.reset_state()
+
+    def extra_repr(self) -> str:
+        return f"cells_shape={self.cells_shape}, dt={self.dt.item():g}"
+
+
+class Input(BaseInput):
+    """Input layer: stores incoming spikes and keeps their trace.
+
+    The trace is updated with the input **as given** (not binarised: an input of 2.0 adds
+    ``2·alpha_t``), and the input is returned unchanged, as in PySNN.
+
+    :param cells_shape: shape of the input, batch first, e.g. ``(B, 1, I)``.
+    :param dt: time step in ms.
+    :param alpha_t: trace increment per spike (scalar or tensor broadcastable to ``cells_shape``).
+    :param tau_t: trace decay factor in [0, 1] (``update_type="linear"``) or time constant in ms
+        (``"exponential"``).
+    :param update_type: ``"linear"`` or ``"exponential"``.
+    """
+
+    def __init__(
+        self,
+        cells_shape: Sequence[int],
+        dt: float,
+        alpha_t: ParamValue,
+        tau_t: ParamValue,
+        update_type: str = "linear",
+    ) -> None:
+        super().__init__(cells_shape, dt)
+        self.update_type = _check_update_type(update_type, type(self).__name__)
+        tau_kind = "decay" if update_type == "linear" else "time_constant"
+        self._register_cell_param("alpha_t", alpha_t)
+        self._register_cell_param("tau_t", tau_t, tau_kind)
+        self._trace_update = (
+            sf.linear_trace_update if update_type == "linear" else sf.exponential_trace_update
+        )
+        self.init_neuron()
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        """One step.
+
+        :param x: input spikes (bool) or graded input, broadcastable to ``cells_shape``.
+        :returns: ``(x, trace)``: the input as given and the live trace buffer.
+        """
+        _check_input_shape(x, self.cells_shape, "x", type(self).__name__)
+        self._trace_update(self.trace, self.convert_input(x), self.alpha_t, self.tau_t, self.dt)
+        self.spikes.copy_(x)
+        return x, self.trace
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", update_type={self.update_type!r}"
+
+
+class BaseNeuron(_StateMixin, nn.Module):
+    """Base class of spiking neurons: voltage, threshold, refractory period and trace.
+
+    :param cells_shape: shape of the population, batch first, e.g. ``(B, 1, N)``.
+    :param thresh: firing threshold (scalar or tensor broadcastable to ``cells_shape``).
+    :param v_rest: resting and reset voltage.
+    :param dt: time step in ms.
+    :param duration_refrac: refractory period in ms, >= 0 and an integer multiple of ``dt``. A
+        cell that spikes ignores its input for ``duration_refrac / dt`` steps.
+    :param store_trace: keep the history of spikes in ``complete_trace``.
+
+    State: parameter ``thresh`` (``cells_shape``, no gradient); buffers ``v_rest``, ``dt``,
+    ``duration_refrac``, ``thresh_center`` (scalars or the threshold as given), ``spikes``
+    (bool), ``v_cell``, ``trace`` and ``refrac_counts`` (remaining refractory **steps**, int32),
+    all of ``cells_shape``.
+    """
+
+    def __init__(
+        self,
+        cells_shape: Sequence[int],
+        thresh: ParamValue,
+        v_rest: float,
+        dt: float,
+        duration_refrac: float,
+        store_trace: bool = False,
+    ) -> None:
+        super().__init__()
+        owner = type(self).__name__
+        self.cells_shape = _check_cells_shape(cells_shape, owner)
+        dt = _check_positive_real(dt, "dt", owner)
+        if isinstance(v_rest, Tensor) and v_rest.numel() == 1:
+            v_rest = v_rest.item()
+        if isinstance(v_rest, bool) or not isinstance(v_rest, Real):
+            raise TypeError(f"{owner}: v_rest must be a real number, got {type(v_rest).__name__}")
+        self.refrac_steps = self._refrac_steps(duration_refrac, dt, owner)
+        if not isinstance(store_trace, bool):
+            raise TypeError(f"{owner}: store_trace must be a bool, got {store_trace!r}")
+        self.store_trace = store_trace
+
+        self._register_cell_param("thresh", thresh)
+        thresh_center = self._buffers.pop("thresh")
+        self.thresh = nn.Parameter(thresh_center.clone(), requires_grad=False)
+        center = torch.as_tensor(thresh, dtype=torch.get_default_dtype()).detach().clone()
+        self.register_buffer("v_rest", torch.tensor(float(v_rest)))
+        self.register_buffer("dt", torch.tensor(dt))
+        self.register_buffer("duration_refrac", torch.tensor(float(duration_refrac)))
+        self.register_buffer("thresh_center", center.cpu())
+        self.register_buffer("spikes", torch.zeros(self.cells_shape, dtype=torch.bool))
+        self.register_buffer("v_cell", torch.zeros(self.cells_shape))
+        self.register_buffer("trace", torch.zeros(self.cells_shape))
+        self.register_buffer("refrac_counts", torch.zeros(self.cells_shape, dtype=torch.int32))
+        history = torch.zeros(
+            self.cells_shape + (_HISTORY_START_CAPACITY if store_trace else 0,), dtype=torch.bool
+        )
+        self.register_buffer("_history", history, persistent=False)
+        self._history_length = 1
+
+    @staticmethod
+    def _refrac_steps(duration_refrac, dt: float, owner: str) -> int:
+        if isinstance(duration_refrac, Tensor) and duration_refrac.numel() == 1:
+            duration_refrac = duration_refrac.item()
+        if isinstance(duration_refrac, bool) or not isinstance(duration_refrac, Real):
+            raise TypeError(
+                f"{owner}: duration_refrac must be a real number of ms, "
+                f"got {type(duration_refrac).__name__}"
+            )
+        if not math.isfinite(duration_refrac) or duration_refrac < 0:
+            raise ValueError(f"{owner}: duration_refrac must be >= 0, got {duration_refrac}")
+        steps = round(duration_refrac / dt)
+        if abs(duration_refrac / dt - steps) > 1e-6 * max(1, steps):
+            raise ValueError(
+                f"{owner}: duration_refrac must be an integer multiple of dt={dt}, "
+                f"got {duration_refrac}"
+            )
+        return int(steps)
+
+    # -- history ---------------------------------------------------------------------------
+    @property
+    def complete_trace(self) -> Optional[Tensor]:
+        """Spike history, bool of shape ``cells_shape + (T,)`` (``None`` without store_trace).
+
+        The first column is the all-zero column PySNN starts from after a reset; column ``k``
+        holds the spikes of the ``k``-th step since. Stored in preallocated chunks that double
+        in size, so recording ``T`` steps costs O(T) time.
+        """
+        if not self.store_trace:
+            return None
+        return self._history[..., : self._history_length]
+
+    def concat_trace(self, spikes: Tensor) -> None:
+        """Append this step's spikes to ``complete_trace`` (no-op without store_trace)."""
+        if not self.store_trace:
+            return
+        if self._history_length == self._history.shape[-1]:
+            grown = self._history.new_zeros(self.cells_shape + (2 * self._history.shape[-1],))
+            grown[..., : self._history_length] = self._history
+            self._history = grown
+        self._history[..., self._history_length] = spikes
+        self._history_length += 1
+
+    # -- step pieces -----------------------------------------------------------------------
+    def spiking(self) -> Tensor:
+        """Cells with ``v_cell >= thresh`` spike; store them in ``spikes`` and return a copy."""
+        torch.ge(self.v_cell, self.thresh, out=self.spikes)
+        return self.spikes.clone()
+
+    def refrac(self, spikes: Tensor) -> None:
+        """Refractory bookkeeping, then reset the voltage of spiking cells to ``v_rest``.
+
+        Counters (in steps) count down by one to zero, then grow by ``duration_refrac / dt``
+        where a cell spiked.
+        """
+        if self.refrac_steps > 0:
+            self.refrac_counts.sub_(1).clamp_(min=0)
+            self.refrac_counts.add_(spikes, alpha=self.refrac_steps)
+        self.v_cell.masked_fill_(spikes, self.v_rest)
+
+    def _refrac_mask(self) -> Optional[Tensor]:
+        return self.refrac_counts if self.refrac_steps > 0 else None
+
+    def fold(self, x: Inputs) -> Tensor:
+        """Sum the fan-in axis (last) of the input; a list/tuple is concatenated along it first.
+
+        :param x: tensor of shape ``cells_shape + (R,)``, or a list of such tensors with
+            different ``R`` (several incoming connections, e.g. in cyclic graphs).
+        :returns: tensor broadcastable to ``cells_shape``.
+        """
+        if isinstance(x, (list, tuple)):
+            x = torch.cat(x, dim=-1)
+        if not isinstance(x, Tensor):
+            raise TypeError(
+                f"{type(self).__name__}: input must be a tensor or a list of tensors, "
+                f"got {type(x).__name__}"
+            )
+        folded = x.squeeze(-1) if x.shape[-1] == 1 else x.sum(-1)
+        _check_input_shape(
+            folded, self.cells_shape, "input (fan-in axis summed)", type(self).__name__
+        )
+        return folded
+
+    def unfold(self, x: Tensor) -> Tensor:
+        """Reshape ``x`` to ``cells_shape + (R,)`` (the inverse of folding for ``R`` synapses)."""
+        return x.reshape(*self.cells_shape, -1)
+
+    def convert_spikes(self, spikes: Tensor) -> Tensor:
+        """Cast spikes to the voltage dtype."""
+        return spikes.to(self.v_cell.dtype)
+
+    def update_voltage(self, x: Tensor) -> None:
+        """Integrate the folded input into ``v_cell`` (defined by each neuron model)."""
+        raise NotImplementedError(f"{type(self).__name__} does not define update_voltage")
+
+    def update_trace(self, spikes: Tensor) -> None:
+        """Update the postsynaptic trace from this step's spikes."""
+        self._trace_update(
+            self.trace, self.convert_spikes(spikes), self.alpha_t, self.tau_t, self.dt
+        )
+
+    def _after_spiking(self, spikes: Tensor) -> None:
+        """Hook for models whose state depends on their own spikes (adaptive threshold)."""
+
+    def _step(self, *voltage_inputs: Tensor) -> Tuple[Tensor, Tensor]:
+        self.update_voltage(*voltage_inputs)
+        spikes = self.spiking()
+        self.update_trace(self.spikes)
+        self._after_spiking(self.spikes)
+        self.refrac(self.spikes)
+        self.concat_trace(self.spikes)
+        return spikes, self.trace
+
+    def forward(self, x: Inputs) -> Tuple[Tensor, Tensor]:
+        """One time step.
+
+        :param x: input of shape ``cells_shape + (R,)`` or a list of such tensors.
+        :returns: ``(spikes, trace)``: a copy of the bool spikes and the live trace buffer
+            (updated in place on the next step; clone it to keep it).
+        """
+        if type(self).update_voltage is BaseNeuron.update_voltage:
+            raise NotImplementedError(f"{type(self).__name__} does not define a forward step")
+        return self._step(self.fold(x))
+
+    # -- state -----------------------------------------------------------------------------
+    def reset_state(self) -> None:
+        """Voltage to ``v_rest``; spikes, refractory counters and trace to zero; history restarted."""
+        self.v_cell.copy_(self.v_rest.expand_as(self.v_cell))
+        self.spikes.zero_()
+        self.refrac_counts.zero_()
+        self.trace.zero_()
+        if self.store_trace:
+            self._history[..., 0] = False
+            self._history_length = 1
+
+    def reset_thresh(self) -> None:
+        """Set the threshold back to its initial value (``thresh_center``) everywhere."""
+        self.thresh.data.copy_(self.thresh_center.expand_as(self.thresh))
+
+    def init_neuron(self) -> None:
+        """Switch off gradients, reset the state and the threshold."""
+        self.no_grad()
+        self.reset_state()
+        self.reset_thresh()
+
+    def _init_dynamics(self, alpha_v, alpha_t, update_type: str) -> None:
+        """Register the parameters every spiking model shares and choose the trace update."""
+        owner = type(self).__name__
+        self.update_type = _check_update_type(update_type, owner)
+        self._tau_kind = "decay" if update_type == "linear" else "time_constant"
+        self._register_cell_param("alpha_v", alpha_v)
+        self._register_cell_param("alpha_t", alpha_t)
+        self._trace_update = (
+            sf.linear_trace_update if update_type == "linear" else sf.exponential_trace_update
+        )
+
+    def extra_repr(self) -> str:
+        text = (
+            f"cells_shape={self.cells_shape}, v_rest={self.v_rest.item():g}, "
+            f"dt={self.dt.item():g}, duration_refrac={self.duration_refrac.item():g}"
+        )
+        if hasattr(self, "update_type"):
+            text += f", update_type={self.update_type!r}"
+        return text
+
+
+class IFNeuron(BaseNeuron):
+    r"""Integrate-and-fire neuron: :math:`v \leftarrow v + [r = 0]\,\alpha_v I`.
+
+    :param cells_shape: population shape, batch first.
+    :param thresh: threshold.
+    :param v_rest: rest/reset voltage.
+    :param alpha_v: input gain.
+    :param alpha_t: trace increment per spike.
+    :param dt: time step in ms.
+    :param duration_refrac: refractory period in ms (multiple of dt).
+    :param tau_t: trace decay in [0, 1] (linear) or time constant in ms (exponential).
+    :param update_type: ``"linear"`` or ``"exponential"`` (trace update).
+    :param store_trace: record ``complete_trace``.
+    """
+
+    def __init__(
+        self,
+        cells_shape: Sequence[int],
+        thresh: ParamValue,
+        v_rest: float,
+        alpha_v: ParamValue,
+        alpha_t: ParamValue,
+        dt: float,
+        duration_refrac: float,
+        tau_t: ParamValue,
+        update_type: str = "linear",
+        store_trace: bool = False,
+    ) -> None:
+        super().__init__(cells_shape, thresh, v_rest, dt, duration_refrac, store_trace)
+        self._init_dynamics(alpha_v, alpha_t, update_type)
+        self._register_cell_param("tau_t", tau_t, self._tau_kind)
+        self.init_neuron()
+
+    def update_voltage(self, x: Tensor) -> None:
+        sf.if_voltage_update(self.v_cell, x, self.alpha_v, self._refrac_mask())
+
+
+class LIFNeuron(BaseNeuron):
+    r"""Leaky integrate-and-fire neuron.
+
+    ``update_type="linear"``: :math:`v \leftarrow v_{rest} + [r=0]((v - v_{rest})\lambda_v + \alpha_v I)`
+    with ``tau_v`` the decay factor :math:`\lambda_v \in [0, 1]`.
+    ``"exponential"``: :math:`v \leftarrow v + [r=0]\frac{\Delta t}{\tau_v}(-(v - v_{rest}) + \alpha_v I)`
+    with ``tau_v`` in ms. Parameters as :class:`IFNeuron`, plus ``tau_v``.
+    """
+
+    def __init__(
+        self,
+        cells_shape: Sequence[int],
+        thresh: ParamValue,
+        v_rest: float,
+        alpha_v: ParamValue,
+        alpha_t: ParamValue,
+        dt: float,
+        duration_refrac: float,
+        tau_v: ParamValue,
+        tau_t: ParamValue,
+        update_type: str = "linear",
+        store_trace: bool = False,
+    ) -> None:
+        super().__init__(cells_shape, thresh, v_rest, dt, duration_refrac, store_trace)
+        self._init_dynamics(alpha_v, alpha_t, update_type)
+        self._register_cell_param("tau_v", tau_v, self._tau_kind)
+        self._register_cell_param("tau_t", tau_t, self._tau_kind)
+        self._voltage_update: Callable = (
+            sf.lif_linear_voltage_update
+            if update_type == "linear"
+            else sf.lif_exponential_voltage_update
+        )
+        self.init_neuron()
+
+    def update_voltage(self, x: Tensor) -> None:
+        self._voltage_update(
+            self.v_cell, self.v_rest, x, self.alpha_v, self.tau_v, self.dt, self._refrac_mask()
+        )
+
+
+class AdaptiveLIFNeuron(LIFNeuron):
+    r"""LIF neuron whose threshold rises with each of its spikes and relaxes between them.
+
+    Threshold update (after the spikes of the step), ``update_type="linear"``:
+    :math:`\theta \leftarrow \lambda_\theta \theta + \alpha_\theta s`; ``"exponential"``:
+    :math:`\theta \leftarrow \theta + \frac{\Delta t}{\tau_\theta}(-\theta + \alpha_\theta s)`.
+    Both relax towards 0, as in PySNN. With ``relax_to_center=True`` (new, keyword-only) the
+    threshold relaxes towards its initial value ``thresh_center`` instead:
+    :math:`\theta \leftarrow \theta_0 + f(\theta - \theta_0)` — the adaptive threshold of Diehl &
+    Cook (2015). ``reset_state`` also resets the threshold.
+
+    :param alpha_thresh: threshold increment per spike.
+    :param tau_thresh: threshold decay in [0, 1] (linear) or time constant in ms (exponential).
+    :param relax_to_center: relax towards ``thresh_center`` instead of 0.
+    Other parameters as :class:`LIFNeuron`.
+    """
+
+    def __init__(
+        self,
+        cells_shape: Sequence[int],
+        thresh: ParamValue,
+        v_rest: float,
+        alpha_v: ParamValue,
+        alpha_t: ParamValue,
+        dt: float,
+        duration_refrac: float,
+        tau_v: ParamValue,
+        tau_t: ParamValue,
+        alpha_thresh: ParamValue,
+        tau_thresh: ParamValue,
+        update_type: str = "linear",
+        store_trace: bool = False,
+        *,
+        relax_to_center: bool = False,
+    ) -> None:
+        super().__init__(
+            cells_shape,
+            thresh,
+            v_rest,
+            alpha_v,
+            alpha_t,
+            dt,
+            duration_refrac,
+            tau_v,
+            tau_t,
+            update_type,
+            store_trace,
+        )
+        self._register_cell_param("alpha_thresh", alpha_thresh)
+        self._register_cell_param("tau_thresh", tau_thresh, self._tau_kind)
+        self.relax_to_center = bool(relax_to_center)
+        self._thresh_update: Callable = (
+            sf.linear_thresh_update if update_type == "linear" else sf.exponential_thresh_update
+        )
+
+    def update_thresh(self, spikes: Tensor) -> None:
+        """Update the threshold from this step's spikes (see the class docstring)."""
+        thresh = self.thresh.data
+        if self.relax_to_center:
+            thresh.sub_(self.thresh_center)
+        self._thresh_update(
+            thresh, self.convert_spikes(spikes), self.alpha_thresh, self.tau_thresh, self.dt
+        )
+        if self.relax_to_center:
+            thresh.add_(self.thresh_center)
+
+    def _after_spiking(self, spikes: Tensor) -> None:
+        self.update_thresh(spikes)
+
+    def reset_state(self) -> None:
+        """Reset as :meth:`BaseNeuron.reset_state`, and the threshold to ``thresh_center``."""
+        super().reset_state()
+        self.reset_thresh()
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", relax_to_center={self.relax_to_center}"
+
+
+class FedeNeuron(BaseNeuron):
+    r"""Neuron of Paredes-Vallés et al. (2019), trained with :class:`pysnn.learning.FedeSTDP`.
+
+    :math:`v \leftarrow v + [r = 0]\frac{\Delta t}{\tau_v}\big(-(v - v_{rest}) + \alpha_v \sum_R (a - x)\big)`
+    with :math:`a` the weighted activations and :math:`x` the unweighted presynaptic traces.
+    Always exponential: ``tau_v`` and ``tau_t`` are time constants in ms.
+    Parameters as :class:`LIFNeuron` without ``update_type``.
+    """
+
+    def __init__(
+        self,
+        cells_shape: Sequence[int],
+        thresh: ParamValue,
+        v_rest: float,
+        alpha_v: ParamValue,
+        alpha_t: ParamValue,
+        dt: float,
+        duration_refrac: float,
+        tau_v: ParamValue,
+        tau_t: ParamValue,
+        store_trace: bool = False,
+    ) -> None:
+        super().__init__(cells_shape, thresh, v_rest, dt, duration_refrac, store_trace)
+        self._init_dynamics(alpha_v, alpha_t, "exponential")
+        self._register_cell_param("tau_v", tau_v, self._tau_kind)
+        self._register_cell_param("tau_t", tau_t, self._tau_kind)
+        self.init_neuron()
+
+    def fold(self, x: Inputs, pre_trace: Inputs) -> Tuple[Tensor, Tensor]:
+        """Concatenate lists of activations and of presynaptic traces along the fan-in axis.
+
+        The fan-in axis is summed inside :func:`pysnn.functional.fede_voltage_update`.
+        """
+        owner = type(self).__name__
+        if isinstance(x, (list, tuple)):
+            x = torch.cat(x, dim=-1)
+        if isinstance(pre_trace, (list, tuple)):
+            pre_trace = torch.cat(pre_trace, dim=-1)
+        expected = self.cells_shape + (x.shape[-1],)
+        _check_input_shape(x, expected, "x", owner)
+        _check_input_shape(pre_trace, expected, "pre_trace", owner)
+        return x, pre_trace
+
+    def update_voltage(self, x: Tensor, pre_trace: Tensor) -> None:
+        sf.fede_voltage_update(
+            self.v_cell,
+            self.v_rest,
+            x,
+            self.alpha_v,
+            self.tau_v,
+            self.dt,
+            self._refrac_mask(),
+            pre_trace,
+        )
+
+    def forward(self, x: Inputs, pre_trace: Inputs) -> Tuple[Tensor, Tensor]:
+        """One time step.
+
+        :param x: weighted activations, ``cells_shape + (R,)`` or a list of them.
+        :param pre_trace: unweighted presynaptic traces of the same shape(s).
+        :returns: ``(spikes, trace)``.
+        """
+        return self._step(*self.fold(x, pre_trace))
