@@ -74,6 +74,8 @@ class Connection(nn.Module):
         self.uniform_delay = delay_steps.dim() == 0
         self.max_delay = int(delay_steps.max().item()) if delay_steps.numel() else 0
         self._cursor = 0
+        self._activation: Optional[Tensor] = None
+        self._gathered: Optional[Tensor] = None
 
         self.register_buffer("delay_init", delay_steps)
         self.register_buffer("dt", torch.tensor(dt))
@@ -236,7 +238,16 @@ class Connection(nn.Module):
             history[:, self._cursor].copy_(x.reshape(history.shape[0], -1))
             flat_index = ((self._delay_offsets + self._cursor) % depth) * history.shape[2]
             flat_index += self._input_index
-            out = history.reshape(history.shape[0], -1).index_select(1, flat_index.view(-1))
+            gathered = self._gathered
+            if (
+                gathered is None
+                or gathered.dtype != history.dtype
+                or gathered.device != history.device
+            ):
+                gathered = history.new_empty(history.shape[0], flat_index.numel())
+                self._gathered = gathered
+            history = history.view(history.shape[0], -1)
+            out = torch.index_select(history, 1, flat_index.view(-1), out=gathered)
             out = out.view(self.synapse_shape)
             self._cursor = (self._cursor + 1) % depth
         self.pre_spikes.copy_(out)
@@ -278,6 +289,25 @@ class Connection(nn.Module):
                 "'uniform', 'neuron_scaled_uniform', 'normal', 'xavier_normal', "
                 "'xavier_uniform', 'kaiming_normal', 'kaiming_uniform', 'constant'"
             )
+
+    def _output_buffer(self, shape: Tuple[int, ...]) -> Tensor:
+        """Per-synapse output tensor, allocated once and reused at every step.
+
+        Allocating a fresh (B, O, I) tensor each step costs more than computing it (the memory
+        has to be mapped anew every time), so ``reduction="none"`` outputs are overwritten by the
+        next step, like the traces: clone an activation to keep it.
+        """
+        buffer = self._activation
+        weight = self.weight
+        if (
+            buffer is None
+            or buffer.shape != shape
+            or buffer.dtype != weight.dtype
+            or buffer.device != weight.device
+        ):
+            buffer = torch.empty(shape, dtype=weight.dtype, device=weight.device)
+            self._activation = buffer
+        return buffer
 
     def _check_input(self, x: Tensor, expected: Tuple[int, ...], name: str) -> None:
         if not isinstance(x, Tensor):
@@ -330,8 +360,12 @@ class Linear(Connection):
         return x.view(self.batch_size, -1, self.out_features, x.shape[-1])
 
     def activation_potential(self, x: Tensor) -> Tensor:
-        """Weight the (delayed) spikes per synapse: ``fold(x · W)`` of shape ``(B, 1, O, I)``."""
-        return self.fold(x * self.weight)
+        """Weight the (delayed) spikes per synapse: ``fold(x · W)`` of shape ``(B, 1, O, I)``.
+
+        The result is written into a buffer reused at every step (see :meth:`_output_buffer`).
+        """
+        out = self._output_buffer(self.synapse_shape)
+        return self.fold(torch.mul(x, self.weight, out=out))
 
     def forward(self, x: Tensor, trace_in: Tensor) -> Tuple[Tensor, Tensor]:
         """One time step.
@@ -349,7 +383,9 @@ class Linear(Connection):
         if self.reduction == "none":
             return self.activation_potential(spikes), self.fold(self.trace)
         if self.uniform_delay:
-            summed = F.linear(spikes, self.weight)  # (B, 1, O)
+            # W @ xᵀ reads the (O, I) weight contiguously: faster than F.linear's x @ Wᵀ.
+            summed = torch.matmul(self.weight, spikes.view(self.batch_size, -1).t()).t()
+            summed = summed.unsqueeze(1)  # (B, 1, O)
         else:
             summed = torch.einsum("boi,oi->bo", spikes, self.weight).unsqueeze(1)
         trace_sum = self.pre_trace.sum(-1, keepdim=True).expand(-1, -1, self.out_features)
@@ -453,8 +489,10 @@ class Conv2d(Connection):
     def activation_potential(self, x: Tensor) -> Tensor:
         """Weight unfolded spikes ``(B, ·, K, L)`` per synapse; returns ``(B, C_out, H, W, K)``."""
         kernel = self.weight.view(self.out_channels, 1, -1)
+        batch, channels, fan_in, positions = self.synapse_shape
+        out = self._output_buffer((batch, channels, positions, fan_in))
         # Multiply in the (L, K) layout directly so the result needs no transposing copy.
-        return self._positions_first(torch.mul(kernel, x.transpose(-1, -2)).contiguous())
+        return self._positions_first(torch.mul(kernel, x.transpose(-1, -2), out=out))
 
     def forward(self, x: Tensor, trace_in: Tensor) -> Tuple[Tensor, Tensor]:
         """One time step.

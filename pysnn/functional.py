@@ -63,7 +63,11 @@ def linear_trace_update(
     :returns: ``trace``, updated in place.
     """
     x = x.to(trace.dtype)
-    trace.mul_(trace_decay).add_(alpha_t * x)
+    trace.mul_(trace_decay)
+    if isinstance(alpha_t, Tensor):
+        trace.addcmul_(alpha_t, x)
+    else:
+        trace.add_(x, alpha=alpha_t)
     return trace
 
 
@@ -143,7 +147,11 @@ def lif_linear_voltage_update(
     :param refrac_counts: remaining refractory steps per cell, or ``None``.
     :returns: ``v_cur``.
     """
-    v_cur.sub_(v_rest).mul_(v_decay).add_(alpha_v * v_in)
+    v_cur.sub_(v_rest).mul_(v_decay)
+    if isinstance(alpha_v, Tensor):
+        v_cur.addcmul_(alpha_v, v_in)
+    else:
+        v_cur.add_(v_in, alpha=alpha_v)
     if refrac_counts is not None:
         v_cur.masked_fill_(refrac_counts != 0, 0.0)
     v_cur.add_(v_rest)
