@@ -99,3 +99,28 @@ class SNNNetwork(nn.Module):
                 reset = getattr(module, "reset_state", None)
                 if callable(reset):
                     reset()
+
+    def run(
+        self,
+        inputs: "torch.Tensor",
+        learning_rule: object = None,
+        reward: object = None,
+        monitors: tuple = (),
+        reset: bool = True,
+        *,
+        progress: bool = False,
+    ) -> "Optional[torch.Tensor]":
+        """Simulate over the last (time) axis of ``inputs``; see :func:`pysnn.simulation.run`.
+
+        :param inputs: input with time last, e.g. ``(B, 1, I, T)``.
+        :param learning_rule: ``None`` or a rule with ``update_state()`` and ``step(...)``.
+        :param reward: per-step reward for the rule (number, tensor with time last, sequence or
+            callable ``(t, result)``), see :func:`pysnn.simulation.run`.
+        :param monitors: monitors stepped by the loop (those created with ``hook=False``).
+        :param reset: reset the network (and the rule) first.
+        :param progress: keyword-only; tqdm progress bar.
+        :returns: the outputs stacked with time last, ``(*out_shape, T)``.
+        """
+        from pysnn.simulation import run  # late import: simulation imports the neuron modules
+
+        return run(self, inputs, learning_rule, reward, monitors, reset, progress=progress)

@@ -1,0 +1,199 @@
+"""A simulation loop: drive a network over the time axis of an input, with optional learning.
+
+:func:`run` is the loop PySNN users write by hand::
+
+    for t in range(inputs.shape[-1]):
+        out = network(inputs[..., t])
+        rule.update_state()
+        rule.step(reward)
+
+plus resetting, collecting the outputs and recording; it adds nothing per step beyond one copy
+of the output into a preallocated buffer (see ``benchmarks/monitor_overhead.py``).
+"""
+
+import warnings
+from numbers import Real
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from pysnn.monitor import Monitor, NetworkMonitor
+
+__all__ = ["run"]
+
+Reward = Union[None, float, Tensor, Sequence[float], np.ndarray, Callable[[int, Any], Any]]
+
+
+def _reward_getter(reward: Reward, n_steps: int) -> Optional[Callable[[int, Any], Any]]:
+    """Turn the ``reward`` argument into ``f(t, output) -> reward of step t`` (None: no reward)."""
+    if reward is None:
+        return None
+    if callable(reward) and not isinstance(reward, Tensor):
+        return reward
+    if isinstance(reward, Real) and not isinstance(reward, bool):
+        return lambda t, output: reward
+    if isinstance(reward, Tensor):
+        if reward.dim() == 0:
+            return lambda t, output: reward
+        if reward.shape[-1] != n_steps:
+            raise ValueError(
+                f"run: a reward tensor must be 0-dim or have the time axis last with "
+                f"{n_steps} steps (like the inputs), got shape {tuple(reward.shape)}"
+            )
+        return lambda t, output: reward[..., t]
+    if isinstance(reward, (list, tuple, np.ndarray)):
+        values = np.asarray(reward, dtype=np.float64)
+        if values.shape != (n_steps,):
+            raise ValueError(
+                f"run: a reward sequence must have one value per step ({n_steps}), "
+                f"got shape {values.shape}"
+            )
+        floats = [float(v) for v in values]
+        return lambda t, output: floats[t]
+    raise TypeError(
+        f"run: reward must be None, a number, a tensor, a sequence of numbers or a callable "
+        f"(t, output) -> reward, got {type(reward).__name__}"
+    )
+
+
+def _reset_rule(learning_rule: Any) -> None:
+    reset = getattr(learning_rule, "reset_state", None)
+    if callable(reset):
+        try:
+            reset()
+        except NotImplementedError:
+            pass
+
+
+def _progress(iterable, enabled: bool, total: int):
+    if not enabled:
+        return iterable
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        warnings.warn("run: progress=True needs tqdm (pip install tqdm); running without a bar")
+        return iterable
+    return tqdm(iterable, total=total, unit="step")
+
+
+def run(
+    network: nn.Module,
+    inputs: Tensor,
+    learning_rule: Any = None,
+    reward: Reward = None,
+    monitors: Sequence[Union[Monitor, NetworkMonitor]] = (),
+    reset: bool = True,
+    *,
+    progress: bool = False,
+) -> Optional[Tensor]:
+    """Simulate ``network`` over the last (time) axis of ``inputs``.
+
+    Each step ``t``: ``out = network(inputs[..., t])``; then, with a learning rule,
+    ``learning_rule.update_state()`` and ``learning_rule.step(r_t)`` (``step()`` when there is
+    no reward); then monitors created with ``hook=False`` count the step (and record, honouring
+    their ``every``). Monitors with a hook (the default) record by themselves after their
+    module's forward, whether or not they are listed here. Everything runs under
+    :func:`torch.no_grad`. The result is bit for bit that of the hand-written loop.
+
+    :param network: the network (any module whose forward takes one time slice).
+    :param inputs: input with time **last**, e.g. ``(B, 1, I, T)`` bool spikes from
+        :func:`pysnn.encoding.poisson_encoding`.
+    :param learning_rule: ``None`` or an object with ``update_state()`` and ``step(...)``, e.g.
+        :class:`pysnn.learning.MSTDPET`.
+    :param reward: for the learning rule, ``r_t`` of step ``t``:
+
+        * ``None``: ``step()`` is called without argument;
+        * a number or 0-dim tensor: the same reward every step;
+        * a tensor with the time axis last, ``(T,)`` or e.g. ``(B, T)``: ``reward[..., t]``
+          (a tensor, stays on its device: no host synchronisation);
+        * a list/tuple/1-D array of T numbers: ``float(reward[t])``;
+        * a callable ``reward(t, result)`` with ``result`` what the network's forward returned
+          at step ``t`` (e.g. the ``(spikes, trace)`` tuple): its return value (``None`` →
+          ``step()`` without argument).
+    :param monitors: :class:`~pysnn.monitor.Monitor` / :class:`~pysnn.monitor.NetworkMonitor`
+        objects; those without a hook are stepped by the loop, after the learning rule.
+        Monitors are not reset by :func:`run`.
+    :param reset: call ``network.reset_state()`` and ``learning_rule.reset_state()`` (when it
+        has one that does not raise ``NotImplementedError``) before the first step.
+    :param progress: keyword-only; show a tqdm progress bar (if tqdm is installed).
+    :returns: the network's outputs stacked along a new **last** axis (time last, like the
+        input): ``(*out_shape, T)``. When the forward returns a tuple, its first element (the
+        output spikes) is stacked. ``None`` if the forward returns ``None``.
+    :raises TypeError: wrong argument types.
+    :raises ValueError: ``inputs`` without a time step, reward of the wrong length, a reward
+        without learning rule.
+    """
+    if not callable(network):
+        raise TypeError(f"run: network must be a callable module, got {type(network).__name__}")
+    if not isinstance(inputs, Tensor):
+        raise TypeError(f"run: inputs must be a torch.Tensor, got {type(inputs).__name__}")
+    if inputs.dim() == 0 or inputs.shape[-1] == 0:
+        raise ValueError(
+            f"run: inputs must have a time axis last with at least one step, "
+            f"got shape {tuple(inputs.shape)}"
+        )
+    n_steps = inputs.shape[-1]
+    if learning_rule is not None:
+        for method in ("update_state", "step"):
+            if not callable(getattr(learning_rule, method, None)):
+                raise TypeError(
+                    f"run: learning_rule must have an {method}() method, "
+                    f"got {type(learning_rule).__name__}"
+                )
+    elif reward is not None:
+        raise ValueError("run: reward was given without a learning_rule")
+    reward_at = _reward_getter(reward, n_steps)
+    if isinstance(monitors, (Monitor, NetworkMonitor)):
+        monitors = (monitors,)
+    for monitor in monitors:
+        if not isinstance(monitor, (Monitor, NetworkMonitor)):
+            raise TypeError(
+                f"run: monitors must be Monitor or NetworkMonitor objects, "
+                f"got {type(monitor).__name__}"
+            )
+    if not isinstance(reset, bool):
+        raise TypeError(f"run: reset must be a bool, got {reset!r}")
+    stepped = [monitor for monitor in monitors if not monitor.attached]
+
+    if reset:
+        reset_state = getattr(network, "reset_state", None)
+        if callable(reset_state):
+            reset_state()
+        if learning_rule is not None:
+            _reset_rule(learning_rule)
+
+    outputs: Optional[Tensor] = None
+    returns_none = False
+    with torch.no_grad():
+        for t in _progress(range(n_steps), progress, n_steps):
+            result = network(inputs[..., t])
+            out = result[0] if isinstance(result, (tuple, list)) else result
+            if out is None:
+                returns_none = True
+            elif not isinstance(out, Tensor):
+                raise TypeError(
+                    f"run: the network's forward must return a tensor or a tuple starting with "
+                    f"one, got {type(out).__name__}"
+                )
+            else:
+                if outputs is None:
+                    # Time first while filling (contiguous row copies), moved last at the end.
+                    outputs = out.new_empty((n_steps,) + tuple(out.shape))
+                outputs[t].copy_(out)
+            if learning_rule is not None:
+                learning_rule.update_state()
+                if reward_at is None:
+                    learning_rule.step()
+                else:
+                    value = reward_at(t, result)
+                    if value is None:
+                        learning_rule.step()
+                    else:
+                        learning_rule.step(value)
+            for monitor in stepped:
+                monitor._count_step()
+    if returns_none or outputs is None:
+        return None
+    return outputs.movedim(0, -1).contiguous()
