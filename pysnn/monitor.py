@@ -80,7 +80,9 @@ class _Recording:
                 )
             storage = None
         if storage is None:
-            storage = compact.new_empty((rows,) + tuple(compact.shape))
+            # Zero-filled, not empty: the pages are touched now, once, instead of a page fault
+            # per record the first time round the ring (several µs per 4 KiB page).
+            storage = compact.new_zeros((rows,) + tuple(compact.shape))
         elif storage.dtype != compact.dtype or storage.device != compact.device:
             # Keep earlier records, converted like the module was (e.g. .to(torch.float64)).
             storage = storage.to(device=compact.device, dtype=compact.dtype)

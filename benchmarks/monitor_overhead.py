@@ -1,0 +1,164 @@
+"""Cost of recording and of the run() loop, side by side with the bare hand-written loop.
+
+Usage: ``python benchmarks/monitor_overhead.py [--quick] [--threads N]``
+
+Workload: Input(784) → Linear(784, 400, reduction="sum") → LIFNeuron at batch 32, Bernoulli input
+spikes (p = 0.2). A block is one "sample" of ``--steps`` steps. Each variant has its own copy of
+the network (same weights) with its monitors attached throughout; the variants are interleaved
+block by block, so they see the same machine state, and each overhead is the median over rounds
+of (variant block time / reference block time of the same round) − 1. Variants:
+
+* bare loop — ``net(x[..., t])`` and nothing else (the reference);
+* ``Monitor(neuron, ["spikes"])``: growing storage reset per sample (storage reused), a ring of
+  1000 rows, and a new monitor per sample (its fresh memory is paged in while recording);
+* ``Monitor(neuron, ["spikes", "v_cell", "trace"])`` + ``Monitor(connection, ["trace"])``
+  (the connection trace is a per-synapse (B, O, I) broadcast view, recorded compactly);
+* ``NetworkMonitor(net)`` (spikes of the input and of the LIF layer);
+* the BindsNET-style alternative: each step, copy the spikes to the CPU and grow the record with
+  ``torch.cat`` (quadratic in the number of steps);
+* ``run(net, x)`` against the same loop written by hand (reset, collect the outputs,
+  ``torch.stack``), which is its reference.
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from pysnn.connection import Linear
+from pysnn.monitor import Monitor, NetworkMonitor
+from pysnn.network import SNNNetwork
+from pysnn.neuron import Input, LIFNeuron
+from pysnn.simulation import run
+
+BATCH, N_IN, N_OUT = 32, 784, 400
+
+
+class Net(SNNNetwork):
+    def __init__(self):
+        super().__init__()
+        self.input = Input((BATCH, 1, N_IN), 1.0, 1.0, 0.9)
+        self.con = Linear(N_IN, N_OUT, BATCH, 1.0, 0, reduction="sum")
+        self.con.reset_weights("uniform", a=0.0, b=0.02)
+        self.neuron = LIFNeuron((BATCH, 1, N_OUT), 1.0, 0.0, 1.0, 1.0, 1.0, 2.0, 0.9, 0.9)
+        self.add_layer("fc", self.con, self.neuron)
+
+    def forward(self, x):
+        x, trace = self.input(x)
+        x, trace = self.con(x, trace)
+        return self.neuron(x)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--steps", type=int, default=200, help="time steps per block (sample)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    steps = args.steps
+    rounds = 5 if args.quick else 15
+    inputs = torch.rand(BATCH, 1, N_IN, steps, generator=torch.Generator().manual_seed(0)) < 0.2
+
+    def make_net():
+        torch.manual_seed(0)
+        return Net()
+
+    def plain_block(net, monitors=()):
+        def block():
+            for monitor in monitors:
+                monitor.reset()  # a new sample: records restart, storage is reused
+            for t in range(steps):
+                net(inputs[..., t])
+
+        return block
+
+    def fresh_monitor_block(net):
+        def block():
+            with Monitor(net.neuron, ["spikes"]):
+                for t in range(steps):
+                    net(inputs[..., t])
+
+        return block
+
+    def bindsnet_block(net):
+        def block():
+            record = torch.empty((0, BATCH, 1, N_OUT), dtype=torch.bool)
+            for t in range(steps):
+                net(inputs[..., t])
+                record = torch.cat((record, net.neuron.spikes.cpu().unsqueeze(0)))
+
+        return block
+
+    # One network per variant (same weights), its monitors attached for the whole benchmark.
+    nets = [make_net() for _ in range(7)]
+    variants = {
+        "bare loop": plain_block(nets[0]),
+        "Monitor(spikes), growing, reset per sample": plain_block(
+            nets[1], [Monitor(nets[1].neuron, ["spikes"])]
+        ),
+        "Monitor(spikes), ring of 1000 rows": plain_block(
+            nets[2], [Monitor(nets[2].neuron, ["spikes"], max_steps=1000)]
+        ),
+        "Monitor(spikes), new monitor per sample (first touch of new memory)": (
+            fresh_monitor_block(nets[3])
+        ),
+        "Monitor(spikes, v_cell, trace) + Monitor(connection trace, a (B,O,I) view)": (
+            plain_block(
+                nets[4],
+                [
+                    Monitor(nets[4].neuron, ["spikes", "v_cell", "trace"]),
+                    Monitor(nets[4].con, ["trace"]),
+                ],
+            )
+        ),
+        "NetworkMonitor(net): input + LIF spikes": plain_block(nets[5], [NetworkMonitor(nets[5])]),
+        "BindsNET-style: .cpu() + torch.cat per step": bindsnet_block(nets[6]),
+    }
+    loop_net = make_net()
+
+    def hand_loop():
+        loop_net.reset_state()
+        outputs = []
+        for t in range(steps):
+            outputs.append(loop_net(inputs[..., t])[0])
+        return torch.stack(outputs, -1)
+
+    def run_loop():
+        return run(loop_net, inputs)
+
+    loops = {"hand-written loop": hand_loop, "run()": run_loop}
+
+    def timed(fn):
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
+    assert torch.equal(hand_loop(), run_loop())
+    for fn in list(variants.values()) + list(loops.values()):  # warm-up
+        fn()
+    times = {name: [] for name in list(variants) + list(loops)}
+    for _ in range(rounds):  # interleaved: every variant sees the same machine state
+        for name, fn in list(variants.items()) + list(loops.items()):
+            times[name].append(timed(fn))
+
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; B={BATCH}, "
+        f"Input({N_IN}) → Linear({N_IN}, {N_OUT}, sum) → LIF; {steps} steps per sample, "
+        f"{rounds} rounds, medians of per-round ratios\n"
+    )
+    print("| variant | ms/step | overhead |")
+    print("|---|---|---|")
+    for reference, names in (("bare loop", variants), ("hand-written loop", loops)):
+        base = times[reference]
+        for name in names:
+            ratio = statistics.median(v / b for v, b in zip(times[name], base))
+            ms = statistics.median(times[name]) / steps * 1e3
+            versus = "" if reference == "bare loop" else " vs hand-written"
+            print(f"| {name} | {ms:.3f} | {100 * (ratio - 1):+.1f} %{versus} |")
+
+
+if __name__ == "__main__":
+    main()
