@@ -1,0 +1,379 @@
+"""Plots of spikes, voltages/traces, weights, receptive fields and event streams.
+
+matplotlib is optional (``pip install 'pysnn[plot]'``) and imported only when a function here is
+called. Every function draws with the object-oriented API into a new figure (or into ``ax`` when
+given), never calls ``plt.show()``, returns the :class:`matplotlib.figure.Figure` (the
+:class:`~matplotlib.animation.FuncAnimation` for animations) and, with ``save_path``, saves it
+(PNG, or any format matplotlib infers from the extension; animations as GIF). Close figures you
+no longer need with ``plt.close(fig)``.
+
+Inputs are tensors (any device) or NumPy arrays with **time first**, as recorded by
+:class:`pysnn.monitor.Monitor`: ``(T, N)`` or ``(T, B, ..., N)``; for the latter one sample ``b``
+is shown and its remaining axes are flattened into the neuron axis. Times are in ms: step ``t``
+is drawn at ``t · dt`` unless explicit ``times`` are given (e.g. ``monitor.steps * dt``).
+"""
+
+import math
+from os import PathLike
+from typing import Any, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = ["raster_plot", "trace_plot", "weight_plot", "receptive_fields", "event_animation"]
+
+ArrayLike = Union[Tensor, np.ndarray]
+SavePath = Optional[Union[str, PathLike]]
+
+
+def _pyplot():
+    """Import ``matplotlib.pyplot`` or explain how to install it."""
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "pysnn.plotting needs matplotlib; install it with: pip install 'pysnn[plot]'"
+        ) from error
+    return plt
+
+
+def _to_numpy(value: Any, name: str, owner: str) -> np.ndarray:
+    if isinstance(value, Tensor):
+        value = value.detach()
+        if value.dtype in (torch.bfloat16, torch.float16):
+            value = value.float()
+        return value.cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, (list, tuple)):
+        return np.asarray(value)
+    raise TypeError(
+        f"{owner}: {name} must be a torch.Tensor or a numpy.ndarray, got {type(value).__name__}"
+    )
+
+
+def _time_major(values: np.ndarray, sample: int, name: str, owner: str) -> np.ndarray:
+    """``(T,)``, ``(T, N)`` or ``(T, B, ..., N)`` → ``(T, N)`` (sample ``sample`` of the batch)."""
+    if values.ndim == 0:
+        raise ValueError(f"{owner}: {name} must have a time axis first, got a scalar")
+    if values.ndim == 1:
+        return values[:, None]
+    if values.ndim == 2:
+        return values
+    if not -values.shape[1] <= sample < values.shape[1]:
+        raise ValueError(
+            f"{owner}: sample must index the batch axis of size {values.shape[1]}, got {sample}"
+        )
+    return values[:, sample].reshape(values.shape[0], -1)
+
+
+def _time_axis(n_steps: int, dt: float, times: Optional[ArrayLike], owner: str) -> np.ndarray:
+    if times is None:
+        if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not dt > 0:
+            raise ValueError(f"{owner}: dt must be a number > 0 (ms), got {dt!r}")
+        return np.arange(n_steps) * float(dt)
+    times = _to_numpy(times, "times", owner).astype(np.float64).reshape(-1)
+    if times.shape[0] != n_steps:
+        raise ValueError(
+            f"{owner}: times must have one entry per step ({n_steps}), got {times.shape[0]}"
+        )
+    return times
+
+
+def _new_axes(ax, figsize: Tuple[float, float]):
+    if ax is None:
+        fig, ax = _pyplot().subplots(figsize=figsize)
+        return fig, ax
+    return ax.figure, ax
+
+
+def _finish(fig, ax, save_path: SavePath, title: Optional[str]):
+    if title is not None:
+        ax.set_title(title)
+    if save_path is not None:
+        fig.savefig(save_path, dpi=100, bbox_inches="tight")
+    return fig
+
+
+def raster_plot(
+    spikes: ArrayLike,
+    dt: float = 1.0,
+    *,
+    sample: int = 0,
+    times: Optional[ArrayLike] = None,
+    ax=None,
+    title: Optional[str] = None,
+    color: str = "k",
+    marker_size: float = 20.0,
+    save_path: SavePath = None,
+):
+    """Raster plot: a mark at (time, neuron) for every spike.
+
+    :param spikes: ``(T, N)``, ``(T,)`` or ``(T, B, ..., N)`` (e.g. ``Monitor.get("spikes")``),
+        bool or 0/1.
+    :param dt: time step in ms (step ``t`` is drawn at ``t · dt``).
+    :param sample: keyword-only; batch element shown when ``spikes`` has a batch axis.
+    :param times: keyword-only; explicit time of each row in ms, overrides ``dt``.
+    :param ax: keyword-only; axes to draw into (default: a new figure).
+    :param title: keyword-only; axes title.
+    :param color: keyword-only; marker colour.
+    :param marker_size: keyword-only; marker size in points².
+    :param save_path: keyword-only; save the figure there.
+    :returns: the matplotlib Figure.
+    """
+    owner = "raster_plot"
+    values = _time_major(_to_numpy(spikes, "spikes", owner), sample, "spikes", owner)
+    n_steps, n_neurons = values.shape
+    time_ms = _time_axis(n_steps, dt, times, owner)
+    fig, ax = _new_axes(ax, (8.0, 4.0))
+    step_index, neuron_index = np.nonzero(values)
+    ax.scatter(time_ms[step_index], neuron_index, marker="|", s=marker_size, c=color)
+    ax.set_xlabel("time (ms)")
+    ax.set_ylabel("neuron")
+    if n_steps:
+        pad = (time_ms[-1] - time_ms[0]) / max(n_steps - 1, 1) / 2 if n_steps > 1 else 0.5
+        ax.set_xlim(time_ms[0] - pad, time_ms[-1] + pad)
+    ax.set_ylim(-0.5, n_neurons - 0.5)
+    return _finish(fig, ax, save_path, title)
+
+
+def trace_plot(
+    values: ArrayLike,
+    thresh: Optional[Union[float, ArrayLike]] = None,
+    dt: float = 1.0,
+    *,
+    sample: int = 0,
+    neurons: Optional[Sequence[int]] = None,
+    times: Optional[ArrayLike] = None,
+    ax=None,
+    title: Optional[str] = None,
+    ylabel: str = "voltage",
+    legend: bool = True,
+    save_path: SavePath = None,
+):
+    """Voltage or trace of some neurons over time, with their threshold.
+
+    :param values: ``(T,)``, ``(T, N)`` or ``(T, B, ..., N)`` (e.g. ``Monitor.get("v_cell")``).
+    :param thresh: ``None``; a number (one dashed line); per-neuron values of the cells' shape
+        ``(B, ..., N)`` or ``(N,)`` (one dashed line per neuron, in its colour); or a recording
+        of the same shape as ``values`` (an adaptive threshold, drawn as dashed curves).
+    :param dt: time step in ms.
+    :param sample: keyword-only; batch element shown.
+    :param neurons: keyword-only; indices (into the flattened neuron axis) to draw; default all.
+    :param times: keyword-only; explicit times in ms, overrides ``dt``.
+    :param ax: keyword-only; axes to draw into.
+    :param title: keyword-only; axes title.
+    :param ylabel: keyword-only; y-axis label.
+    :param legend: keyword-only; label the curves by neuron index (up to 10 neurons).
+    :param save_path: keyword-only; save the figure there.
+    :returns: the matplotlib Figure.
+    """
+    owner = "trace_plot"
+    raw = _to_numpy(values, "values", owner)
+    curves = _time_major(raw, sample, "values", owner).astype(np.float64)
+    n_steps, n_neurons = curves.shape
+    if neurons is None:
+        selected = np.arange(n_neurons)
+    else:
+        selected = np.asarray(neurons, dtype=np.int64).reshape(-1)
+        if selected.size == 0 or selected.min() < -n_neurons or selected.max() >= n_neurons:
+            raise ValueError(
+                f"{owner}: neurons must index the {n_neurons} neurons, got {list(selected)}"
+            )
+    time_ms = _time_axis(n_steps, dt, times, owner)
+    fig, ax = _new_axes(ax, (8.0, 4.0))
+    lines = []
+    for index in selected:
+        (line,) = ax.plot(time_ms, curves[:, index], label=f"neuron {int(index)}")
+        lines.append(line)
+    if thresh is not None:
+        levels = _to_numpy(thresh, "thresh", owner) if not _is_number(thresh) else None
+        if levels is None or levels.size == 1:
+            level = float(thresh) if levels is None else float(levels.reshape(-1)[0])
+            ax.axhline(level, color="r", linestyle="--", linewidth=1.0, label="threshold")
+        elif levels.shape == raw.shape:
+            moving = _time_major(levels, sample, "thresh", owner).astype(np.float64)
+            for line, index in zip(lines, selected):
+                ax.plot(time_ms, moving[:, index], linestyle="--", color=line.get_color())
+        else:
+            given = levels.shape
+            if raw.ndim >= 3 and levels.shape == raw.shape[1:]:
+                levels = levels[sample]
+            levels = levels.reshape(-1).astype(np.float64)
+            if levels.size != n_neurons:
+                raise ValueError(
+                    f"{owner}: thresh must be a number, one value per neuron ({n_neurons}) or a "
+                    f"recording shaped like values {raw.shape}, got shape {given}"
+                )
+            for line, index in zip(lines, selected):
+                ax.axhline(levels[index], linestyle="--", linewidth=1.0, color=line.get_color())
+    ax.set_xlabel("time (ms)")
+    ax.set_ylabel(ylabel)
+    if legend and len(selected) <= 10:
+        ax.legend(loc="best", fontsize="small")
+    return _finish(fig, ax, save_path, title)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+
+
+def _weight_array(weight: Any, owner: str) -> np.ndarray:
+    if isinstance(weight, nn.Module):
+        if not isinstance(getattr(weight, "weight", None), Tensor):
+            raise TypeError(f"{owner}: {type(weight).__name__} has no weight tensor")
+        weight = weight.weight
+    return _to_numpy(weight, "weight", owner).astype(np.float64)
+
+
+def weight_plot(
+    weight: Union[ArrayLike, nn.Module],
+    *,
+    ax=None,
+    cmap: str = "viridis",
+    vmin: Optional[float] = None,
+    vmax: Optional[float] = None,
+    title: Optional[str] = None,
+    colorbar: bool = True,
+    save_path: SavePath = None,
+):
+    """Weight matrix of a :class:`~pysnn.connection.Linear` connection as an image.
+
+    :param weight: ``(O, I)`` tensor/array, or the connection itself.
+    :param ax: keyword-only; axes to draw into.
+    :param cmap: keyword-only; colour map.
+    :param vmin: keyword-only; lower end of the colour scale (default: the minimum).
+    :param vmax: keyword-only; upper end (default: the maximum).
+    :param title: keyword-only; axes title.
+    :param colorbar: keyword-only; add a colour bar.
+    :param save_path: keyword-only; save the figure there.
+    :returns: the matplotlib Figure (row ``o`` = postsynaptic neuron, column ``i`` = input).
+    """
+    owner = "weight_plot"
+    array = _weight_array(weight, owner)
+    if array.ndim != 2:
+        raise ValueError(
+            f"{owner}: weight must be 2-D (O, I), got shape {array.shape}; use "
+            f"receptive_fields for Conv2d kernels or to view rows as images"
+        )
+    fig, ax = _new_axes(ax, (8.0, 4.0))
+    image = ax.imshow(
+        array, aspect="auto", interpolation="nearest", cmap=cmap, vmin=vmin, vmax=vmax
+    )
+    ax.set_xlabel("presynaptic neuron i")
+    ax.set_ylabel("postsynaptic neuron o")
+    if colorbar:
+        fig.colorbar(image, ax=ax)
+    return _finish(fig, ax, save_path, title)
+
+
+def _fields(array: np.ndarray, image_shape: Optional[Sequence[int]], owner: str) -> np.ndarray:
+    """Weights → ``(n_fields, C, H, W)``."""
+    if array.ndim == 4:  # Conv2d kernels (C_out, C_in, kh, kw)
+        if image_shape is not None and tuple(image_shape) not in (
+            array.shape[1:],
+            array.shape[2:] if array.shape[1] == 1 else None,
+        ):
+            raise ValueError(
+                f"{owner}: image_shape {tuple(image_shape)} does not match the kernels "
+                f"{array.shape[1:]}; leave it None for Conv2d weights"
+            )
+        return array
+    if array.ndim != 2:
+        raise ValueError(
+            f"{owner}: weight must be (O, I) (Linear) or (C_out, C_in, kh, kw) (Conv2d), "
+            f"got shape {array.shape}"
+        )
+    if image_shape is None:
+        raise ValueError(f"{owner}: image_shape (H, W) or (C, H, W) is required for (O, I) weights")
+    shape = tuple(int(n) for n in image_shape)
+    if len(shape) == 2:
+        shape = (1,) + shape
+    if len(shape) != 3 or math.prod(shape) != array.shape[1]:
+        raise ValueError(
+            f"{owner}: image_shape must be (H, W) or (C, H, W) with as many pixels as the "
+            f"{array.shape[1]} inputs, got {tuple(image_shape)}"
+        )
+    return array.reshape((array.shape[0],) + shape)
+
+
+def receptive_fields(
+    weight: Union[ArrayLike, nn.Module],
+    image_shape: Optional[Sequence[int]] = None,
+    *,
+    neurons: Optional[Sequence[int]] = None,
+    n_cols: Optional[int] = None,
+    cmap: str = "hot_r",
+    vmin: Optional[float] = None,
+    vmax: Optional[float] = None,
+    title: Optional[str] = None,
+    colorbar: bool = True,
+    save_path: SavePath = None,
+):
+    """Grid of receptive fields: each postsynaptic neuron's weights drawn as an image.
+
+    One image (a mosaic separated by blank lines, so hundreds of fields draw fast): for
+    :class:`~pysnn.connection.Linear` weights ``(O, I)`` each row reshaped to ``image_shape``;
+    for :class:`~pysnn.connection.Conv2d` weights ``(C_out, C_in, kh, kw)`` each kernel. Input
+    channels (``C > 1``) are drawn side by side within a field. One colour scale for all.
+
+    :param weight: weights or the connection itself.
+    :param image_shape: ``(H, W)`` or ``(C, H, W)`` with ``C·H·W = I`` for Linear weights;
+        ``None`` for Conv2d kernels.
+    :param neurons: keyword-only; which fields to draw (default all).
+    :param n_cols: keyword-only; fields per row (default ``ceil(sqrt(n))``).
+    :param cmap: keyword-only; colour map.
+    :param vmin: keyword-only; colour scale minimum (default: minimum weight).
+    :param vmax: keyword-only; colour scale maximum (default: maximum weight).
+    :param title: keyword-only; title.
+    :param colorbar: keyword-only; add a colour bar.
+    :param save_path: keyword-only; save the figure there.
+    :returns: the matplotlib Figure.
+    """
+    owner = "receptive_fields"
+    fields = _fields(_weight_array(weight, owner), image_shape, owner)
+    if neurons is not None:
+        fields = fields[np.asarray(neurons, dtype=np.int64).reshape(-1)]
+    n_fields, channels, height, width = fields.shape
+    if n_fields == 0:
+        raise ValueError(f"{owner}: no field to draw")
+    if n_cols is None:
+        n_cols = math.ceil(math.sqrt(n_fields))
+    if isinstance(n_cols, bool) or not isinstance(n_cols, int) or n_cols < 1:
+        raise ValueError(f"{owner}: n_cols must be an int >= 1, got {n_cols!r}")
+    n_cols = min(n_cols, n_fields)
+    n_rows = math.ceil(n_fields / n_cols)
+    field_width = channels * (width + 1) - 1
+    mosaic = np.full((n_rows * (height + 1) - 1, n_cols * (field_width + 1) - 1), np.nan)
+    for index in range(n_fields):
+        row, col = divmod(index, n_cols)
+        top = row * (height + 1)
+        for channel in range(channels):
+            left = col * (field_width + 1) + channel * (width + 1)
+            mosaic[top : top + height, left : left + width] = fields[index, channel]
+    plt = _pyplot()
+    scale = 6.0 / max(mosaic.shape)
+    figsize = (max(3.0, mosaic.shape[1] * scale + 1.5), max(3.0, mosaic.shape[0] * scale))
+    fig, ax = plt.subplots(figsize=figsize)
+    colours = plt.get_cmap(cmap).with_extremes(bad="white")
+    image = ax.imshow(
+        np.ma.masked_invalid(mosaic),
+        cmap=colours,
+        interpolation="nearest",
+        vmin=np.nanmin(fields) if vmin is None else vmin,
+        vmax=np.nanmax(fields) if vmax is None else vmax,
+    )
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if colorbar:
+        fig.colorbar(image, ax=ax)
+    return _finish(fig, ax, save_path, title)
+
+
+def event_animation(*args: Any, **kwargs: Any):
+    """Animate an event stream (not available yet: it will share pysnn.file_io's frames).
+
+    :raises NotImplementedError: always, for now.
+    """
+    raise NotImplementedError("event_animation: waiting for pysnn.file_io's frame builder")
