@@ -31,7 +31,7 @@ def _pyplot():
     """Import ``matplotlib.pyplot`` or explain how to install it."""
     try:
         import matplotlib.pyplot as plt
-    except ImportError as error:  # pragma: no cover - depends on the environment
+    except ImportError as error:
         raise ImportError(
             "pysnn.plotting needs matplotlib; install it with: pip install 'pysnn[plot]'"
         ) from error

@@ -1,5 +1,7 @@
 """Plots: the drawn data equal the inputs, and the saved images are not blank."""
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -139,3 +141,9 @@ def test_receptive_fields_errors():
         raster_plot(torch.zeros(3, 2, 4), sample=5)
     with pytest.raises(ValueError, match="dt must be a number > 0"):
         raster_plot(torch.zeros(3, 4), dt=0)
+
+
+def test_missing_matplotlib_names_the_plot_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    with pytest.raises(ImportError, match=r"pip install 'pysnn\[plot\]'"):
+        raster_plot(np.zeros((3, 2)))
