@@ -27,7 +27,7 @@ materialised for them.
 
 from collections import OrderedDict, deque
 from numbers import Integral
-from typing import Deque, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Deque, Dict, Iterator, KeysView, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -281,6 +281,8 @@ class Monitor:
         arrays = {}
         for name in self.variables:
             compact = self.get(name, compact=True).cpu()
+            if compact.dtype == torch.bfloat16:  # NumPy has no bfloat16
+                compact = compact.float()
             full = (compact.shape[0],) + self._recording(name).full_shape
             array = compact.numpy()
             if tuple(array.shape) != full:
@@ -387,7 +389,7 @@ class NetworkMonitor:
     def __len__(self) -> int:
         return len(self.monitors)
 
-    def keys(self):
+    def keys(self) -> KeysView[str]:
         """Names of the monitored neurons."""
         return self.monitors.keys()
 
