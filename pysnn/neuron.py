@@ -520,6 +520,7 @@ class AdaptiveLIFNeuron(LIFNeuron):
     :param alpha_thresh: threshold increment per spike.
     :param tau_thresh: threshold decay in [0, 1] (linear) or time constant in ms (exponential).
     :param relax_to_center: relax towards ``thresh_center`` instead of 0.
+
     Other parameters as :class:`LIFNeuron`.
     """
 
