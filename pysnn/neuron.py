@@ -78,6 +78,18 @@ def _check_input_shape(x: Tensor, expected: Tuple[int, ...], name: str, owner: s
         )
 
 
+def _concat_fan_in(x: Sequence[Tensor], name: str, owner: str) -> Tensor:
+    """Concatenate a list of inputs along the fan-in axis, naming the argument on a mismatch."""
+    try:
+        return torch.cat(list(x), dim=-1)
+    except (RuntimeError, TypeError) as err:
+        shapes = [tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__ for t in x]
+        raise ValueError(
+            f"{owner}: the tensors of the {name} list must match in all but the last (fan-in) "
+            f"axis, got {shapes}"
+        ) from err
+
+
 class _StateMixin:
     """Per-cell parameter registration and validation shared by inputs and neurons."""
 
@@ -334,7 +346,7 @@ class BaseNeuron(_StateMixin, nn.Module):
         :returns: tensor broadcastable to ``cells_shape``.
         """
         if isinstance(x, (list, tuple)):
-            x = torch.cat(x, dim=-1)
+            x = _concat_fan_in(x, "input", type(self).__name__)
         if not isinstance(x, Tensor):
             raise TypeError(
                 f"{type(self).__name__}: input must be a tensor or a list of tensors, "
@@ -620,9 +632,11 @@ class FedeNeuron(BaseNeuron):
         """
         owner = type(self).__name__
         if isinstance(x, (list, tuple)):
-            x = torch.cat(x, dim=-1)
+            x = _concat_fan_in(x, "x", owner)
         if isinstance(pre_trace, (list, tuple)):
-            pre_trace = torch.cat(pre_trace, dim=-1)
+            pre_trace = _concat_fan_in(pre_trace, "pre_trace", owner)
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{owner}: x must be a torch.Tensor, got {type(x).__name__}")
         expected = self.cells_shape + (x.shape[-1],)
         _check_input_shape(x, expected, "x", owner)
         _check_input_shape(pre_trace, expected, "pre_trace", owner)
