@@ -1,0 +1,65 @@
+"""Sphinx configuration of the pysnn documentation.
+
+Build the site with ``sphinx-build -W --keep-going -b html docs docs/_build/html`` and run the
+snippets with ``sphinx-build -W -b doctest docs docs/_build/doctest`` (from the repository root).
+"""
+
+import doctest
+import os
+import sys
+
+# Document the checkout the docs live in, even when the package is not installed.
+sys.path.insert(0, os.path.abspath(".."))
+
+import pysnn  # noqa: E402  (after the path is set)
+
+project = "pysnn"
+author = "pysnn developers"
+copyright = "2019 Bas Buller (PySNN); pysnn developers"
+release = pysnn.__version__
+version = ".".join(release.split(".")[:2])
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.doctest",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+]
+
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+templates_path = []
+html_static_path = []
+
+html_theme = "alabaster"
+html_theme_options = {
+    "description": "Spiking neural networks with STDP-style learning on PyTorch",
+    "fixed_sidebar": True,
+    "page_width": "1100px",
+    "sidebar_width": "230px",
+}
+html_title = f"pysnn {release}"
+
+# -- autodoc -----------------------------------------------------------------------------------
+autodoc_default_options = {
+    "members": True,
+    "member-order": "bysource",
+    "show-inheritance": True,
+}
+autodoc_typehints = "signature"
+autodoc_preserve_defaults = True
+autoclass_content = "class"
+
+# -- doctest -----------------------------------------------------------------------------------
+# Every snippet starts from the same seed and a small thread count, so printed results are exact.
+doctest_global_setup = """
+import torch
+torch.manual_seed(0)
+torch.set_num_threads(1)
+"""
+doctest_default_flags = (
+    doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE | doctest.DONT_ACCEPT_TRUE_FOR_1
+)
+# ``>>>`` blocks are tested too (in the guides and in docstrings pulled in by autodoc).
+doctest_test_doctest_blocks = "default"
+
+# mathjax: the HTML loads MathJax from its CDN when a page is viewed; nothing to fetch at build.
