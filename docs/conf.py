@@ -51,10 +51,17 @@ autoclass_content = "class"
 
 # -- doctest -----------------------------------------------------------------------------------
 # Every snippet starts from the same seed and a small thread count, so printed results are exact.
+# matplotlib is optional: the plotting snippets are skipped (``:skipif:``) without it.
 doctest_global_setup = """
 import torch
 torch.manual_seed(0)
 torch.set_num_threads(1)
+try:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot
+except ImportError:
+    matplotlib = None
 """
 doctest_default_flags = (
     doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE | doctest.DONT_ACCEPT_TRUE_FOR_1
