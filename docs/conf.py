@@ -43,6 +43,7 @@ html_title = f"pysnn {release}"
 autodoc_default_options = {
     "members": True,
     "member-order": "bysource",
+    "exclude-members": "extra_repr",
     "show-inheritance": True,
 }
 autodoc_typehints = "signature"
