@@ -1,0 +1,140 @@
+"""The ported PySNN examples run offline with ``--quick`` and report sensible numbers.
+
+Each example runs in a subprocess (``sys.executable``), as a user would start it, with its output
+folder in ``tmp_path``; the tests read what it prints and check the PNG files it saves.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+import pytest
+import torch
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+NUMBER = r"([-+]?\d+(?:\.\d+)?)"
+
+
+def run_example(script: str, out: Path, *extra: str, expect_rc: int = 0) -> str:
+    """Run ``examples/<script> --quick --out <out> --seed 0 [extra]``; returns its stdout."""
+    command = [sys.executable, str(EXAMPLES / script), "--quick", "--out", str(out), "--seed", "0"]
+    env = dict(os.environ, MPLBACKEND="Agg", PYTHONHASHSEED="0")
+    done = subprocess.run(
+        command + list(extra), capture_output=True, text=True, timeout=120, env=env
+    )
+    assert (
+        done.returncode == expect_rc
+    ), f"{script} exited with {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    return done.stdout + ("" if expect_rc == 0 else done.stderr)
+
+
+def assert_pngs(out: Path, names: List[str]) -> None:
+    for name in names:
+        path = out / name
+        assert path.is_file(), f"{name} was not saved"
+        data = path.read_bytes()
+        assert data.startswith(PNG_SIGNATURE), f"{name} is not a PNG"
+        assert len(data) > 5000, f"{name} is suspiciously small ({len(data)} bytes)"
+
+
+def numbers(pattern: str, text: str) -> List[float]:
+    match = re.search(pattern, text)
+    assert match is not None, f"no line matching {pattern!r} in:\n{text}"
+    return [float(g) for g in match.groups()]
+
+
+def class_rates(text: str, when: str) -> List[float]:
+    """The per-class output rates of the ``before``/``after`` line of the MLP examples."""
+    return numbers(rf"{when} \|.*per class: label 0: +{NUMBER} Hz, label 1: +{NUMBER} Hz", text)
+
+
+def test_mstdpet_weight_rises_then_falls(tmp_path):
+    out = run_example("mstdpet_example.py", tmp_path)
+    assert "CHECK PASSED" in out
+    start, middle, end = numbers(rf"weight: start {NUMBER} -> middle {NUMBER} -> end {NUMBER}", out)
+    assert start == pytest.approx(0.7)  # the constant initial weight of the script
+    assert middle > start and end < middle
+    (n_pre,) = numbers(r"presynaptic spikes: (\d+)", out)
+    # 1000 steps of a 100 Hz Poisson train at dt = 1 ms: 100 expected, 5 sigma is 50
+    assert 50 <= n_pre <= 150
+    first, second = numbers(
+        r"postsynaptic spikes: (\d+) in the first half, (\d+) in the second", out
+    )
+    assert first > 0 and second > 0
+    assert_pngs(tmp_path, ["mstdpet.png"])
+
+
+@pytest.mark.parametrize(
+    "script, figures",
+    [
+        ("mlp_example.py", ["mlp_spikes.png", "mlp_weights.png"]),
+        ("mlp_example_cyclic.py", ["mlp_cyclic_spikes.png", "mlp_cyclic_weights.png"]),
+    ],
+)
+def test_mlp_examples_report_rates_per_class(tmp_path, script, figures):
+    out = run_example(script, tmp_path)
+    for when in ("before", "after"):
+        silent, active = class_rates(out, when)
+        # [0, 0] sends no spike at all, so nothing downstream can fire
+        assert silent == 0.0
+        # at most one spike per step of 1 ms
+        assert 0.0 <= active <= 1000.0
+    per_sample = numbers(
+        rf"after \| output rate per sample \(Hz\): +{NUMBER}, +{NUMBER}, +{NUMBER}, +{NUMBER}", out
+    )
+    assert per_sample[0] == 0.0
+    if script == "mlp_example_cyclic.py":
+        with_fb, without_fb = numbers(
+            r"hidden spikes after training: (\d+) with the feedback, (\d+) with the feedback", out
+        )
+        assert with_fb >= 0 and without_fb >= 0
+    assert_pngs(tmp_path, figures)
+
+
+def test_cnn_example_on_synthetic_nmnist(tmp_path):
+    out = run_example("cnn_example.py", tmp_path)
+    data = tmp_path / "synthetic_nmnist"
+    assert sorted(p.name for p in data.iterdir()) == ["Test", "Train"]
+    assert any((data / "Train").rglob("*.bin"))
+    accuracy, n_classes, chance = numbers(
+        rf"test accuracy {NUMBER} \((\d+) classes, chance {NUMBER}\)", out
+    )
+    assert 0.0 <= accuracy <= 1.0
+    assert chance == pytest.approx(1 / n_classes, abs=1e-3)
+    for layer in (1, 2, 3):
+        before, after = numbers(
+            rf"layer {layer}: {NUMBER} spikes per sample before, {NUMBER} after", out
+        )
+        assert before >= 0 and after >= 0
+    assert_pngs(tmp_path, ["cnn_kernels.png", "cnn_activity.png"])
+
+
+def test_cnn_example_reads_a_given_folder(tmp_path):
+    """``--data DIR`` reads that folder instead of generating one."""
+    first = tmp_path / "first"
+    run_example("cnn_example.py", first)
+    second = tmp_path / "second"
+    out = run_example("cnn_example.py", second, "--data", str(first / "synthetic_nmnist"))
+    assert not (second / "synthetic_nmnist").exists()
+    assert f"data: {first / 'synthetic_nmnist'}" in out
+
+
+def test_gym_example_reports_before_and_after(tmp_path):
+    pytest.importorskip("gymnasium")
+    out = run_example("gym_example.py", tmp_path)
+    (before,) = numbers(rf"mean episode reward before learning: {NUMBER}", out)
+    (after,) = numbers(rf"mean episode reward after learning: {NUMBER}", out)
+    # CartPole gives +1 per step; --quick caps episodes at 100 steps; a pole never falls at once
+    assert 5.0 <= before <= 100.0 and 5.0 <= after <= 100.0
+    assert re.search(r"RESULT: (the network learned|no clear learning)", out)
+    assert_pngs(tmp_path, ["gym_training.png"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without CUDA")
+def test_cuda_without_gpu_is_a_clear_error(tmp_path):
+    out = run_example("mstdpet_example.py", tmp_path, "--device", "cuda", expect_rc=2)
+    assert "--device cuda" in out and "is_available" in out
