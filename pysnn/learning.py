@@ -1,0 +1,572 @@
+r"""Learning rules: correlation-based weight updates computed from the layers' live state.
+
+A rule is built from the layers it trains, an ``OrderedDict`` name → ``{"connection",
+"neuron", "type"}`` as given by :meth:`pysnn.network.SNNNetwork.layers` (the modules) or by
+:meth:`pysnn.network.SNNNetwork.layer_state_dict` (their state dicts, PySNN's way); a subset of
+either works, and layers may share a postsynaptic neuron (several incoming connections). After
+each network step call :meth:`~LearningRule.update_state` and then
+:meth:`~LearningRule.step` (``step(reward)`` for the reward-modulated rules).
+
+What a rule sees of a layer, every step:
+
+* presynaptic spikes :math:`s^{pre}`: the connection's ``spikes``, i.e. the *delayed* spikes that
+  reach each synapse this step;
+* presynaptic trace :math:`x^{pre}`: the connection's ``trace`` (traces are not delayed);
+* postsynaptic spikes :math:`s^{post}` and trace :math:`x^{post}`: the neuron's ``spikes`` and
+  ``trace``, updated in the same step (a neuron updates its trace in the step it spikes).
+
+Outer products are averaged over the batch :math:`b` (and, for :class:`~pysnn.connection.Conv2d`,
+over the output positions :math:`l` that share a kernel), written
+:math:`\langle x^{pre} s^{post}\rangle_{oi} = \frac{1}{B}\sum_b x^{pre}_{bi} s^{post}_{bo}`
+(convolution: :math:`\frac{1}{BL}\sum_{b,l} x^{pre}_{bkl} s^{post}_{bol}` with :math:`k` the
+unfolded fan-in, reshaped to the kernel ``(C_out, C_in, kh, kw)``). They are computed as matrix
+products of the compact per-input state, never as ``(B, O, I)`` tensors, except with per-synapse
+delay tensors, where the delayed spikes themselves are ``(B, O, I)``.
+
+Modules vs state dicts: with modules (``net.layers``) the rule reads the buffers through the
+modules at every step, so it keeps working after ``net.to(device/dtype)``. State-dict tensors
+are aliases of the buffers at the time they were taken (as in PySNN): build the rule after
+``.to()``. The caller's dict is never modified (PySNN overwrote it).
+"""
+
+import math
+from collections import OrderedDict
+from collections.abc import Mapping
+from numbers import Real
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from pysnn.connection import Conv2d, Linear
+
+__all__ = ["LearningRule", "STDP"]
+
+Reward = Union[float, Tensor]
+_LAYER_TYPES = {"linear": Linear, "conv2d": Conv2d}
+_CONNECTION_KEYS = ("weight", "spikes", "trace")
+_NEURON_KEYS = ("spikes", "trace")
+
+
+def _check_real(
+    value: Any,
+    name: str,
+    owner: str,
+    *,
+    low: Optional[float] = None,
+    high: Optional[float] = None,
+    low_open: bool = False,
+    allow_inf: bool = False,
+) -> float:
+    """Validate a real hyperparameter and return it as a float."""
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{owner}: {name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if math.isnan(value) or (math.isinf(value) and not allow_inf):
+        raise ValueError(f"{owner}: {name} must be finite, got {value}")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ValueError(f"{owner}: {name} must be {'>' if low_open else '>='} {low}, got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{owner}: {name} must be <= {high}, got {value}")
+    return value
+
+
+def _check_bounds(
+    w_min: Optional[float], w_max: Optional[float], owner: str, allow_inf: bool = True
+) -> Tuple[Optional[float], Optional[float]]:
+    if w_min is not None:
+        w_min = _check_real(w_min, "w_min", owner, allow_inf=allow_inf)
+    if w_max is not None:
+        w_max = _check_real(w_max, "w_max", owner, allow_inf=allow_inf)
+    if w_min is not None and w_max is not None and not w_min < w_max:
+        raise ValueError(f"{owner}: w_min must be < w_max, got {w_min} and {w_max}")
+    return w_min, w_max
+
+
+class _Layer(Mapping):
+    """One trained layer: live access to its state, plus the tensors the rule keeps for it.
+
+    As a mapping it offers PySNN's keys — ``pre_spikes``, ``pre_trace``, ``post_spikes``,
+    ``post_trace``, ``weight``, ``type`` — read live from the connection and neuron (modules or
+    state dicts), plus the rule's own state (e.g. ``e_trace``).
+    """
+
+    def __init__(self, name: str, spec: Mapping, owner: str) -> None:
+        self.name = name
+        self.type = spec["type"]
+        self.connection = spec["connection"]
+        self.neuron = spec["neuron"]
+        self.state: Dict[str, Tensor] = {}
+        self._workspace: Dict[str, Tensor] = {}
+        weight, spikes, trace = self.weight, self.pre_spikes, self.pre_trace
+        post_spikes, post_trace = self.post_spikes, self.post_trace
+        where = f"{owner}: layer {name!r}"
+        n_post = weight.shape[0]
+        if self.type == "linear":
+            if weight.dim() != 2:
+                raise ValueError(
+                    f"{where}: a linear weight must be (O, I), got {tuple(weight.shape)}"
+                )
+            synapse = (spikes.shape[0],) + tuple(weight.shape)
+        else:
+            if weight.dim() != 4:
+                raise ValueError(
+                    f"{where}: a conv2d weight must be (C_out, C_in, kh, kw), "
+                    f"got {tuple(weight.shape)}"
+                )
+            if spikes.dim() != 4:
+                raise ValueError(
+                    f"{where}: conv2d connection spikes must be (B, C_out, K, L), "
+                    f"got {tuple(spikes.shape)}"
+                )
+            synapse = (spikes.shape[0], n_post, math.prod(weight.shape[1:]), spikes.shape[-1])
+        for key, tensor in (("spikes", spikes), ("trace", trace)):
+            if tuple(tensor.shape) != synapse:
+                raise ValueError(
+                    f"{where}: connection {key} must have the synapse shape {synapse}, "
+                    f"got {tuple(tensor.shape)}"
+                )
+        self.batch, self.n_post, self.fan_in = synapse[0], synapse[1], synapse[2]
+        self.positions = synapse[3] if self.type == "conv2d" else 1
+        cells = self.batch * self.n_post * self.positions
+        for key, tensor in (("spikes", post_spikes), ("trace", post_trace)):
+            if tensor.shape[0] != self.batch or tensor.numel() != cells:
+                raise ValueError(
+                    f"{where}: neuron {key} of shape {tuple(tensor.shape)} does not match the "
+                    f"connection: expected batch {self.batch} and {self.n_post * self.positions} "
+                    f"cells per sample"
+                )
+
+    # -- live state ----------------------------------------------------------------------------
+    @staticmethod
+    def _read(source: Any, key: str) -> Tensor:
+        return getattr(source, key) if isinstance(source, nn.Module) else source[key]
+
+    @property
+    def weight(self) -> Tensor:
+        """The weight (detached alias: in-place updates reach the module)."""
+        return self._read(self.connection, "weight").detach()
+
+    @property
+    def pre_spikes(self) -> Tensor:
+        return self._read(self.connection, "spikes")
+
+    @property
+    def pre_trace(self) -> Tensor:
+        return self._read(self.connection, "trace")
+
+    @property
+    def post_spikes(self) -> Tensor:
+        return self._read(self.neuron, "spikes")
+
+    @property
+    def post_trace(self) -> Tensor:
+        return self._read(self.neuron, "trace")
+
+    def weight_matrix(self) -> Tensor:
+        """The weight as ``(O, K)`` (conv: ``(C_out, C_in·kh·kw)``, the unfold row order)."""
+        return self.weight.view(self.n_post, self.fan_in)
+
+    # -- Mapping interface (PySNN's layer dict) ------------------------------------------------
+    _KEYS = ("pre_spikes", "pre_trace", "post_spikes", "post_trace", "weight", "type")
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._KEYS:
+            return getattr(self, key)
+        return self.state[key]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._KEYS
+        yield from self.state
+
+    def __len__(self) -> int:
+        return len(self._KEYS) + len(self.state)
+
+    def __repr__(self) -> str:
+        return f"<layer {self.name!r} ({self.type}), rule state {sorted(self.state)}>"
+
+    # -- helpers for the rules -----------------------------------------------------------------
+    def buffer(self, key: str, shape: Tuple[int, ...]) -> Tensor:
+        """A scratch tensor kept between steps (reallocated only if the weight moved)."""
+        weight = self.weight
+        buf = self._workspace.get(key)
+        if (
+            buf is None
+            or buf.shape != shape
+            or buf.dtype != weight.dtype
+            or buf.device != weight.device
+        ):
+            buf = torch.empty(shape, dtype=weight.dtype, device=weight.device)
+            self._workspace[key] = buf
+        return buf
+
+    def follow_weight(self, key: str) -> Tensor:
+        """Rule state ``key``, moved to the weight's device and dtype if the network moved."""
+        weight = self.weight
+        tensor = self.state[key]
+        if tensor.device != weight.device or tensor.dtype != weight.dtype:
+            tensor = tensor.to(device=weight.device, dtype=weight.dtype)
+            self.state[key] = tensor
+        return tensor
+
+    def _pre4(self, tensor: Tensor, dtype: torch.dtype) -> Tuple[Tensor, bool]:
+        """Synapse tensor as ``(B, O or 1, K, L)`` and whether it is compact (one row per input).
+
+        The per-synapse buffers of a connection with a uniform delay are broadcast views
+        (stride 0 along the output axis): only their first row is real, so use that row.
+        """
+        if self.type == "linear":
+            tensor = tensor.unsqueeze(-1)
+        compact = tensor.shape[1] == 1 or tensor.stride(1) == 0
+        if compact:
+            tensor = tensor.narrow(1, 0, 1)
+        return tensor.to(dtype), compact
+
+    def _post3(self, tensor: Tensor, dtype: torch.dtype) -> Tensor:
+        """Neuron tensor as ``(B, O, L)``."""
+        return tensor.reshape(self.batch, self.n_post, self.positions).to(dtype)
+
+    def correlate(
+        self,
+        pre: Tensor,
+        post: Tensor,
+        out: Tensor,
+        alpha: float,
+        beta: float = 1.0,
+        scale: Optional[Tensor] = None,
+    ) -> Tensor:
+        r"""``out ← beta·out + alpha·⟨pre ⊗ post⟩``, the mean over batch and positions, ``(O, K)``.
+
+        :param pre: presynaptic synapse tensor (connection ``spikes`` or ``trace``).
+        :param post: postsynaptic tensor (neuron ``spikes`` or ``trace``).
+        :param out: ``(O, K)`` tensor updated in place (``beta=0`` ignores its content).
+        :param scale: optional per-sample factor ``()`` or ``(B,)`` (a reward) applied to
+            ``post`` before averaging.
+        """
+        dtype = out.dtype
+        pre4, compact = self._pre4(pre, dtype)
+        post3 = self._post3(post, dtype)
+        if scale is not None:
+            post3 = post3 * scale.view(-1, 1, 1)
+        n = self.batch * self.positions
+        if compact:
+            # Σ_{b,l} post[b,o,l]·pre[b,k,l] is one matrix product over the (b, l) axis;
+            # for linear layers (L = 1) both reshapes are views.
+            p = post3.transpose(0, 1).reshape(self.n_post, n)
+            q = pre4[:, 0].transpose(1, 2).reshape(n, self.fan_in)
+            return out.addmm_(p, q, beta=beta, alpha=alpha / n)
+        # Per-synapse delays: the delayed spikes are genuinely (B, O, K, L).
+        prod = torch.einsum("bokl,bol->ok", pre4, post3)
+        if beta == 0:
+            return torch.mul(prod, alpha / n, out=out)
+        if beta != 1:
+            out.mul_(beta)
+        return out.add_(prod, alpha=alpha / n)
+
+    def correlate_per_sample(
+        self, pre: Tensor, post: Tensor, out: Tensor, alpha: float, beta: float = 1.0
+    ) -> Tensor:
+        """As :meth:`correlate` but per sample (mean over positions only): ``out`` is ``(B, O, K)``."""
+        dtype = out.dtype
+        pre4, compact = self._pre4(pre, dtype)
+        post3 = self._post3(post, dtype)
+        if compact:
+            return out.baddbmm_(
+                post3, pre4[:, 0].transpose(1, 2), beta=beta, alpha=alpha / self.positions
+            )
+        prod = torch.einsum("bokl,bol->bok", pre4, post3)
+        if beta != 1:
+            out.mul_(beta)
+        return out.add_(prod, alpha=alpha / self.positions)
+
+
+def _reward_value(
+    reward: Any, layer: _Layer, owner: str, per_sample: bool
+) -> Tuple[float, Optional[Tensor]]:
+    """Split a reward into a Python factor and an optional tensor factor (no host sync).
+
+    :returns: ``(factor, tensor)``: ``tensor`` is ``None`` for a number, else a 0-dim or
+        ``(B,)`` tensor on the weight's device and dtype (``(B,)`` only when ``per_sample``).
+    """
+    if isinstance(reward, Real) and not isinstance(reward, bool):
+        return float(reward), None
+    if not isinstance(reward, Tensor):
+        raise TypeError(
+            f"{owner}: reward must be a number or a tensor (0-dim, or (B,) per sample), "
+            f"got {type(reward).__name__}"
+        )
+    weight = layer.weight
+    if reward.dim() == 0 or (reward.numel() == 1 and layer.batch != 1 and not per_sample):
+        tensor = reward.reshape(())
+    elif reward.shape == (layer.batch,):
+        if not per_sample:
+            raise ValueError(
+                f"{owner}: a per-sample reward of shape ({layer.batch},) needs a rule built with "
+                f"per_sample_reward=True (it keeps one eligibility trace per sample); give a "
+                f"number or a 0-dim tensor to reward the whole batch"
+            )
+        tensor = reward
+    else:
+        raise ValueError(
+            f"{owner}: reward must be a number, a 0-dim tensor or a tensor of shape "
+            f"({layer.batch},) (one per sample) for layer {layer.name!r}, "
+            f"got shape {tuple(reward.shape)}"
+        )
+    return 1.0, tensor.to(device=weight.device, dtype=weight.dtype)
+
+
+class LearningRule:
+    """Base class of learning rules.
+
+    :param layers: ``OrderedDict`` (or dict) name → ``{"connection", "neuron", "type"}``, where
+        ``connection`` and ``neuron`` are modules (``net.layers``) or their state dicts
+        (``net.layer_state_dict()``) and ``type`` is ``"linear"`` or ``"conv2d"``.
+    :param defaults: the rule's hyperparameters (kept in :attr:`defaults`).
+
+    :attr:`layers` is an ``OrderedDict`` name → layer mapping with PySNN's keys, read live:
+    ``pre_spikes`` (connection ``spikes``), ``pre_trace`` (connection ``trace``),
+    ``post_spikes``, ``post_trace`` (neuron), ``weight``, ``type``, plus the rule's own state
+    such as ``e_trace``. Subclasses implement :meth:`update_state`, :meth:`step` and
+    :meth:`reset_state`.
+
+    :raises TypeError: ``layers`` is not a dict of dicts, or holds modules of the wrong type.
+    :raises ValueError: no layers, an unknown ``type``, missing keys or shapes that do not match.
+    """
+
+    def __init__(
+        self, layers: "OrderedDict[str, Dict[str, Any]]", defaults: Dict[str, Any]
+    ) -> None:
+        self.check_layers(layers)
+        self.defaults = defaults
+        owner = type(self).__name__
+        self.layers: "OrderedDict[str, _Layer]" = OrderedDict(
+            (name, _Layer(name, spec, owner)) for name, spec in layers.items()
+        )
+
+    def check_layers(self, layers: Any) -> None:
+        """Validate the ``layers`` argument (see the class docstring).
+
+        :raises TypeError: not a dict, a layer that is not a dict, a module of the wrong kind.
+        :raises ValueError: empty, missing keys, unknown ``type``.
+        """
+        owner = type(self).__name__
+        if not isinstance(layers, dict):
+            raise TypeError(
+                f"{owner}: layers must be an OrderedDict name -> layer dict (e.g. "
+                f"net.layers or net.layer_state_dict()), got {type(layers).__name__}"
+            )
+        if not layers:
+            raise ValueError(f"{owner}: layers must contain at least one layer, got none")
+        for name, layer in layers.items():
+            if not isinstance(layer, Mapping):
+                raise TypeError(
+                    f"{owner}: layer {name!r} must be a dict with 'connection', 'neuron' and "
+                    f"'type', got {type(layer).__name__}"
+                )
+            missing = [key for key in ("connection", "neuron", "type") if key not in layer]
+            if missing:
+                raise ValueError(f"{owner}: layer {name!r} lacks the key(s) {missing}")
+            layer_type = layer["type"]
+            if layer_type not in _LAYER_TYPES:
+                raise ValueError(
+                    f"{owner}: layer {name!r} has type {layer_type!r}, expected 'linear' or "
+                    f"'conv2d'"
+                )
+            self._check_source(layer["connection"], _CONNECTION_KEYS, "connection", name, owner)
+            self._check_source(layer["neuron"], _NEURON_KEYS, "neuron", name, owner)
+            connection = layer["connection"]
+            if isinstance(connection, nn.Module) and not isinstance(
+                connection, _LAYER_TYPES[layer_type]
+            ):
+                raise TypeError(
+                    f"{owner}: layer {name!r} of type {layer_type!r} needs a "
+                    f"{_LAYER_TYPES[layer_type].__name__} connection, "
+                    f"got {type(connection).__name__}"
+                )
+
+    @staticmethod
+    def _check_source(source: Any, keys: Tuple[str, ...], role: str, name: str, owner: str) -> None:
+        if isinstance(source, nn.Module):
+            found = {key: getattr(source, key, None) for key in keys}
+        elif isinstance(source, Mapping):
+            found = {key: source.get(key) for key in keys}
+        else:
+            raise TypeError(
+                f"{owner}: the {role} of layer {name!r} must be a module or its state dict, "
+                f"got {type(source).__name__}"
+            )
+        missing = [key for key, value in found.items() if not isinstance(value, Tensor)]
+        if missing:
+            raise ValueError(f"{owner}: the {role} of layer {name!r} has no tensor {missing}")
+
+    def update_state(self) -> None:
+        """Update the rule's state from the layers' current state (call after every step)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement update_state")
+
+    def step(self, *args: Any, **kwargs: Any) -> None:
+        """Apply the weight update."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement step")
+
+    def reset_state(self) -> None:
+        """Reset the rule's state (e.g. eligibility traces)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement reset_state")
+
+    def pre_mult_post(self, pre: Tensor, post: Tensor, con_type: str) -> Tensor:
+        """Per-sample outer product of presynaptic and postsynaptic tensors, per synapse.
+
+        * ``"linear"``: ``pre (B, O, I)`` (or ``(B, 1, I)``), ``post (B, 1, O)`` →
+          ``R[b, o, i] = pre[b, o, i] · post[b, 0, o]``, shape ``(B, O, I)``;
+        * ``"conv2d"``: ``pre (B, C, K, L)`` (or ``(B, 1, K, L)``), ``post (B, C, H, W)`` with
+          ``H·W = L`` → ``R[b, c, k, l] = pre[b, c, k, l] · post[b, c, l]``.
+
+        A bool operand is cast to the other's dtype (both bool: the default float dtype).
+        This builds the full per-synapse tensor; the rules of this module avoid it.
+
+        :raises ValueError: unknown ``con_type``.
+        """
+        if pre.dtype == torch.bool and post.dtype == torch.bool:
+            pre = pre.to(torch.get_default_dtype())
+        if pre.dtype == torch.bool:
+            pre = pre.to(post.dtype)
+        if post.dtype == torch.bool:
+            post = post.to(pre.dtype)
+        if con_type == "linear":
+            return pre * post.reshape(post.shape[0], -1).unsqueeze(-1)
+        if con_type == "conv2d":
+            return pre * post.reshape(post.shape[0], post.shape[1], 1, -1)
+        raise ValueError(
+            f"{type(self).__name__}: con_type must be 'linear' or 'conv2d', got {con_type!r}"
+        )
+
+    def reduce_connections(
+        self, tensor: Tensor, con_type: str, red_method: Callable[..., Tensor] = torch.mean
+    ) -> Tensor:
+        """Reduce a per-synapse tensor to the weight's layout.
+
+        ``"linear"``: over the batch, ``(B, O, I)`` → ``(O, I)``; ``"conv2d"``: over the batch
+        and the positions, ``(B, C, K, L)`` → ``(C, K)``.
+
+        :param red_method: called as ``red_method(tensor, dim=...)`` with an int or a tuple of
+            ints (``torch.mean``, ``torch.sum``, ``torch.amax``, ...).
+        :raises ValueError: unknown ``con_type``.
+        """
+        if con_type == "linear":
+            return red_method(tensor, dim=0)
+        if con_type == "conv2d":
+            return red_method(tensor, dim=(0, 3))
+        raise ValueError(
+            f"{type(self).__name__}: con_type must be 'linear' or 'conv2d', got {con_type!r}"
+        )
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{key}={value!r}" for key, value in self.defaults.items())
+        return f"{type(self).__name__}({params}, layers={list(self.layers)})"
+
+
+class STDP(LearningRule):
+    r"""Trace-based pair STDP (Song, Miller & Abbott 2000; Morrison et al. 2008).
+
+    At every :meth:`step`, for each synapse (averaged over the batch, and over positions for
+    convolutions, see the module docstring):
+
+    .. math::
+
+        \Delta W = \eta\,\big(a_+\,f_+(W)\,\langle x^{pre} s^{post}\rangle
+                   - a_-\,f_-(W)\,\langle s^{pre} x^{post}\rangle\big),
+        \qquad W \leftarrow \mathrm{clamp}(W + \Delta W,\ w_{min},\ w_{max})
+
+    — potentiation by the presynaptic trace at each postsynaptic spike, depression by the
+    postsynaptic trace at each (delayed) presynaptic spike. ``weight_dependence="additive"``:
+    :math:`f_\pm = 1` (hard bounds, by the clamp); ``"multiplicative"``: soft bounds
+    :math:`f_+ = w_{max} - W`, :math:`f_- = W - w_{min}` (both evaluated before the update).
+
+    The window follows from the trace decays: for one pair with
+    :math:`\Delta t = t_{post} - t_{pre} > 0` steps the change is
+    :math:`\eta a_+ x^{pre}_1 \lambda_{pre}^{\Delta t}`, for :math:`\Delta t < 0` it is
+    :math:`-\eta a_- x^{post}_1 \lambda_{post}^{|\Delta t|}`, where :math:`x_1` is the trace in the
+    step of its spike (``alpha_t`` for linear traces, ``alpha_t·dt/tau_t`` for exponential
+    ones) and :math:`\lambda` the decay per step (``tau_t`` for linear traces,
+    ``1 − dt/tau_t`` for exponential ones), i.e. :math:`\tau_\pm = -dt/\ln\lambda`. Spikes in
+    the same step (:math:`\Delta t = 0`) count both terms.
+
+    :param layers: the layers to train (see :class:`LearningRule`).
+    :param lr: learning rate :math:`\eta > 0` (weight units per unit of trace).
+    :param a_plus: potentiation amplitude :math:`a_+ \ge 0`.
+    :param a_minus: depression amplitude :math:`a_- \ge 0`.
+    :param w_min: lower weight bound (``-inf`` allowed with ``"additive"``).
+    :param w_max: upper weight bound, ``> w_min`` (``inf`` allowed with ``"additive"``).
+    :param weight_dependence: ``"additive"`` or ``"multiplicative"``.
+
+    The update is applied by each call of :meth:`step`; :meth:`update_state` and
+    :meth:`reset_state` do nothing (the traces live in the neurons). Memory: two ``(O, I)``
+    scratch tensors per layer with ``"multiplicative"``, none with ``"additive"``.
+    """
+
+    def __init__(
+        self,
+        layers: "OrderedDict[str, Dict[str, Any]]",
+        lr: float,
+        a_plus: float,
+        a_minus: float,
+        w_min: float = 0.0,
+        w_max: float = 1.0,
+        weight_dependence: str = "additive",
+    ) -> None:
+        owner = type(self).__name__
+        if weight_dependence not in ("additive", "multiplicative"):
+            raise ValueError(
+                f"{owner}: weight_dependence must be 'additive' or 'multiplicative', "
+                f"got {weight_dependence!r}"
+            )
+        lr = _check_real(lr, "lr", owner, low=0.0, low_open=True)
+        a_plus = _check_real(a_plus, "a_plus", owner, low=0.0)
+        a_minus = _check_real(a_minus, "a_minus", owner, low=0.0)
+        w_min, w_max = _check_bounds(w_min, w_max, owner, allow_inf=weight_dependence == "additive")
+        if w_min is None or w_max is None:
+            raise TypeError(f"{owner}: w_min and w_max must be numbers, got None")
+        defaults = dict(
+            lr=lr,
+            a_plus=a_plus,
+            a_minus=a_minus,
+            w_min=w_min,
+            w_max=w_max,
+            weight_dependence=weight_dependence,
+        )
+        super().__init__(layers, defaults)
+        self.lr, self.a_plus, self.a_minus = lr, a_plus, a_minus
+        self.w_min, self.w_max = w_min, w_max
+        self.weight_dependence = weight_dependence
+
+    def update_state(self) -> None:
+        """Nothing to do: :meth:`step` reads the traces of the neurons and connections."""
+
+    def reset_state(self) -> None:
+        """Nothing to reset: the rule keeps no state between steps."""
+
+    def step(self) -> None:
+        """Apply one STDP update to every layer (see the class docstring)."""
+        for layer in self.layers.values():
+            weight = layer.weight_matrix()
+            potentiate = self.lr * self.a_plus
+            depress = self.lr * self.a_minus
+            if self.weight_dependence == "additive":
+                layer.correlate(layer.pre_trace, layer.post_spikes, weight, potentiate)
+                layer.correlate(layer.pre_spikes, layer.post_trace, weight, -depress)
+            else:
+                shape = tuple(weight.shape)
+                pot = layer.correlate(
+                    layer.pre_trace, layer.post_spikes, layer.buffer("pot", shape), potentiate, 0.0
+                )
+                dep = layer.correlate(
+                    layer.pre_spikes, layer.post_trace, layer.buffer("dep", shape), depress, 0.0
+                )
+                # W + pot·(w_max − W) − dep·(W − w_min), written with in-place ops only:
+                # W·(1 − pot − dep) + (pot + dep)·w_max + dep·(w_min − w_max).
+                pot.add_(dep)
+                dep.mul_(self.w_min - self.w_max)
+                weight.addcmul_(weight, pot, value=-1.0)
+                weight.add_(pot, alpha=self.w_max)
+                weight.add_(dep)
+            weight.clamp_(self.w_min, self.w_max)
