@@ -1,6 +1,6 @@
 """Cost of recording and of the run() loop, side by side with the bare hand-written loop.
 
-Usage: ``python benchmarks/monitor_overhead.py [--quick] [--threads N]``
+Usage: ``python benchmarks/monitor_overhead.py [--quick] [--threads N] [--steps T] [--rounds R]``
 
 Workload: Input(784) → Linear(784, 400, reduction="sum") → LIFNeuron at batch 32, Bernoulli input
 spikes (p = 0.2). A block is one "sample" of ``--steps`` steps. Each variant has its own copy of
@@ -18,7 +18,9 @@ of (variant block time / reference block time of the same round) − 1. Variants
 * the BindsNET-style alternative: each step, copy the spikes to the CPU and grow the record with
   ``torch.cat`` (quadratic in the number of steps);
 * ``run(net, x)`` against the same loop written by hand (reset, collect the outputs,
-  ``torch.stack``), which is its reference.
+  ``torch.stack``), which is its reference;
+* ``Monitor.record()`` alone (warm ring storage, no step around it), as a fraction of a bare
+  step: the recording cost without the noise of the step.
 """
 
 import argparse
@@ -55,12 +57,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
-    parser.add_argument("--steps", type=int, default=200, help="time steps per block (sample)")
+    parser.add_argument("--steps", type=int, default=100, help="time steps per block (sample)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds (default 31, quick 7)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     steps = args.steps
-    rounds = 5 if args.quick else 15
+    rounds = args.rounds or (7 if args.quick else 31)
     inputs = torch.rand(BATCH, 1, N_IN, steps, generator=torch.Generator().manual_seed(0)) < 0.2
 
     def make_net():
@@ -133,6 +136,30 @@ def main() -> None:
 
     loops = {"hand-written loop": hand_loop, "run()": run_loop}
 
+    # The recording work alone, without the step around it: a precise, low-noise estimate.
+    probe_net = make_net()
+    probe_net(inputs[..., 0])
+    probes = {
+        "spikes": Monitor(probe_net.neuron, ["spikes"], max_steps=steps, hook=False),
+        "spikes, v_cell, trace + connection trace": (
+            Monitor(probe_net.neuron, ["spikes", "v_cell", "trace"], max_steps=steps, hook=False),
+            Monitor(probe_net.con, ["trace"], max_steps=steps, hook=False),
+        ),
+    }
+
+    def record_block(monitors):
+        monitors = monitors if isinstance(monitors, tuple) else (monitors,)
+
+        def block():
+            for _ in range(steps):
+                for monitor in monitors:
+                    monitor.record()
+
+        return block
+
+    for name, monitors in probes.items():
+        loops[f"record() alone: {name}"] = record_block(monitors)
+
     def timed(fn):
         start = time.perf_counter()
         fn()
@@ -142,8 +169,10 @@ def main() -> None:
     for fn in list(variants.values()) + list(loops.values()):  # warm-up
         fn()
     times = {name: [] for name in list(variants) + list(loops)}
-    for _ in range(rounds):  # interleaved: every variant sees the same machine state
-        for name, fn in list(variants.items()) + list(loops.items()):
+    order = list(variants.items()) + list(loops.items())
+    for index in range(rounds):  # interleaved: every variant sees the same machine state
+        # alternate the order so that drift within a round favours no variant
+        for name, fn in order if index % 2 == 0 else order[::-1]:
             times[name].append(timed(fn))
 
     print(
@@ -153,13 +182,24 @@ def main() -> None:
     )
     print("| variant | ms/step | overhead |")
     print("|---|---|---|")
-    for reference, names in (("bare loop", variants), ("hand-written loop", loops)):
-        base = times[reference]
-        for name in names:
-            ratio = statistics.median(v / b for v, b in zip(times[name], base))
-            ms = statistics.median(times[name]) / steps * 1e3
-            versus = "" if reference == "bare loop" else " vs hand-written"
-            print(f"| {name} | {ms:.3f} | {100 * (ratio - 1):+.1f} %{versus} |")
+    bare = times["bare loop"]
+    for name in variants:
+        ratio = statistics.median(v / b for v, b in zip(times[name], bare))
+        ms = statistics.median(times[name]) / steps * 1e3
+        print(f"| {name} | {ms:.3f} | {100 * (ratio - 1):+.1f} % |")
+    hand = times["hand-written loop"]
+    for name in ("hand-written loop", "run()"):
+        ratio = statistics.median(v / h for v, h in zip(times[name], hand))
+        ms = statistics.median(times[name]) / steps * 1e3
+        print(
+            f"| {name} (reset, {steps} steps, stacked outputs) | {ms:.3f} | "
+            f"{100 * (ratio - 1):+.1f} % vs hand-written |"
+        )
+    for name in probes:
+        key = f"record() alone: {name}"
+        ratio = statistics.median(r / b for r, b in zip(times[key], bare))
+        us = statistics.median(times[key]) / steps * 1e6
+        print(f"| {key} | {us / 1e3:.4f} ({us:.1f} µs) | {100 * ratio:.1f} % of a bare step |")
 
 
 if __name__ == "__main__":
