@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from pysnn.connection import Conv2d, Linear
 
-__all__ = ["LearningRule", "STDP"]
+__all__ = ["LearningRule", "STDP", "MSTDP", "MSTDPET", "FedeSTDP"]
 
 Reward = Union[float, Tensor]
 _LAYER_TYPES = {"linear": Linear, "conv2d": Conv2d}
@@ -298,7 +298,7 @@ def _reward_value(
             f"got {type(reward).__name__}"
         )
     weight = layer.weight
-    if reward.dim() == 0 or (reward.numel() == 1 and layer.batch != 1 and not per_sample):
+    if reward.numel() == 1:
         tensor = reward.reshape(())
     elif reward.shape == (layer.batch,):
         if not per_sample:
@@ -570,3 +570,257 @@ class STDP(LearningRule):
                 weight.add_(pot, alpha=self.w_max)
                 weight.add_(dep)
             weight.clamp_(self.w_min, self.w_max)
+
+
+def _clamp_bounds(weight: Tensor, w_min: Optional[float], w_max: Optional[float]) -> None:
+    if w_min is not None or w_max is not None:
+        weight.clamp_(w_min, w_max)
+
+
+class MSTDP(LearningRule):
+    r"""Reward-modulated STDP without eligibility trace (Florian 2007).
+
+    At every :meth:`step` with reward :math:`r`:
+
+    .. math::
+
+        W \leftarrow W + \eta\, r \big(a_{pre}\,\langle x^{pre} s^{post}\rangle
+                                      - a_{post}\,\langle s^{pre} x^{post}\rangle\big)
+
+    (means over the batch, and positions for convolutions; see the module docstring). With a
+    per-sample reward :math:`r_b` of shape ``(B,)`` each sample's term is weighted by its own
+    reward before the batch mean: :math:`\frac{1}{B}\sum_b r_b(\dots)_b`.
+
+    :param layers: the layers to train (see :class:`LearningRule`).
+    :param a_pre: amplitude of the pre-before-post term (presynaptic trace at postsynaptic
+        spikes).
+    :param a_post: amplitude of the post-before-pre term (postsynaptic trace at presynaptic
+        spikes), subtracted.
+    :param lr: learning rate :math:`\eta > 0`.
+    :param w_min: keyword-only, optional lower weight bound (clamped after each step).
+    :param w_max: keyword-only, optional upper weight bound.
+
+    :meth:`update_state` and :meth:`reset_state` do nothing (no state between steps).
+    """
+
+    def __init__(
+        self,
+        layers: "OrderedDict[str, Dict[str, Any]]",
+        a_pre: float,
+        a_post: float,
+        lr: float,
+        *,
+        w_min: Optional[float] = None,
+        w_max: Optional[float] = None,
+    ) -> None:
+        owner = type(self).__name__
+        a_pre = _check_real(a_pre, "a_pre", owner)
+        a_post = _check_real(a_post, "a_post", owner)
+        lr = _check_real(lr, "lr", owner, low=0.0, low_open=True)
+        w_min, w_max = _check_bounds(w_min, w_max, owner)
+        defaults = dict(a_pre=a_pre, a_post=a_post, lr=lr, w_min=w_min, w_max=w_max)
+        super().__init__(layers, defaults)
+        self.a_pre, self.a_post, self.lr = a_pre, a_post, lr
+        self.w_min, self.w_max = w_min, w_max
+
+    def update_state(self) -> None:
+        """Nothing to do: :meth:`step` reads the current traces and spikes."""
+
+    def reset_state(self) -> None:
+        """Nothing to reset: the rule keeps no state between steps."""
+
+    def step(self, reward: Reward) -> None:
+        """Apply the reward-modulated update.
+
+        :param reward: a number or 0-dim tensor (the whole batch), or a ``(B,)`` tensor (one
+            reward per sample). Tensors stay on their device: no host synchronisation.
+        """
+        owner = type(self).__name__
+        for layer in self.layers.values():
+            factor, scale = _reward_value(reward, layer, owner, per_sample=True)
+            weight = layer.weight_matrix()
+            gain = self.lr * factor
+            layer.correlate(
+                layer.pre_trace, layer.post_spikes, weight, gain * self.a_pre, scale=scale
+            )
+            layer.correlate(
+                layer.pre_spikes, layer.post_trace, weight, -gain * self.a_post, scale=scale
+            )
+            _clamp_bounds(weight, self.w_min, self.w_max)
+
+
+class MSTDPET(LearningRule):
+    r"""Reward-modulated STDP with eligibility trace (Florian 2007), PySNN's ``MSTDPET``.
+
+    :meth:`update_state` (every step) updates the eligibility trace, :meth:`step` applies it:
+
+    .. math::
+
+        E \leftarrow \gamma E + a_{pre}\,\langle x^{pre} s^{post}\rangle
+                                 - a_{post}\,\langle s^{pre} x^{post}\rangle,
+        \qquad W \leftarrow W + \eta\, r\, E
+
+    with :math:`\gamma` = ``e_trace_decay``. PySNN keeps one trace per sample and synapse
+    ``(B, O, I)`` and averages :math:`rE` over the batch; with a reward shared by the batch the
+    mean commutes with the decay, so this rule keeps only the batch mean: ``e_trace`` has the
+    weight's shape (same numbers, B times less memory and work). A per-sample reward
+    :math:`r_b` needs one trace per sample: build the rule with ``per_sample_reward=True``, then
+    ``e_trace`` is ``(B,) + weight.shape`` (convolutions still average over positions) and
+    :math:`W \leftarrow W + \frac{\eta}{B}\sum_b r_b E_b`.
+
+    :param layers: the layers to train (see :class:`LearningRule`).
+    :param a_pre: amplitude of the pre-before-post term.
+    :param a_post: amplitude of the post-before-pre term (subtracted).
+    :param lr: learning rate :math:`\eta > 0`.
+    :param e_trace_decay: decay factor :math:`\gamma \in [0, 1]` of the eligibility trace per
+        step.
+    :param per_sample_reward: keyword-only; keep one eligibility trace per sample so that
+        :meth:`step` accepts ``(B,)`` rewards.
+    :param w_min: keyword-only, optional lower weight bound (clamped after each step).
+    :param w_max: keyword-only, optional upper weight bound.
+
+    ``layers[name]["e_trace"]`` is the live eligibility trace. :meth:`reset_state` zeroes it.
+    """
+
+    def __init__(
+        self,
+        layers: "OrderedDict[str, Dict[str, Any]]",
+        a_pre: float,
+        a_post: float,
+        lr: float,
+        e_trace_decay: float,
+        *,
+        per_sample_reward: bool = False,
+        w_min: Optional[float] = None,
+        w_max: Optional[float] = None,
+    ) -> None:
+        owner = type(self).__name__
+        a_pre = _check_real(a_pre, "a_pre", owner)
+        a_post = _check_real(a_post, "a_post", owner)
+        lr = _check_real(lr, "lr", owner, low=0.0, low_open=True)
+        e_trace_decay = _check_real(e_trace_decay, "e_trace_decay", owner, low=0.0, high=1.0)
+        if not isinstance(per_sample_reward, bool):
+            raise TypeError(f"{owner}: per_sample_reward must be a bool, got {per_sample_reward!r}")
+        w_min, w_max = _check_bounds(w_min, w_max, owner)
+        defaults = dict(
+            a_pre=a_pre,
+            a_post=a_post,
+            lr=lr,
+            e_trace_decay=e_trace_decay,
+            per_sample_reward=per_sample_reward,
+            w_min=w_min,
+            w_max=w_max,
+        )
+        super().__init__(layers, defaults)
+        self.a_pre, self.a_post, self.lr = a_pre, a_post, lr
+        self.e_trace_decay = e_trace_decay
+        self.per_sample_reward = per_sample_reward
+        self.w_min, self.w_max = w_min, w_max
+        for layer in self.layers.values():
+            weight = layer.weight
+            shape = ((layer.batch,) if per_sample_reward else ()) + tuple(weight.shape)
+            layer.state["e_trace"] = torch.zeros(shape, dtype=weight.dtype, device=weight.device)
+
+    def _e_matrix(self, layer: _Layer) -> Tensor:
+        """The eligibility trace as ``(O, K)`` or ``(B, O, K)``."""
+        e_trace = layer.follow_weight("e_trace")
+        if self.per_sample_reward:
+            return e_trace.view(layer.batch, layer.n_post, layer.fan_in)
+        return e_trace.view(layer.n_post, layer.fan_in)
+
+    def update_state(self) -> None:
+        """Decay the eligibility traces and add this step's pre/post correlations."""
+        for layer in self.layers.values():
+            e_trace = self._e_matrix(layer)
+            update = layer.correlate_per_sample if self.per_sample_reward else layer.correlate
+            update(layer.pre_trace, layer.post_spikes, e_trace, self.a_pre, self.e_trace_decay)
+            update(layer.pre_spikes, layer.post_trace, e_trace, -self.a_post)
+
+    def step(self, reward: Reward) -> None:
+        """Apply :math:`W \\leftarrow W + \\eta r E`.
+
+        :param reward: a number or 0-dim tensor shared by the batch; a ``(B,)`` tensor (one per
+            sample) only with ``per_sample_reward=True``. Tensors stay on their device.
+        """
+        owner = type(self).__name__
+        for layer in self.layers.values():
+            factor, scale = _reward_value(reward, layer, owner, self.per_sample_reward)
+            weight = layer.weight_matrix()
+            e_trace = self._e_matrix(layer)
+            if self.per_sample_reward:
+                if scale is None:
+                    scale = weight.new_full((layer.batch,), factor)
+                else:
+                    scale = scale.expand(layer.batch)
+                # Σ_b r_b E_b is a (1, B) × (B, O·K) matrix product.
+                weight.view(1, -1).addmm_(
+                    scale.view(1, -1), e_trace.view(layer.batch, -1), alpha=self.lr / layer.batch
+                )
+            elif scale is None:
+                weight.add_(e_trace, alpha=self.lr * factor)
+            else:
+                weight.addcmul_(e_trace, scale, value=self.lr)
+            _clamp_bounds(weight, self.w_min, self.w_max)
+
+    def reset_state(self) -> None:
+        """Zero the eligibility traces."""
+        for layer in self.layers.values():
+            layer.state["e_trace"].zero_()
+
+
+class FedeSTDP(LearningRule):
+    r"""STDP of Paredes-Vallés et al. (2019), PySNN's ``FedeSTDP``: no reward, no post spikes.
+
+    At every :meth:`step`, with the presynaptic trace normalised by its maximum over the whole
+    layer and batch, :math:`\hat x = x^{pre} / \max(\max x^{pre}, \epsilon)` (:math:`\epsilon`
+    the smallest positive normal number of the dtype: all-zero traces give :math:`\hat x = 0`,
+    not NaN), and :math:`\Delta = W - w_{init}`:
+
+    .. math::
+
+        W \leftarrow W + \eta\,\Big\langle e^{-\Delta}\big(e^{\hat x} - a\big)
+                                   - e^{\Delta}\big(e^{1 - \hat x} - a\big)\Big\rangle
+
+    averaged over the batch (PySNN) and, for convolutions, over the output positions that share
+    a kernel (PySNN mixed positions into the kernel axes, defect B21). Since :math:`\Delta` does
+    not depend on the sample, only :math:`e^{\hat x}` and :math:`e^{1-\hat x}` are averaged,
+    per input: no per-synapse tensor. Every synapse is updated at every call.
+
+    :param layers: the layers to train (see :class:`LearningRule`).
+    :param lr: learning rate :math:`\eta > 0`.
+    :param w_init: weight of equilibrium :math:`w_{init}` (weight units).
+    :param a: :math:`a \in [0, 1]`, sets the balance of potentiation and depression.
+
+    :meth:`update_state` and :meth:`reset_state` do nothing (PySNN raised
+    ``NotImplementedError``; doing nothing lets :func:`pysnn.simulation.run` drive the rule).
+    """
+
+    def __init__(
+        self, layers: "OrderedDict[str, Dict[str, Any]]", lr: float, w_init: float, a: float
+    ) -> None:
+        owner = type(self).__name__
+        lr = _check_real(lr, "lr", owner, low=0.0, low_open=True)
+        a = _check_real(a, "a", owner, low=0.0, high=1.0)
+        w_init = _check_real(w_init, "w_init", owner)
+        super().__init__(layers, dict(lr=lr, w_init=w_init, a=a))
+        self.lr, self.w_init, self.a = lr, w_init, a
+
+    def update_state(self) -> None:
+        """Nothing to do: :meth:`step` reads the current traces."""
+
+    def reset_state(self) -> None:
+        """Nothing to reset: the rule keeps no state between steps."""
+
+    def step(self) -> None:
+        """Apply one update to every layer (see the class docstring)."""
+        for layer in self.layers.values():
+            weight = layer.weight_matrix()
+            trace, _ = layer._pre4(layer.pre_trace, weight.dtype)  # (B, O or 1, K, L)
+            tiny = torch.finfo(weight.dtype).tiny
+            normed = trace / trace.amax().clamp(min=tiny)
+            ltp = normed.exp().mean(dim=(0, 3))  # (O or 1, K)
+            ltd = normed.neg_().add_(1.0).exp_().mean(dim=(0, 3))
+            grow = layer.buffer("exp_delta", tuple(weight.shape))
+            torch.sub(weight, self.w_init, out=grow).exp_()  # e^Δ, before W changes
+            weight.addcdiv_(ltp.sub_(self.a), grow, value=self.lr)
+            weight.addcmul_(grow, ltd.sub_(self.a), value=-self.lr)

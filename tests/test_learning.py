@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from pysnn.connection import Conv2d, Linear
-from pysnn.learning import STDP
+from pysnn.learning import FedeSTDP, LearningRule, MSTDP, MSTDPET, STDP
 from pysnn.network import SNNNetwork
 from pysnn.neuron import IFNeuron, Input, LIFNeuron
 from reference import as_np, conv_out_shape, unfold_ref
@@ -67,12 +67,13 @@ class Observer:
     """Per-synapse NumPy view of one layer, step by step: ``(B, O, K, L)`` presynaptic arrays
     (delayed spikes, trace) and ``(B, O, L)`` postsynaptic arrays."""
 
-    def __init__(self, kind, delay):
+    def __init__(self, kind, delay, shape=None):
         self.kind = kind
         self.history = []  # presynaptic spikes per step, (B, K, L)
         self.trace = None
-        n_post, fan_in, positions = (O, I, 1) if kind == "linear" else (C_OUT, K, L)
-        self.shape = (n_post, fan_in, positions)
+        if shape is None:
+            shape = (O, I, 1) if kind == "linear" else (C_OUT, K, L)
+        n_post, fan_in, positions = self.shape = shape
         delay = np.asarray(delay)
         self.delay = np.broadcast_to(
             delay.reshape(delay.shape + (1,) * (3 - delay.ndim)), self.shape
@@ -231,3 +232,150 @@ def test_stdp_window(update_type):
     assert slope_minus == pytest.approx(-math.log(lam_post), rel=1e-3)
     tau_plus = -1.0 / slope_plus  # in steps (dt = 1 ms)
     assert 0.01 * x1_pre * math.exp(-3 / tau_plus) == pytest.approx(dw[deltas.index(3)], rel=1e-3)
+
+
+# -- reward-modulated rules and FedeSTDP -------------------------------------------------------
+REWARD_FORMS = ["float", "tensor0", "batch"]
+
+
+def rewards_for(rng, form, batch, steps=T_STEPS):
+    """Rewards of both signs: ``(torch or Python reward, NumPy (batch,) array)`` per step."""
+    values = rng.normal(size=(steps, batch if form == "batch" else 1))
+    assert (values > 0).any() and (values < 0).any()
+    out = []
+    for row in values:
+        if form == "float":
+            out.append((float(row[0]), np.full(batch, row[0])))
+        elif form == "tensor0":
+            reward = torch.tensor(row[0], dtype=torch.float32)
+            out.append((reward, np.full(batch, float(reward))))
+        else:
+            reward = torch.from_numpy(row).float()
+            out.append((reward, as_np(reward)))
+    return out
+
+
+def check_rule(kind, delay_kind, rng, make_rule, ref_step, rewards=None):
+    """Drive a network with a rule; compare its weights with ``ref_step`` after every step."""
+    net, delay = make_net(kind, delay_kind, rng)
+    rule = make_rule(net)
+    w = weight_np(net)
+    state = {}
+    batch = B if kind == "linear" else CB
+    if rewards is not None:
+        rewards = rewards_for(rng, rewards, batch)
+    for t, obs in drive(net, kind, Observer(kind, delay), rng):
+        rule.update_state()
+        if rewards is None:
+            rule.step()
+            w = ref_step(w, obs, state)
+        else:
+            rule.step(rewards[t][0])
+            w = ref_step(w, obs, state, rewards[t][1])
+        np.testing.assert_allclose(weight_np(net), w, rtol=0, atol=ATOL, err_msg=f"step {t}")
+    assert np.abs(w - state["w0"]).max() > 1e-2  # the weights did move
+    return net, rule
+
+
+def mstdp_ref(a_pre, a_post, lr):
+    def ref_step(w, obs, state, reward):
+        state.setdefault("w0", w)
+        spikes, trace, post_spikes, post_trace = obs
+        r = reward[:, None, None]
+        return w + lr * (
+            a_pre * corr(trace, post_spikes * r) - a_post * corr(spikes, post_trace * r)
+        )
+
+    return ref_step
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("delay_kind", DELAYS)
+@pytest.mark.parametrize("form", REWARD_FORMS)
+def test_mstdp_matches_reference(rng, kind, delay_kind, form):
+    a_pre, a_post, lr = 0.5, 0.4, 0.1
+    check_rule(
+        kind,
+        delay_kind,
+        rng,
+        lambda net: MSTDP(net.layers, a_pre, a_post, lr),
+        mstdp_ref(a_pre, a_post, lr),
+        form,
+    )
+
+
+def mstdpet_ref(a_pre, a_post, lr, decay):
+    """PySNN's form: one eligibility trace per sample and synapse, (B, O, K, L)."""
+
+    def ref_step(w, obs, state, reward):
+        state.setdefault("w0", w)
+        spikes, trace, post_spikes, post_trace = obs
+        e = state.get("e", np.zeros(spikes.shape))
+        e = (
+            decay * e
+            + a_pre * trace * post_spikes[:, :, None, :]
+            - a_post * spikes * post_trace[:, :, None, :]
+        )
+        state["e"] = e
+        return w + lr * (reward[:, None, None, None] * e).mean(axis=(0, 3))
+
+    return ref_step
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("delay_kind", DELAYS)
+@pytest.mark.parametrize("form", REWARD_FORMS + ["float-per-sample"])
+def test_mstdpet_matches_reference(rng, kind, delay_kind, form):
+    a_pre, a_post, lr, decay = 0.5, 0.4, 0.05, 0.8
+    per_sample = form in ("batch", "float-per-sample")
+    net, rule = check_rule(
+        kind,
+        delay_kind,
+        rng,
+        lambda net: MSTDPET(
+            net.layer_state_dict(), a_pre, a_post, lr, decay, per_sample_reward=per_sample
+        ),
+        mstdpet_ref(a_pre, a_post, lr, decay),
+        form.replace("-per-sample", ""),
+    )
+    e_trace = rule.layers[next(iter(rule.layers))]["e_trace"]
+    batch = B if kind == "linear" else CB
+    assert e_trace.shape == ((batch,) if per_sample else ()) + tuple(net.con.weight.shape)
+    rule.reset_state()
+    assert not e_trace.any()
+
+
+def fede_ref(lr, w_init, a):
+    def ref_step(w, obs, state):
+        state.setdefault("w0", w)
+        trace = obs[1]
+        normed = trace / max(trace.max(), np.finfo(np.float32).tiny)
+        delta = (w - w_init)[None, :, :, None]
+        change = np.exp(-delta) * (np.exp(normed) - a) - np.exp(delta) * (np.exp(1 - normed) - a)
+        return w + lr * change.mean(axis=(0, 3))
+
+    return ref_step
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("delay_kind", DELAYS)
+def test_fede_stdp_matches_reference(rng, kind, delay_kind):
+    lr, w_init, a = 0.01, 0.5, 0.3
+    check_rule(
+        kind,
+        delay_kind,
+        rng,
+        lambda net: FedeSTDP(net.layer_state_dict(), lr, w_init, a),
+        fede_ref(lr, w_init, a),
+    )
+
+
+def test_fede_stdp_zero_traces_give_no_nan():
+    net = LinearNet(0)
+    rule = FedeSTDP(net.layers, 0.1, 0.5, 0.25)
+    w = weight_np(net)
+    rule.step()  # all traces are zero: x̂ = 0, not 0/0
+    delta = w - 0.5
+    expected = w + 0.1 * (np.exp(-delta) * (1 - 0.25) - np.exp(delta) * (np.e - 0.25))
+    assert np.isfinite(weight_np(net)).all()
+    np.testing.assert_allclose(weight_np(net), expected, rtol=0, atol=1e-6)
