@@ -278,3 +278,52 @@ def test_bad_arguments():
         run(net, inputs, object())
     with pytest.raises(TypeError, match="monitors must be Monitor"):
         run(net, inputs, monitors=[object()])
+
+
+def _manual(net, rule, inputs, reward_at):
+    net.reset_state()
+    rule.reset_state()
+    outputs = []
+    for t in range(inputs.shape[-1]):
+        outputs.append(net(inputs[..., t])[0])
+        rule.update_state()
+        reward = reward_at(t)
+        rule.step() if reward is None else rule.step(reward)
+    return torch.stack(outputs, -1)
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_run_with_mstdpet_equals_manual_loop(per_sample):
+    from pysnn.learning import MSTDPET
+
+    inputs = _inputs(30)
+    net, twin = _pair()
+    kwargs = {"per_sample_reward": per_sample}
+    rule = MSTDPET(net.layers, 1.0, 0.6, 0.05, 0.8, **kwargs)
+    twin_rule = MSTDPET(twin.layers, 1.0, 0.6, 0.05, 0.8, **kwargs)
+    generator = torch.Generator().manual_seed(3)
+    shape = (B, 30) if per_sample else (30,)
+    reward = torch.randn(shape, generator=generator)
+    weights_before = [net.con1.weight.clone(), net.con2.weight.clone()]
+    out = run(net, inputs, rule, reward)
+    expected = _manual(twin, twin_rule, inputs, lambda t: reward[..., t])
+    assert torch.equal(out, expected)
+    assert torch.equal(net.con1.weight, twin.con1.weight)
+    assert torch.equal(net.con2.weight, twin.con2.weight)
+    assert not torch.equal(net.con1.weight, weights_before[0])
+    assert not torch.equal(net.con2.weight, weights_before[1])
+
+
+def test_run_with_stdp_and_no_reward_equals_manual_loop():
+    from pysnn.learning import STDP
+
+    inputs = _inputs(30)
+    net, twin = _pair()
+    rule = STDP(net.layers, 0.05, 1.0, 0.5, 0.0, 1.0, "multiplicative")
+    twin_rule = STDP(twin.layers, 0.05, 1.0, 0.5, 0.0, 1.0, "multiplicative")
+    before = net.con1.weight.clone()
+    out = run(net, inputs, rule)
+    expected = _manual(twin, twin_rule, inputs, lambda t: None)
+    assert torch.equal(out, expected)
+    assert torch.equal(net.con1.weight, twin.con1.weight)
+    assert not torch.equal(net.con1.weight, before)
