@@ -15,11 +15,14 @@ is drawn at ``t · dt`` unless explicit ``times`` are given (e.g. ``monitor.step
 
 import math
 from os import PathLike
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pysnn.file_io import Events
 
 __all__ = ["raster_plot", "trace_plot", "weight_plot", "receptive_fields", "event_animation"]
 
@@ -371,9 +374,103 @@ def receptive_fields(
     return _finish(fig, ax, save_path, title)
 
 
-def event_animation(*args: Any, **kwargs: Any):
-    """Animate an event stream (not available yet: it will share pysnn.file_io's frames).
+def event_animation(
+    events: Union["Events", ArrayLike],
+    frame_duration_ms: float,
+    *,
+    height: Optional[int] = None,
+    width: Optional[int] = None,
+    t_start: Optional[float] = None,
+    t_end: Optional[float] = None,
+    fps: Optional[float] = None,
+    repeat: bool = False,
+    title: Optional[str] = None,
+    save_path: SavePath = None,
+):
+    """Animate an event stream frame by frame.
 
-    :raises NotImplementedError: always, for now.
+    2-D :class:`~pysnn.file_io.Events` are binned into RGB frames by
+    :func:`pysnn.file_io.events_to_frames` (the frames of :func:`pysnn.file_io.show_td`): one
+    frame per ``frame_duration_ms`` window; a pixel with an event of polarity 1 in the window is
+    red, 2 green, 0 blue, otherwise black. Frames computed already — ``(n, H, W, 3)`` RGB in
+    [0, 1] or ``(n, H, W)`` intensities, time first — are animated as they are.
+
+    :param events: 2-D ``Events`` (``t`` in ms), or a frames tensor/array.
+    :param frame_duration_ms: length of the window of each frame in ms (> 0); with frames given,
+        the time between them (used for the titles).
+    :param height: keyword-only; frame height in pixels (default ``max(y) + 1``).
+    :param width: keyword-only; frame width in pixels (default ``max(x) + 1``).
+    :param t_start: keyword-only; start of the first frame in ms (default: the window holding the
+        first event; 0 for given frames).
+    :param t_end: keyword-only; end of the last frame in ms (default: the window holding the last
+        event).
+    :param fps: keyword-only; frames per second when played or saved (default real time,
+        ``1000 / frame_duration_ms``).
+    :param repeat: keyword-only; loop the animation when it is played.
+    :param title: keyword-only; title prefix (each frame shows its start time in ms).
+    :param save_path: keyword-only; save the animation there: ``.gif`` with Pillow, other
+        extensions with matplotlib's writer for them (e.g. ffmpeg for ``.mp4``).
+    :returns: the :class:`matplotlib.animation.FuncAnimation` (keep a reference while it plays).
+    :raises ValueError: no frame to show, or a bad ``frame_duration_ms`` / ``fps``.
     """
-    raise NotImplementedError("event_animation: waiting for pysnn.file_io's frame builder")
+    owner = "event_animation"
+    from pysnn import file_io  # numpy only; imported here to keep pysnn.plotting light
+
+    if isinstance(frame_duration_ms, bool) or not _is_number(frame_duration_ms):
+        raise TypeError(f"{owner}: frame_duration_ms must be a number (ms)")
+    if not (math.isfinite(frame_duration_ms) and frame_duration_ms > 0):
+        raise ValueError(f"{owner}: frame_duration_ms must be > 0 (ms), got {frame_duration_ms}")
+    if isinstance(events, file_io.Events):
+        frames = file_io.events_to_frames(
+            events, frame_duration_ms, height, width, t_start=t_start, t_end=t_end
+        )
+        if t_start is None:
+            t_start = (
+                math.floor(events.t.min() / frame_duration_ms) * frame_duration_ms
+                if len(events)
+                else 0.0
+            )
+    else:
+        frames = _to_numpy(events, "events", owner)
+        if frames.ndim not in (3, 4) or (frames.ndim == 4 and frames.shape[-1] != 3):
+            raise ValueError(
+                f"{owner}: frames must be (n, H, W) or (n, H, W, 3), time first, got shape "
+                f"{frames.shape}"
+            )
+        t_start = 0.0 if t_start is None else float(t_start)
+    if frames.shape[0] == 0:
+        raise ValueError(f"{owner}: nothing to animate (no events, or no frame in the window)")
+    if fps is None:
+        fps = 1000.0 / frame_duration_ms
+    if isinstance(fps, bool) or not _is_number(fps) or not fps > 0:
+        raise ValueError(f"{owner}: fps must be a number > 0, got {fps!r}")
+
+    plt = _pyplot()
+    import matplotlib.animation as animation
+
+    fig, ax = plt.subplots(figsize=(4.0, 4.0 * frames.shape[1] / max(frames.shape[2], 1) + 0.5))
+    if frames.ndim == 3:
+        image = ax.imshow(frames[0], cmap="gray", vmin=0.0, vmax=max(float(frames.max()), 1e-12))
+    else:
+        image = ax.imshow(frames[0], vmin=0.0, vmax=1.0)
+    image.set_interpolation("nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    prefix = f"{title}: " if title else ""
+
+    def update(k: int):
+        image.set_data(frames[k])
+        ax.set_title(f"{prefix}t = {t_start + k * frame_duration_ms:g} ms")
+        return (image,)
+
+    update(0)
+    anim = animation.FuncAnimation(
+        fig, update, frames=frames.shape[0], interval=1000.0 / fps, repeat=repeat, blit=False
+    )
+    if save_path is not None:
+        path = str(save_path)
+        if path.lower().endswith(".gif"):
+            anim.save(path, writer=animation.PillowWriter(fps=fps))
+        else:
+            anim.save(path, fps=fps)
+    return anim

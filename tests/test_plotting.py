@@ -147,3 +147,62 @@ def test_missing_matplotlib_names_the_plot_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     with pytest.raises(ImportError, match=r"pip install 'pysnn\[plot\]'"):
         raster_plot(np.zeros((3, 2)))
+
+
+def _gif_frames(path):
+    from PIL import Image
+
+    with Image.open(path) as gif:
+        frames = []
+        for index in range(gif.n_frames):
+            gif.seek(index)
+            frames.append(np.asarray(gif.convert("RGB"), dtype=np.int64))
+    return frames
+
+
+def _count(frame, colour):
+    red, green, blue = frame[..., 0], frame[..., 1], frame[..., 2]
+    strong, weak = lambda c: c > 180, lambda c: c < 80
+    if colour == "red":
+        return int((strong(red) & weak(green) & weak(blue)).sum())
+    return int((weak(red) & weak(green) & strong(blue)).sum())
+
+
+def test_event_animation_frames_show_polarity_per_window(tmp_path):
+    from pysnn.file_io import Events
+    from pysnn.plotting import event_animation
+
+    # windows of 10 ms from 0: ON event in window 0, OFF event in window 1, ON + OFF in window 3
+    events = Events(
+        x=np.array([1, 4, 0, 5]),
+        y=np.array([2, 3, 1, 0]),
+        p=np.array([1, 0, 1, 0]),
+        t=np.array([2.0, 15.0, 31.0, 39.5]),
+    )
+    path = tmp_path / "events.gif"
+    anim = event_animation(events, 10.0, height=6, width=6, save_path=path, title="N")
+    assert type(anim).__name__ == "FuncAnimation"
+    frames = _gif_frames(path)
+    assert len(frames) == 4
+    expected = [(True, False), (False, True), (False, False), (True, True)]  # (red, blue)
+    for frame, (red, blue) in zip(frames, expected):
+        assert (_count(frame, "red") > 0) == red
+        assert (_count(frame, "blue") > 0) == blue
+        assert frame.std() > 1  # not uniform
+
+
+def test_event_animation_of_given_frames(tmp_path):
+    from pysnn.plotting import event_animation
+
+    frames = torch.zeros(5, 4, 4)
+    for k in range(5):
+        frames[k, k % 4, k % 4] = 1.0
+    path = tmp_path / "frames.gif"
+    event_animation(frames, 2.0, fps=10, save_path=path)
+    assert len(_gif_frames(path)) == 5
+    with pytest.raises(ValueError, match=r"frames must be \(n, H, W\) or \(n, H, W, 3\)"):
+        event_animation(torch.zeros(5, 4), 2.0)
+    with pytest.raises(ValueError, match="frame_duration_ms must be > 0"):
+        event_animation(frames, 0.0)
+    with pytest.raises(ValueError, match="nothing to animate"):
+        event_animation(torch.zeros(0, 4, 4), 1.0)
