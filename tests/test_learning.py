@@ -379,3 +379,308 @@ def test_fede_stdp_zero_traces_give_no_nan():
     expected = w + 0.1 * (np.exp(-delta) * (1 - 0.25) - np.exp(delta) * (np.e - 0.25))
     assert np.isfinite(weight_np(net)).all()
     np.testing.assert_allclose(weight_np(net), expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("rule_name", ["MSTDP", "MSTDPET"])
+def test_reward_rules_clamp_to_optional_bounds(rng, rule_name):
+    a_pre, a_post, lr, w_min, w_max = 0.5, 0.4, 0.3, 0.2, 0.7
+    inner = (
+        mstdp_ref(a_pre, a_post, lr)
+        if rule_name == "MSTDP"
+        else mstdpet_ref(a_pre, a_post, lr, 0.0)
+    )
+
+    def make(net):
+        if rule_name == "MSTDP":
+            return MSTDP(net.layers, a_pre, a_post, lr, w_min=w_min, w_max=w_max)
+        return MSTDPET(net.layers, a_pre, a_post, lr, 0.0, w_min=w_min, w_max=w_max)
+
+    def ref_step(w, obs, state, reward):
+        new = inner(w, obs, state, reward)
+        return np.clip(new, w_min, w_max)
+
+    net, _ = check_rule("linear", "int", rng, make, ref_step, "float")
+    assert weight_np(net).min() == pytest.approx(w_min) or weight_np(net).max() == pytest.approx(
+        w_max
+    )
+
+
+# -- layer sources -------------------------------------------------------------------------------
+class SharedNet(SNNNetwork):
+    """Two inputs, two connections (int and per-synapse delays) into one shared neuron."""
+
+    I2 = 3
+
+    def __init__(self, delay2):
+        super().__init__()
+        self.in1 = Input((B, 1, I), 1.0, IN_ALPHA, IN_DECAY)
+        self.in2 = Input((B, 1, self.I2), 1.0, IN_ALPHA, IN_DECAY)
+        self.con1 = Linear(I, O, B, 1.0, 1)
+        self.con2 = Linear(self.I2, O, B, 1.0, delay2)
+        self.neuron = IFNeuron((B, 1, O), 1.5, 0.0, 1.0, 0.7, 1.0, 0.0, 0.6)
+        self.add_layer("a", self.con1, self.neuron)
+        self.add_layer("b", self.con2, self.neuron)
+
+    def forward(self, x1, x2):
+        a1, _ = self.con1(*self.in1(x1))
+        a2, _ = self.con2(*self.in2(x2))
+        return self.neuron([a1, a2])
+
+
+@pytest.mark.parametrize("source", ["modules", "state_dict"])
+def test_layers_sharing_a_neuron_are_trained_together(rng, source):
+    torch.manual_seed(5)
+    delay2 = rng.integers(0, 3, size=(O, SharedNet.I2))
+    net = SharedNet(torch.from_numpy(delay2))
+    layers = net.layers if source == "modules" else net.layer_state_dict()
+    a_pre, a_post, lr, decay = 0.5, 0.4, 0.05, 0.7
+    rule = MSTDPET(layers, a_pre, a_post, lr, decay)
+    observers = {"a": Observer("linear", 1), "b": Observer("linear", delay2, (O, SharedNet.I2, 1))}
+    refs = {name: mstdpet_ref(a_pre, a_post, lr, decay) for name in observers}
+    cons = {"a": net.con1, "b": net.con2}
+    w = {name: as_np(con.weight) for name, con in cons.items()}
+    states = {name: {} for name in observers}
+    for t in range(T_STEPS):
+        x1, x2 = rng.random((B, 1, I)) < 0.4, rng.random((B, 1, SharedNet.I2)) < 0.4
+        net(torch.from_numpy(x1), torch.from_numpy(x2))
+        rule.update_state()
+        reward = float(rng.normal())
+        rule.step(reward)
+        for name, x in (("a", x1), ("b", x2)):
+            obs = observers[name].observe(x, net.neuron)
+            w[name] = refs[name](w[name], obs, states[name], np.full(B, reward))
+            np.testing.assert_allclose(as_np(cons[name].weight), w[name], rtol=0, atol=ATOL)
+    for name in cons:
+        assert np.abs(w[name] - states[name]["w0"]).max() > 1e-2
+
+
+def test_state_dicts_and_modules_give_the_same_weights(rng):
+    delay = torch.from_numpy(rng.integers(0, 3, size=(O, I)))
+    nets = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        nets.append(LinearNet(delay))
+    layer_dict = nets[0].layer_state_dict()
+    kept = {name: set(layer) for name, layer in layer_dict.items()}
+    rules = [
+        STDP(layer_dict, 0.2, 0.5, 0.4, weight_dependence="multiplicative"),
+        STDP(
+            OrderedDict(fc=nets[1].layers["fc"]), 0.2, 0.5, 0.4, weight_dependence="multiplicative"
+        ),
+    ]
+    assert {name: set(layer) for name, layer in layer_dict.items()} == kept  # not rewritten
+    before = nets[0].con.weight.clone()
+    for _ in range(T_STEPS):
+        x = torch.from_numpy(random_input("linear", rng))
+        for net, rule in zip(nets, rules):
+            net(x)
+            rule.update_state()
+            rule.step()
+    assert not torch.equal(nets[0].con.weight, before)
+    assert torch.equal(nets[0].con.weight, nets[1].con.weight)
+
+
+def test_rule_on_modules_follows_the_network_to_another_dtype(rng):
+    inputs = [torch.from_numpy(random_input("linear", rng)) for _ in range(T_STEPS)]
+    nets, rules = [], []
+    for build_rule_first in (True, False):
+        torch.manual_seed(11)
+        net = LinearNet(1)
+        if build_rule_first:
+            rule = MSTDPET(net.layers, 0.5, 0.4, 0.05, 0.8)
+            net = net.double()  # replaces every buffer and the weight
+        else:
+            net = net.double()
+            rule = MSTDPET(net.layers, 0.5, 0.4, 0.05, 0.8)
+        nets.append(net)
+        rules.append(rule)
+    before = nets[0].con.weight.clone()
+    for x in inputs:
+        for net, rule in zip(nets, rules):
+            net(x)
+            rule.update_state()
+            rule.step(-0.5)
+    assert rules[0].layers["fc"]["e_trace"].dtype == torch.float64
+    assert not torch.equal(nets[0].con.weight, before)
+    assert torch.equal(nets[0].con.weight, nets[1].con.weight)
+
+
+def test_layer_mapping_reads_live_state():
+    net = LinearNet(0)
+    rule = MSTDPET(net.layers, 1.0, 1.0, 0.1, 0.5)
+    layer = rule.layers["fc"]
+    assert set(layer) == {
+        "pre_spikes",
+        "pre_trace",
+        "post_spikes",
+        "post_trace",
+        "weight",
+        "type",
+        "e_trace",
+    }
+    assert layer["type"] == "linear"
+    assert layer["e_trace"].shape == (O, I)
+    net(torch.ones(B, 1, I, dtype=torch.bool))
+    assert torch.equal(layer["pre_spikes"], net.con.spikes)
+    assert torch.equal(layer["post_trace"], net.neuron.trace)
+    layer["weight"].fill_(0.25)  # an alias of the parameter
+    assert (net.con.weight == 0.25).all()
+
+
+def test_subset_of_layers_trains_only_those(rng):
+    net = SharedNet(1)
+    rule = STDP(OrderedDict(b=net.layers["b"]), 0.5, 1.0, 0.5, 0.0, 1.0)
+    w_a, w_b = net.con1.weight.clone(), net.con2.weight.clone()
+    for _ in range(10):
+        net(
+            torch.from_numpy(rng.random((B, 1, I)) < 0.5),
+            torch.from_numpy(rng.random((B, 1, SharedNet.I2)) < 0.5),
+        )
+        rule.step()
+    assert torch.equal(net.con1.weight, w_a)
+    assert not torch.equal(net.con2.weight, w_b)
+
+
+@pytest.mark.parametrize("rule_name", ["STDP", "MSTDP", "MSTDPET", "FedeSTDP"])
+def test_rules_run_in_the_simulation_loop(rng, rule_name):
+    """run() calls update_state() and step()/step(r) for every rule, as the hand-written loop."""
+    inputs = torch.from_numpy(rng.random((B, 1, I, 12)) < 0.4)
+    weights = []
+    for use_run in (True, False):
+        torch.manual_seed(2)
+        net = LinearNet(1)
+        rule = {
+            "STDP": lambda: STDP(net.layers, 0.1, 1.0, 0.5),
+            "MSTDP": lambda: MSTDP(net.layers, 1.0, 0.5, 0.1),
+            "MSTDPET": lambda: MSTDPET(net.layers, 1.0, 0.5, 0.1, 0.9),
+            "FedeSTDP": lambda: FedeSTDP(net.layers, 0.01, 0.5, 0.5),
+        }[rule_name]()
+        reward = None if rule_name in ("STDP", "FedeSTDP") else -0.5
+        if use_run:
+            net.run(inputs, rule, reward)
+        else:
+            net.reset_state()
+            with torch.no_grad():
+                for t in range(inputs.shape[-1]):
+                    net(inputs[..., t])
+                    rule.update_state()
+                    rule.step() if reward is None else rule.step(reward)
+        weights.append(net.con.weight.clone())
+    assert torch.equal(weights[0], weights[1])
+
+
+# -- PySNN's helpers -----------------------------------------------------------------------------
+def test_pre_mult_post_and_reduce_connections_linear(rng):
+    rule = STDP(LinearNet(0).layers, 0.1, 1.0, 1.0)
+    pre = rng.random((2, 3, 4)) < 0.5
+    post = rng.random((2, 1, 3))
+    product = rule.pre_mult_post(torch.from_numpy(pre), torch.from_numpy(post), "linear")
+    assert product.dtype == torch.float64 and product.shape == (2, 3, 4)
+    expected = np.zeros((2, 3, 4))
+    for b in range(2):
+        for o in range(3):
+            for i in range(4):
+                expected[b, o, i] = pre[b, o, i] * post[b, 0, o]
+    np.testing.assert_array_equal(as_np(product), expected)
+    reduced = rule.reduce_connections(product, "linear")
+    np.testing.assert_allclose(as_np(reduced), expected.mean(0), rtol=1e-12)
+    summed = rule.reduce_connections(product, "linear", torch.sum)
+    np.testing.assert_allclose(as_np(summed), expected.sum(0), rtol=1e-12)
+    # compact presynaptic input (B, 1, I) broadcasts over the outputs
+    compact = rule.pre_mult_post(torch.from_numpy(pre[:, :1]), torch.from_numpy(post), "linear")
+    np.testing.assert_array_equal(as_np(compact), pre[:, :1] * post[:, 0, :, None])
+
+
+def test_pre_mult_post_and_reduce_connections_conv2d(rng):
+    rule = STDP(LinearNet(0).layers, 0.1, 1.0, 1.0)
+    pre = rng.random((2, 4, 50, 1024)).astype(np.float32)
+    post = rng.random((2, 4, 32, 32)) < 0.3
+    product = rule.pre_mult_post(torch.from_numpy(pre), torch.from_numpy(post), "conv2d")
+    assert product.shape == (2, 4, 50, 1024) and product.dtype == torch.float32
+    flat_post = post.reshape(2, 4, 1024)
+    for b in range(2):
+        for c in range(4):
+            np.testing.assert_array_equal(as_np(product[b, c]), pre[b, c] * flat_post[b, c][None])
+    reduced = rule.reduce_connections(product, "conv2d")
+    assert reduced.shape == (4, 50)
+    expected = (pre * flat_post[:, :, None, :]).astype(np.float64).mean(axis=(0, 3))
+    np.testing.assert_allclose(as_np(reduced), expected, rtol=1e-5)
+
+
+def test_helpers_reject_unknown_con_type():
+    rule = STDP(LinearNet(0).layers, 0.1, 1.0, 1.0)
+    with pytest.raises(ValueError, match="con_type must be 'linear' or 'conv2d', got 'dense'"):
+        rule.pre_mult_post(torch.ones(1, 2, 3), torch.ones(1, 1, 2), "dense")
+    with pytest.raises(ValueError, match="con_type"):
+        rule.reduce_connections(torch.ones(1, 2, 3), "dense")
+
+
+def test_base_rule_methods_are_abstract():
+    rule = LearningRule(LinearNet(0).layers, {"lr": 1.0})
+    assert rule.defaults == {"lr": 1.0}
+    for call in (rule.update_state, rule.step, rule.reset_state):
+        with pytest.raises(NotImplementedError):
+            call()
+
+
+# -- errors --------------------------------------------------------------------------------------
+def test_check_layers_errors():
+    net = LinearNet(0)
+    layer = net.layers["fc"]
+    cases = [
+        ([("fc", layer)], TypeError, "layers must be an OrderedDict"),
+        (OrderedDict(), ValueError, "at least one layer"),
+        (OrderedDict(fc=[layer]), TypeError, "layer 'fc' must be a dict"),
+        (OrderedDict(fc={"connection": net.con}), ValueError, r"lacks the key\(s\) \['neuron'"),
+        (OrderedDict(fc={**layer, "type": "dense"}), ValueError, "type 'dense'"),
+        (OrderedDict(fc={**layer, "type": "conv2d"}), TypeError, "needs a Conv2d connection"),
+        (OrderedDict(fc={**layer, "neuron": 3}), TypeError, "neuron of layer 'fc' must be"),
+        (OrderedDict(fc={**layer, "neuron": {"spikes": net.neuron.spikes}}), ValueError, "trace"),
+        (OrderedDict(fc={**layer, "neuron": ConvNet(0).neuron}), ValueError, "neuron spikes"),
+    ]
+    for layers, error, message in cases:
+        with pytest.raises(error, match=message):
+            STDP(layers, 0.1, 1.0, 1.0)
+
+
+def test_hyperparameter_errors():
+    layers = LinearNet(0).layers
+    with pytest.raises(ValueError, match=r"^STDP: w_min must be < w_max, got 1.0 and 0.5$"):
+        STDP(layers, 0.1, 1.0, 1.0, 1.0, 0.5)
+    with pytest.raises(ValueError, match="weight_dependence must be 'additive' or 'multi"):
+        STDP(layers, 0.1, 1.0, 1.0, weight_dependence="soft")
+    with pytest.raises(ValueError, match="STDP: w_max must be finite"):
+        STDP(layers, 0.1, 1.0, 1.0, 0.0, math.inf, "multiplicative")
+    STDP(layers, 0.1, 1.0, 1.0, -math.inf, math.inf)  # unbounded additive STDP is fine
+    with pytest.raises(ValueError, match="STDP: lr must be > 0.0, got 0.0"):
+        STDP(layers, 0.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="STDP: a_minus must be >= 0.0, got -1.0"):
+        STDP(layers, 0.1, 1.0, -1.0)
+    with pytest.raises(TypeError, match="STDP: a_plus must be a real number, got str"):
+        STDP(layers, 0.1, "1", 1.0)
+    with pytest.raises(ValueError, match="MSTDPET: e_trace_decay must be <= 1.0, got 1.5"):
+        MSTDPET(layers, 1.0, 1.0, 0.1, 1.5)
+    with pytest.raises(ValueError, match="MSTDP: a_pre must be finite, got nan"):
+        MSTDP(layers, math.nan, 1.0, 0.1)
+    with pytest.raises(ValueError, match="MSTDP: w_min must be < w_max"):
+        MSTDP(layers, 1.0, 1.0, 0.1, w_min=1.0, w_max=1.0)
+    with pytest.raises(ValueError, match="FedeSTDP: a must be <= 1.0, got 1.5"):
+        FedeSTDP(layers, 0.1, 0.5, 1.5)
+    with pytest.raises(ValueError, match="FedeSTDP: lr must be > 0.0, got -0.1"):
+        FedeSTDP(layers, -0.1, 0.5, 0.5)
+
+
+def test_reward_errors():
+    layers = LinearNet(0).layers
+    mstdpet = MSTDPET(layers, 1.0, 1.0, 0.1, 0.5)
+    with pytest.raises(ValueError, match=r"per-sample reward of shape \(3,\) needs .*per_sample_"):
+        mstdpet.step(torch.ones(B))
+    with pytest.raises(ValueError, match=r"shape \(3,\) \(one per sample\).*got shape \(2, 3\)"):
+        mstdpet.step(torch.ones(2, 3))
+    with pytest.raises(TypeError, match="MSTDPET: reward must be a number or a tensor"):
+        mstdpet.step("1")
+    with pytest.raises(TypeError, match="reward must be a number or a tensor"):
+        MSTDP(layers, 1.0, 1.0, 0.1).step(None)
+    with pytest.raises(ValueError, match=r"got shape \(4,\)"):
+        MSTDP(layers, 1.0, 1.0, 0.1).step(torch.ones(4))
+    mstdpet.step(torch.ones(1))  # a one-element tensor is a shared reward
