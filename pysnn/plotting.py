@@ -138,6 +138,9 @@ def raster_plot(
         pad = (time_ms[-1] - time_ms[0]) / max(n_steps - 1, 1) / 2 if n_steps > 1 else 0.5
         ax.set_xlim(time_ms[0] - pad, time_ms[-1] + pad)
     ax.set_ylim(-0.5, n_neurons - 0.5)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # whole neurons
     return _finish(fig, ax, save_path, title)
 
 
@@ -316,7 +319,7 @@ def receptive_fields(
 ):
     """Grid of receptive fields: each postsynaptic neuron's weights drawn as an image.
 
-    One image (a mosaic separated by blank lines, so hundreds of fields draw fast): for
+    One image (a mosaic with grey lines between fields, so hundreds of fields draw fast): for
     :class:`~pysnn.connection.Linear` weights ``(O, I)`` each row reshaped to ``image_shape``;
     for :class:`~pysnn.connection.Conv2d` weights ``(C_out, C_in, kh, kw)`` each kernel. Input
     channels (``C > 1``) are drawn side by side within a field. One colour scale for all.
@@ -359,7 +362,7 @@ def receptive_fields(
     scale = 6.0 / max(mosaic.shape)
     figsize = (max(3.0, mosaic.shape[1] * scale + 1.5), max(3.0, mosaic.shape[0] * scale))
     fig, ax = plt.subplots(figsize=figsize)
-    colours = plt.get_cmap(cmap).with_extremes(bad="white")
+    colours = plt.get_cmap(cmap).with_extremes(bad="0.75")  # grey gaps
     image = ax.imshow(
         np.ma.masked_invalid(mosaic),
         cmap=colours,
