@@ -71,3 +71,12 @@ doctest_default_flags = (
 doctest_test_doctest_blocks = "default"
 
 # mathjax: the HTML loads MathJax from its CDN when a page is viewed; nothing to fetch at build.
+
+
+def _hide_private_bases(app, name, obj, options, bases):
+    """Show only public base classes (e.g. not the neurons' private parameter mixin)."""
+    bases[:] = [base for base in bases if not base.__name__.startswith("_")]
+
+
+def setup(app):
+    app.connect("autodoc-process-bases", _hide_private_bases)
