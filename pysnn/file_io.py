@@ -6,18 +6,14 @@ Times are in **ms** everywhere in Python (``Events.t``); files store integer **�
 Binary formats (every record is a big-endian bit field, MSB first; bit 0 is the last bit of the
 record):
 
-=====================================  =====  ==========================================================
-reader / writer                        bytes  layout (MSB → LSB)
-=====================================  =====  ==========================================================
-:func:`read_1d_spikes` /               5      neuron id [39:24] (16 bit) · polarity [23] ·
-:func:`encode_1d_spikes`                      t [22:0] (23 bit, µs, < 8 388 608)
-:func:`read_2d_spikes` /               5      x [39:32] (8 bit) · y [31:24] (8 bit) · polarity [23] ·
-:func:`encode_2d_spikes`                      t [22:0] (23 bit, µs) — the N-MNIST / N-Caltech101 format
-:func:`read_3d_spikes` /               7      x [55:44] (12 bit) · y [43:32] (12 bit) ·
-:func:`encode_3d_spikes`                      channel [31:24] (8 bit) · t [23:0] (24 bit, µs)
-:func:`read_1d_num_spikes` /           10     neuron id [79:64] (16 bit) · t_start [63:40] (24 bit, µs) ·
-:func:`encode_1d_num_spikes`                  t_end [39:16] (24 bit, µs) · count [15:0] (16 bit)
-=====================================  =====  ==========================================================
+* :func:`read_1d_spikes` / :func:`encode_1d_spikes`, 5 bytes: neuron id [39:24] (16 bit) ·
+  polarity [23] · t [22:0] (23 bit µs, < 8 388 608);
+* :func:`read_2d_spikes` / :func:`encode_2d_spikes`, 5 bytes, the N-MNIST / N-Caltech101 format:
+  x [39:32] (8 bit) · y [31:24] (8 bit) · polarity [23] · t [22:0] (23 bit µs);
+* :func:`read_3d_spikes` / :func:`encode_3d_spikes`, 7 bytes: x [55:44] (12 bit) ·
+  y [43:32] (12 bit) · channel [31:24] (8 bit) · t [23:0] (24 bit µs);
+* :func:`read_1d_num_spikes` / :func:`encode_1d_num_spikes`, 10 bytes: neuron id [79:64]
+  (16 bit) · t_start [63:40] (24 bit µs) · t_end [39:16] (24 bit µs) · count [15:0] (16 bit).
 
 For the 2-D format, byte 0 is x, byte 1 is y, the top bit of byte 2 is the polarity and the
 remaining 23 bits of bytes 2–4 are the timestamp. Readers decode whole files at once with
@@ -139,7 +135,7 @@ class Events:
         return f"Events(n={len(self)}, dim={self.dim}{span})"
 
     def _indices(self, shape: Tuple[int, int, int, int], sampling_time: float):
-        """Index arrays ``(p, y, x, t)`` into a ``(P, H, W, T)`` array, out-of-range ones removed."""
+        """Index arrays ``(p, y, x, t)`` into a ``(P, H, W, T)`` array, minus out-of-range ones."""
         p_idx = _round_index(self.p)
         y_idx = np.zeros_like(p_idx) if self.y is None else _round_index(self.y)
         x_idx = _round_index(self.x)
@@ -514,8 +510,8 @@ def encode_1d_num_spikes(
     :param t_start: window starts in ms, in [0, 16777.215] (stored as ``round(t · 1000)`` µs).
     :param t_end: window ends in ms, same range.
     :param n_spikes: spike counts in [0, 65535], shape ``(N,)``.
-    :raises ValueError: no records, a field out of range or of another length than ``n_id`` (nothing is
-        written).
+    :raises ValueError: no records, a field out of range or of another length than
+        ``n_id`` (nothing is written).
     """
     owner = "encode_1d_num_spikes"
     ids = _integral_field(n_id, "n_id", owner, 1 << 16)
