@@ -113,8 +113,8 @@ class Monitor:
     moved (``.to(torch.float64)``, ``.to("cuda")``) the monitor follows the new tensors and
     converts the records taken so far. A variable must keep its shape while it is recorded
     (record ``spikes`` rather than a neuron's growing ``complete_trace``). A monitor with a hook
-    stays attached until
-    :meth:`remove` (or the end of a ``with`` block); several monitors may watch the same module.
+    stays attached until :meth:`remove` (or the end of a ``with`` block); several monitors may
+    watch the same module.
 
     Example::
 
