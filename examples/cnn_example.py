@@ -95,25 +95,31 @@ def simulate(net: CNN, events: Tensor, rule: FedeSTDP = None) -> None:
 
 
 def features(net: CNN, loader: DataLoader, device: torch.device, what: str) -> Tuple[Tensor, ...]:
-    """Spike counts of the last layer and mean spikes per sample of every layer, no learning.
+    """Simulate every batch without learning and collect spike counts.
 
-    :returns: ``(counts (N, C3·13·13), labels (N,), spikes per sample per layer (3,))``.
+    :returns: ``(counts, labels, per_layer, first)``: the last layer's spike counts per sample
+        ``(N, C3·13·13)``, the labels ``(N,)``, the mean spikes per sample of every layer ``(3,)``
+        and the last layer's spikes of the loader's first sample ``(T, C3, 13, 13)``.
     """
     counts: List[Tensor] = []
     labels: List[Tensor] = []
     per_layer = torch.zeros(3)
+    first = None
     neurons = (net.neuron1, net.neuron2, net.neuron3)
     for events, label in progress(loader, what):
         monitors = [Monitor(neuron, "spikes") for neuron in neurons]
         simulate(net, events.to(device))
         for k, monitor in enumerate(monitors):
-            spikes = monitor.get("spikes").float().sum(0)  # (B, C, H, W)
+            recorded = monitor.get("spikes")  # (T, B, C, H, W)
+            spikes = recorded.float().sum(0)
             per_layer[k] += spikes.sum().cpu()
             monitor.remove()
+        if first is None:
+            first = recorded[:, 0].cpu()
         counts.append(spikes.flatten(1).cpu())
         labels.append(torch.as_tensor(label).flatten())
     n = sum(len(c) for c in counts)
-    return torch.cat(counts), torch.cat(labels), per_layer / n
+    return torch.cat(counts), torch.cat(labels), per_layer / n, first
 
 
 def nearest_mean_accuracy(train: Tensor, train_labels: Tensor, test: Tensor, labels: Tensor):
@@ -130,17 +136,18 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=None, help="N-MNIST root (Train/, Test/)")
     args = setup(parser)
     quick = args.quick
-    batch = 2 if quick else 8
+    batch = 10 if quick else 16
     channels = (4, 4, 4) if quick else (8, 16, 16)
-    sample_length = 40.0 if quick else 300.0  # ms of every recording that is used
-    epochs = 1 if quick else 3
+    sample_length = 20.0 if quick else 300.0  # ms of every recording that is used
+    epochs = 1 if quick else 2
 
     root = args.data
     if root is None:
-        root = args.out / "synthetic_nmnist"
+        n_train, n_test = (1, 1) if quick else (32, 8)
+        # One folder per configuration: a rerun finds identical files and leaves them alone.
+        root = args.out / f"synthetic_nmnist_{n_train}-{n_test}_{sample_length:g}ms_seed{args.seed}"
         started = time.perf_counter()
-        per_class = (4, 2) if quick else (40, 10)
-        synthetic_nmnist(root, n_train=per_class[0], n_test=per_class[1], seed=args.seed)
+        synthetic_nmnist(root, n_train, n_test, duration_ms=sample_length, seed=args.seed)
         print(
             f"wrote synthetic N-MNIST event files to {root} ({time.perf_counter() - started:.1f} s)"
         )
@@ -149,6 +156,12 @@ def main() -> int:
         f"data: {root}, {len(train_set)} training and {len(test_set)} test samples, "
         f"{sample_length:g} ms each at {DT:g} ms per step"
     )
+    # The network has a fixed batch size: smaller data sets get a smaller batch, and the last
+    # incomplete batch of each pass is left out (reported).
+    batch = min(batch, len(train_set), len(test_set))
+    left_out = [len(d) % batch for d in (train_set, test_set)]
+    if any(left_out):
+        print(f"batch size {batch}: {left_out[0]} training and {left_out[1]} test samples left out")
     loader = dict(batch_size=batch, drop_last=True)
     train_loader = DataLoader(train_set, shuffle=True, **loader)
     train_eval = DataLoader(train_set, shuffle=False, **loader)
@@ -158,7 +171,7 @@ def main() -> int:
     # Built after .to(device): the rule keeps the live tensors of the layers.
     rule = FedeSTDP(net.layer_state_dict(), *STDP)
     kernels_before = net.conv1.weight.clone()
-    _, _, rates_before = features(net, test_loader, args.device, "before")
+    _, _, rates_before, _ = features(net, test_loader, args.device, "before")
 
     started = time.perf_counter()
     for epoch in range(epochs):
@@ -167,8 +180,10 @@ def main() -> int:
     elapsed = time.perf_counter() - started
     print(f"trained {epochs} epoch(s) in {elapsed:.1f} s")
 
-    train_counts, train_labels, _ = features(net, train_eval, args.device, "train features")
-    test_counts, test_labels, rates_after = features(net, test_loader, args.device, "test features")
+    train_counts, train_labels, _, _ = features(net, train_eval, args.device, "train features")
+    test_counts, test_labels, rates_after, spikes = features(
+        net, test_loader, args.device, "test features"
+    )
     accuracy, n_classes = nearest_mean_accuracy(
         train_counts, train_labels, test_counts, test_labels
     )
@@ -187,20 +202,18 @@ def main() -> int:
     )
 
     plt = require_matplotlib()
-    fig = receptive_fields(net.conv1.weight, title="conv1 kernels after FedeSTDP (channel 0 = OFF)")
+    title = "conv1 kernels after FedeSTDP (each: OFF | ON polarity)"
+    fig = receptive_fields(net.conv1.weight, title=title)
     save_figure(fig, args.out, "cnn_kernels.png")
     events, label = test_set[0]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     frame = events.sum(-1)
     axes[0].imshow((frame[1] - frame[0]).numpy(), cmap="bwr")
     axes[0].set_title(f"test sample 0 (label {int(label)}): ON − OFF events")
-    monitor = Monitor(net.neuron3, "spikes")
-    simulate(net, events.unsqueeze(0).expand(batch, -1, -1, -1, -1).to(args.device))
-    spikes = monitor.get("spikes")  # (T, B, C, 13, 13)
-    monitor.remove()
-    raster_plot(spikes[:, :1].flatten(2), DT, ax=axes[1], title="conv3 spikes", marker_size=2)
-    axes[2].imshow(spikes[:, 0].float().sum((0, 1)).cpu().numpy(), cmap="hot")
-    axes[2].set_title("conv3 spike count per position")
+    raster_plot(spikes.flatten(1), DT, ax=axes[1], title="conv3 spikes", marker_size=2)
+    image = axes[2].imshow(spikes.float().sum((0, 1)).numpy(), cmap="viridis")
+    fig.colorbar(image, ax=axes[2])
+    axes[2].set_title("conv3 spikes per position (all channels)")
     fig.tight_layout()
     save_figure(fig, args.out, "cnn_activity.png")
     return 0

@@ -134,7 +134,6 @@ def episode(
                 )
                 rule.step(shaped - state["baseline"])
                 state["baseline"] += BASELINE_RATE * (shaped - state["baseline"])
-                net.linear.weight.clamp_(0.0, W_MAX)
             if terminated or truncated:
                 return total
 
@@ -158,7 +157,7 @@ def train(
     lr, decay = config
     net = new_network(seed, device)
     # Built after .to(device): the rule keeps the live tensors of the layer.
-    rule = MSTDPET(net.layer_state_dict(), A_PRE, A_POST, lr, decay)
+    rule = MSTDPET(net.layer_state_dict(), A_PRE, A_POST, lr, decay, w_min=0.0, w_max=W_MAX)
     state = {"baseline": 0.0}
     rewards = []
     for k in progress(range(n_episodes), f"lr={lr:g} decay={decay:g}"):

@@ -33,10 +33,10 @@ N_IN, N_HIDDEN, N_OUT = 6, 10, 2
 BATCH = 4  # the whole OR data set at once
 RATE = 200.0  # Hz for an input of 1
 # FedeNeuron: thresh, v_rest, alpha_v, alpha_t, dt, duration_refrac (ms), tau_v (ms), tau_t (ms)
-NEURON = (0.2, 0.0, 1.0, 1.0, DT, 2.0, 5.0, 5.0)
-INPUT_TRACE = (1.0, 5.0)  # Input: alpha_t, tau_t (ms)
+NEURON = (0.1, 0.0, 1.0, 0.2, DT, 2.0, 5.0, 5.0)
+INPUT_TRACE = (0.2, 5.0)  # Input: alpha_t, tau_t (ms)
 # FedeSTDP: lr, w_init, a
-STDP = (0.001, 0.5, 0.5)
+STDP = (0.001, 1.0, 0.5)
 
 
 class MLP(SNNNetwork):
@@ -106,20 +106,6 @@ def output_rates(net: SNNNetwork, inputs: Tensor) -> Tuple[Tensor, Tensor, Tenso
     return rates.cpu(), hidden.get("spikes"), out_spikes
 
 
-def train(net: SNNNetwork, rule: FedeSTDP, inputs: Tensor) -> None:
-    """One presentation with learning, PySNN's loop: a FedeSTDP step after every time step.
-
-    :param net: the network (its state is reset first).
-    :param rule: the learning rule.
-    :param inputs: ``(B, 1, n_in, T)`` spikes.
-    """
-    net.reset_state()
-    with torch.no_grad():
-        for t in range(inputs.shape[-1]):
-            net(inputs[..., t])
-            rule.step()
-
-
 def report(name: str, rates: Tensor, labels: Tensor) -> None:
     """Print the output rate per sample and per OR class."""
     per_sample = ", ".join(f"{r:6.1f}" for r in rates.tolist())
@@ -146,7 +132,7 @@ def main() -> int:
     w_before = [net.linear1.weight.clone().cpu(), net.linear2.weight.clone().cpu()]
 
     for _ in progress(range(epochs), "FedeSTDP epochs"):
-        train(net, rule, batch())
+        run(net, batch(), rule)  # a FedeSTDP step after every time step
 
     after, hidden_spikes, out_spikes = output_rates(net, probe)
     print(

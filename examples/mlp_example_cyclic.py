@@ -33,7 +33,6 @@ from mlp_example import (
     or_data,
     output_rates,
     report,
-    train,
 )
 from pysnn.connection import Linear
 from pysnn.learning import FedeSTDP
@@ -101,7 +100,7 @@ def main() -> int:
     before, _, _ = output_rates(net, probe)
 
     for _ in progress(range(epochs), "FedeSTDP epochs"):
-        train(net, rule, batch())
+        run(net, batch(), rule)  # a FedeSTDP step after every time step
 
     after, hidden, out = output_rates(net, probe)
     with_feedback = hidden_spikes(net, probe)

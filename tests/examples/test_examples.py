@@ -97,30 +97,39 @@ def test_mlp_examples_report_rates_per_class(tmp_path, script, figures):
 
 def test_cnn_example_on_synthetic_nmnist(tmp_path):
     out = run_example("cnn_example.py", tmp_path)
-    data = tmp_path / "synthetic_nmnist"
+    data = Path(re.search(r"wrote synthetic N-MNIST event files to (\S+) ", out).group(1))
+    assert data.parent == tmp_path
     assert sorted(p.name for p in data.iterdir()) == ["Test", "Train"]
-    assert any((data / "Train").rglob("*.bin"))
+    assert len(list((data / "Train").rglob("*.bin"))) == 10  # --quick: one file per class
+    n_train, n_test = numbers(r"(\d+) training and (\d+) test samples", out)
+    assert (n_train, n_test) == (10, 10)
     accuracy, n_classes, chance = numbers(
         rf"test accuracy {NUMBER} \((\d+) classes, chance {NUMBER}\)", out
     )
-    assert 0.0 <= accuracy <= 1.0
-    assert chance == pytest.approx(1 / n_classes, abs=1e-3)
+    assert 0.0 <= accuracy <= 1.0 and n_classes == 10 and chance == pytest.approx(0.1)
     for layer in (1, 2, 3):
         before, after = numbers(
             rf"layer {layer}: {NUMBER} spikes per sample before, {NUMBER} after", out
         )
-        assert before >= 0 and after >= 0
+        # the synthetic digits emit events, and every layer has positive initial weights
+        assert before > 0 and after >= 0
     assert_pngs(tmp_path, ["cnn_kernels.png", "cnn_activity.png"])
 
 
-def test_cnn_example_reads_a_given_folder(tmp_path):
-    """``--data DIR`` reads that folder instead of generating one."""
-    first = tmp_path / "first"
-    run_example("cnn_example.py", first)
-    second = tmp_path / "second"
-    out = run_example("cnn_example.py", second, "--data", str(first / "synthetic_nmnist"))
-    assert not (second / "synthetic_nmnist").exists()
-    assert f"data: {first / 'synthetic_nmnist'}" in out
+def test_cnn_example_reads_the_data_folder_given(tmp_path):
+    """``--data DIR`` reads that folder (here 3 classes) instead of generating one."""
+    from pysnn.datasets import synthetic_nmnist
+
+    data = synthetic_nmnist(tmp_path / "data", 2, 1, classes=3, duration_ms=20.0, seed=3)
+    out_dir = tmp_path / "out"
+    out = run_example("cnn_example.py", out_dir, "--data", str(data))
+    assert "wrote synthetic" not in out
+    assert not any(out_dir.glob("synthetic_nmnist*"))
+    assert f"data: {data}, 6 training and 3 test samples" in out
+    _, n_classes, chance = numbers(
+        rf"test accuracy {NUMBER} \((\d+) classes, chance {NUMBER}\)", out
+    )
+    assert n_classes == 3 and chance == pytest.approx(1 / 3, abs=1e-3)
 
 
 def test_gym_example_reports_before_and_after(tmp_path):
