@@ -1,0 +1,253 @@
+"""Unsupervised digit recognition with STDP (Diehl & Cook 2015) on scikit-learn's 8x8 digits.
+
+The 1797 digits of ``sklearn.datasets.load_digits`` (bundled, no download) are split once into
+70 % training and 30 % test samples (stratified, fixed split seed 0). Each pixel becomes a Poisson
+spike train whose rate is proportional to its value (16 → ``--rate`` Hz). The network,
+:class:`pysnn.models.DiehlCook2015`, learns **without labels**: excitatory neurons with an
+adaptive threshold compete through lateral inhibition, and their input weights follow pair STDP
+(:class:`pysnn.learning.STDP`) with each neuron's weights renormalised to a fixed sum after
+every step. Samples are presented in batches; each sample of a batch is an independent network
+state, between presentations the state is reset (a rest period). After training, with the
+thresholds frozen, each neuron is labelled with the class it answers most on the training set,
+and a test digit is classified by the vote of the neurons.
+
+It prints the accuracy on the held-out test set and the time taken, and saves the learned
+receptive fields (``digits_receptive_fields.png``) and the test confusion matrix
+(``digits_confusion.png``) into ``--out``.
+
+Run: ``python examples/digits_stdp.py [--quick] [--out DIR] [--device cpu|cuda] [--seed N]``
+(``--help`` lists the hyper-parameters).
+"""
+
+import sys
+import time
+from typing import Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from _common import make_parser, progress, require_matplotlib, save_figure, setup
+from pysnn.learning import STDP
+from pysnn.models import DiehlCook2015, assign_labels, confusion_matrix, present, vote
+from pysnn.plotting import receptive_fields
+
+N_CLASSES = 10
+SPLIT_SEED = 0  # the train/test split never changes, whatever --seed says
+TEST_FRACTION = 0.3
+PIXEL_MAX = 16.0  # load_digits pixels are integers 0..16
+
+
+def load_split() -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The digits as ``(train_x, train_y, test_x, test_y)``; pixels scaled to [0, 1].
+
+    :returns: float32 images ``(S, 64)`` and int64 labels ``(S,)`` for each part.
+    """
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError as error:
+        raise ImportError(
+            "this example reads scikit-learn's bundled digits: pip install scikit-learn "
+            "(or pip install 'pysnn[examples]')"
+        ) from error
+    images, labels = load_digits(return_X_y=True)
+    train_x, test_x, train_y, test_y = train_test_split(
+        images, labels, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=labels
+    )
+
+    def tensors(x: np.ndarray, y: np.ndarray) -> Tuple[Tensor, Tensor]:
+        return torch.tensor(x / PIXEL_MAX, dtype=torch.float32), torch.tensor(y, dtype=torch.int64)
+
+    return (*tensors(train_x, train_y), *tensors(test_x, test_y))
+
+
+def to_rates(images: Tensor, rate: float, on_off: bool) -> Tensor:
+    """Pixel values in [0, 1] → firing rates in Hz, ``(S, 64)`` or ``(S, 128)`` with ON/OFF.
+
+    :param images: ``(S, 64)`` pixels in [0, 1].
+    :param rate: rate of a full pixel (value 16) in Hz.
+    :param on_off: append the inverted image (OFF cells: background pixels fire).
+    """
+    if on_off:
+        images = torch.cat([images, 1.0 - images], dim=1)
+    return images * rate
+
+
+def batches(order: Tensor, batch_size: int, pad_from: Tensor):
+    """Split sample indices into full batches; the last one is padded from ``pad_from``.
+
+    :returns: iterator of ``(indices (batch_size,), n_real)``.
+    """
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        n_real = len(chunk)
+        if n_real < batch_size:
+            chunk = torch.cat([chunk, pad_from[: batch_size - n_real]])
+        yield chunk, n_real
+
+
+def train_epoch(model, rule, rates: Tensor, args, epoch: int) -> float:
+    """Present every training sample once, in a random order, with learning.
+
+    :returns: mean number of spikes per sample.
+    """
+    model.train()
+    order = torch.randperm(rates.shape[0])
+    total = 0.0
+    n_batches = -(-len(order) // args.batch_size)
+    for chunk, _ in progress(
+        batches(order, args.batch_size, order), f"epoch {epoch + 1}/{args.epochs}", n_batches
+    ):
+        batch = rates[chunk].unsqueeze(1).to(args.device)  # (B, 1, I)
+        counts = present(
+            model, batch, args.time_train, args.dt, learning_rule=rule, after_step=model.normalize
+        )
+        total += float(counts.sum())
+    model.reset_state()  # adds the last batch's threshold changes to theta
+    return total / (n_batches * args.batch_size)
+
+
+def count_spikes(model, rates: Tensor, args, description: str) -> Tensor:
+    """Spike counts ``(S, N)`` of the frozen network (evaluation mode) for every sample."""
+    model.eval()
+    order = torch.arange(rates.shape[0])
+    zeros = torch.zeros(args.batch_size, rates.shape[1])
+    counts = []
+    n_batches = -(-len(order) // args.batch_size)
+    for chunk, n_real in progress(batches(order, args.batch_size, order), description, n_batches):
+        batch = rates[chunk].unsqueeze(1).to(args.device)
+        if n_real < args.batch_size:
+            batch[n_real:] = zeros[n_real:].unsqueeze(1)  # silent padding, no effect on others
+        counts.append(present(model, batch, args.time_test, args.dt)[:n_real, 0].cpu())
+    return torch.cat(counts)
+
+
+def save_figures(model, matrix: Tensor, accuracy: float, args) -> None:
+    """Receptive fields (one image per neuron) and the test confusion matrix, as PNG files."""
+    plt = require_matplotlib()
+    shape = (2, 8, 8) if args.on_off else (8, 8)
+    fig = receptive_fields(
+        model.exc.weight,
+        shape,
+        title=f"receptive fields of the {model.n_neurons} neurons after STDP",
+    )
+    save_figure(fig, args.out, "digits_receptive_fields.png")
+
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    image = ax.imshow(matrix.numpy(), cmap="Blues")
+    for (true, pred), value in np.ndenumerate(matrix.numpy()):
+        if value:
+            colour = "white" if value > matrix.max().item() / 2 else "black"
+            ax.text(pred, true, str(value), ha="center", va="center", color=colour, fontsize=8)
+    ax.set_xticks(range(N_CLASSES))
+    ax.set_yticks(range(N_CLASSES))
+    ax.set_xlabel("predicted digit")
+    ax.set_ylabel("true digit")
+    ax.set_title(f"test confusion matrix (accuracy {accuracy:.1%})")
+    fig.colorbar(image, ax=ax)
+    save_figure(fig, args.out, "digits_confusion.png")
+
+
+def build_parser():
+    parser = make_parser(__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--neurons", type=int, default=400, help="number of excitatory neurons")
+    add("--epochs", type=int, default=2, help="passes over the training set")
+    add("--batch-size", type=int, default=16, help="samples presented in parallel")
+    add("--rate", type=float, default=256.0, help="firing rate (Hz) of a full pixel (16)")
+    add("--time-train", type=float, default=150.0, help="presentation time in training (ms)")
+    add("--time-test", type=float, default=300.0, help="presentation time in evaluation (ms)")
+    add("--dt", type=float, default=1.0, help="time step (ms)")
+    add("--lr", type=float, default=0.005, help="STDP learning rate per sample")
+    add("--a-minus", type=float, default=1.0, help="STDP depression amplitude (a_plus = 1)")
+    add("--thresh", type=float, default=12.0, help="base threshold (rest voltage 0)")
+    add("--theta-plus", type=float, default=1.2, help="threshold increase per spike")
+    add("--tau-theta", type=float, default=1e7, help="threshold decay time constant (ms)")
+    add("--inhibition", type=float, default=32.0, help="lateral inhibition per spike")
+    add("--tau-pre", type=float, default=60.0, help="presynaptic trace time constant (ms)")
+    add("--w-total", type=float, default=8.0, help="sum of each neuron's input weights (per 64)")
+    add("--on-off", action="store_true", help="also feed the inverted image (128 inputs)")
+    add(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads for torch (the matrices are small: one thread is fastest)",
+    )
+    add("--train-samples", type=int, default=0, help="use only this many training samples")
+    return parser
+
+
+def main() -> int:
+    """Train, label, evaluate; print the results and save the figures. Returns the exit status."""
+    args = setup(build_parser())
+    # A (400 x 64) by (64 x 16) product is far too small to share: with several threads, OpenMP
+    # synchronisation costs more than the work, and on a busy machine it is ~30x slower.
+    torch.set_num_threads(args.threads)
+    if args.quick:
+        args.neurons, args.epochs, args.train_samples = 25, 1, 160
+        args.time_train, args.time_test = 50.0, 50.0
+    started = time.perf_counter()
+
+    train_x, train_y, test_x, test_y = load_split()
+    if args.train_samples:
+        train_x, train_y = train_x[: args.train_samples], train_y[: args.train_samples]
+    if args.quick:
+        test_x, test_y = test_x[:96], test_y[:96]
+    train_rates = to_rates(train_x, args.rate, args.on_off)
+    test_rates = to_rates(test_x, args.rate, args.on_off)
+    n_inputs = train_rates.shape[1]
+    print(
+        f"digits: {len(train_y)} training and {len(test_y)} test samples, {n_inputs} inputs, "
+        f"{args.neurons} neurons, batch {args.batch_size}, {args.epochs} epoch(s), "
+        f"device {args.device}"
+    )
+
+    model = DiehlCook2015(
+        n_inputs,
+        args.neurons,
+        args.batch_size,
+        args.dt,
+        thresh=args.thresh,
+        theta_plus=args.theta_plus,
+        tau_theta=args.tau_theta,
+        inhibition=args.inhibition,
+        tau_pre=args.tau_pre,
+        w_total=args.w_total * n_inputs / 64,
+    ).to(args.device)
+    # STDP averages over the batch; scaling by B makes each sample count as if shown alone.
+    rule = STDP(model.plastic_layers(), args.lr * args.batch_size, 1.0, args.a_minus, 0.0, 1.0)
+
+    for epoch in range(args.epochs):
+        rate = train_epoch(model, rule, train_rates, args, epoch)
+        theta = model.theta
+        print(
+            f"epoch {epoch + 1}: {rate:.1f} spikes per sample, threshold increase theta "
+            f"mean {theta.mean():.2f} max {theta.max():.2f} ({time.perf_counter() - started:.0f} s)"
+        )
+    train_time = time.perf_counter() - started
+
+    train_counts = count_spikes(model, train_rates, args, "labelling")
+    assignments = assign_labels(train_counts, train_y, N_CLASSES)
+    test_counts = count_spikes(model, test_rates, args, "testing")
+    predictions = vote(test_counts, assignments, N_CLASSES)
+    accuracy = float((predictions == test_y).float().mean())
+    train_accuracy = float((vote(train_counts, assignments, N_CLASSES) == train_y).float().mean())
+    matrix = confusion_matrix(predictions, test_y, N_CLASSES)
+    elapsed = time.perf_counter() - started
+
+    per_class = torch.bincount(assignments[assignments >= 0], minlength=N_CLASSES)
+    print(f"neurons per class: {per_class.tolist()}, silent: {int((assignments < 0).sum())}")
+    print(f"test spikes per sample: {float(test_counts.sum(1).mean()):.1f}")
+    print(f"train accuracy {train_accuracy:.4f} (samples that labelled the neurons)")
+    print(
+        f"test accuracy {accuracy:.4f} ({int((predictions == test_y).sum())}/{len(test_y)}, "
+        f"chance 0.1, no vote {int((predictions < 0).sum())})"
+    )
+    print(f"time: {elapsed:.1f} s ({train_time:.1f} s training)")
+    save_figures(model, matrix, accuracy, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
