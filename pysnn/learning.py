@@ -33,7 +33,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Mapping
 from numbers import Real
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -85,6 +85,51 @@ def _check_bounds(
     return w_min, w_max
 
 
+class _AttrReader:
+    """Read attributes as items: the fallback for modules that keep a tensor as a property."""
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __getitem__(self, key: str) -> Tensor:
+        return getattr(self.obj, key)
+
+
+def _reference(source: Any, key: str) -> Tuple[Any, str]:
+    """``(container, key)`` such that ``container[key]`` is the live tensor at every step.
+
+    A module's ``_parameters`` / ``_buffers`` dicts are updated when ``.to()`` replaces a
+    tensor, so reading them each step follows the module (and is faster than ``getattr``).
+    """
+    if isinstance(source, nn.Module):
+        for container in (source._parameters, source._buffers):
+            if key in container:
+                return container, key
+        return _AttrReader(source), key
+    return source, key
+
+
+class _Stack:
+    """Scratch matrices of :meth:`_Layer.stack` and their per-term views, made once."""
+
+    __slots__ = ("p", "q", "p_terms", "q_terms", "p_matrix", "q_matrix")
+
+    def __init__(self, layer: "_Layer", n_terms: int, like: Tensor) -> None:
+        n_post, batch, positions, fan_in = layer.n_post, layer.batch, layer.positions, layer.fan_in
+        options = dict(dtype=like.dtype, device=like.device)
+        self.p = torch.empty((n_post, n_terms, batch, positions), **options)
+        self.q = torch.empty((n_terms, batch, positions, fan_in), **options)
+        if layer.type == "linear":  # L = 1: (O, B) and (B, I) views
+            self.p_terms = [self.p[:, t, :, 0] for t in range(n_terms)]
+            self.q_terms = [self.q[t, :, 0] for t in range(n_terms)]
+        else:  # (C, B, L) and (B, L, K) views
+            self.p_terms = [self.p[:, t] for t in range(n_terms)]
+            self.q_terms = [self.q[t] for t in range(n_terms)]
+        n = batch * positions
+        self.p_matrix = self.p.view(n_post, n_terms * n)
+        self.q_matrix = self.q.view(n_terms * n, fan_in)
+
+
 class _Layer(Mapping):
     """One trained layer: live access to its state, plus the tensors the rule keeps for it.
 
@@ -100,6 +145,13 @@ class _Layer(Mapping):
         self.neuron = spec["neuron"]
         self.state: Dict[str, Tensor] = {}
         self._workspace: Dict[str, Tensor] = {}
+        self._stacks: Dict[int, _Stack] = {}
+        self._views: Dict[str, Tensor] = {}
+        self._weight_ref = _reference(self.connection, "weight")
+        self._pre_spikes_ref = _reference(self.connection, "spikes")
+        self._pre_trace_ref = _reference(self.connection, "trace")
+        self._post_spikes_ref = _reference(self.neuron, "spikes")
+        self._post_trace_ref = _reference(self.neuron, "trace")
         weight, spikes, trace = self.weight, self.pre_spikes, self.pre_trace
         post_spikes, post_trace = self.post_spikes, self.post_trace
         where = f"{owner}: layer {name!r}"
@@ -140,34 +192,37 @@ class _Layer(Mapping):
                 )
 
     # -- live state ----------------------------------------------------------------------------
-    @staticmethod
-    def _read(source: Any, key: str) -> Tensor:
-        return getattr(source, key) if isinstance(source, nn.Module) else source[key]
-
     @property
     def weight(self) -> Tensor:
-        """The weight (detached alias: in-place updates reach the module)."""
-        return self._read(self.connection, "weight").detach()
+        """The weight (an alias: in-place updates reach the module)."""
+        container, key = self._weight_ref
+        weight = container[key]
+        return weight.detach() if weight.requires_grad else weight
 
     @property
     def pre_spikes(self) -> Tensor:
-        return self._read(self.connection, "spikes")
+        container, key = self._pre_spikes_ref
+        return container[key]
 
     @property
     def pre_trace(self) -> Tensor:
-        return self._read(self.connection, "trace")
+        container, key = self._pre_trace_ref
+        return container[key]
 
     @property
     def post_spikes(self) -> Tensor:
-        return self._read(self.neuron, "spikes")
+        container, key = self._post_spikes_ref
+        return container[key]
 
     @property
     def post_trace(self) -> Tensor:
-        return self._read(self.neuron, "trace")
+        container, key = self._post_trace_ref
+        return container[key]
 
     def weight_matrix(self) -> Tensor:
         """The weight as ``(O, K)`` (conv: ``(C_out, C_in·kh·kw)``, the unfold row order)."""
-        return self.weight.view(self.n_post, self.fan_in)
+        weight = self.weight
+        return weight if self.type == "linear" else weight.view(self.n_post, self.fan_in)
 
     # -- Mapping interface (PySNN's layer dict) ------------------------------------------------
     _KEYS = ("pre_spikes", "pre_trace", "post_spikes", "post_trace", "weight", "type")
@@ -188,41 +243,53 @@ class _Layer(Mapping):
         return f"<layer {self.name!r} ({self.type}), rule state {sorted(self.state)}>"
 
     # -- helpers for the rules -----------------------------------------------------------------
-    def buffer(self, key: str, shape: Tuple[int, ...]) -> Tensor:
-        """A scratch tensor kept between steps (reallocated only if the weight moved)."""
-        weight = self.weight
+    def buffer(self, key: str, like: Tensor) -> Tensor:
+        """A scratch tensor shaped like ``like``, kept between steps (remade if ``like`` moved)."""
         buf = self._workspace.get(key)
         if (
             buf is None
-            or buf.shape != shape
-            or buf.dtype != weight.dtype
-            or buf.device != weight.device
+            or buf.shape != like.shape
+            or buf.dtype != like.dtype
+            or buf.device != like.device
         ):
-            buf = torch.empty(shape, dtype=weight.dtype, device=weight.device)
+            buf = torch.empty_like(like, memory_format=torch.contiguous_format)
             self._workspace[key] = buf
         return buf
 
-    def follow_weight(self, key: str) -> Tensor:
-        """Rule state ``key``, moved to the weight's device and dtype if the network moved."""
-        weight = self.weight
-        tensor = self.state[key]
-        if tensor.device != weight.device or tensor.dtype != weight.dtype:
-            tensor = tensor.to(device=weight.device, dtype=weight.dtype)
+    def held_bytes(self) -> int:
+        """Bytes of the tensors kept for this layer between steps (state and scratch)."""
+        tensors = list(self.state.values()) + list(self._workspace.values())
+        tensors += [t for stack in self._stacks.values() for t in (stack.p, stack.q)]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def follow_weight(self, key: str, weight: Tensor) -> Tensor:
+        """Rule state ``key`` as ``(..., O, K)``, moved to ``weight``'s device and dtype if the
+        network moved (the view is made once, not at every step)."""
+        view = self._views.get(key)
+        if view is None or view.device != weight.device or view.dtype != weight.dtype:
+            tensor = self.state[key].to(device=weight.device, dtype=weight.dtype)
             self.state[key] = tensor
-        return tensor
+            leading = tensor.shape[: tensor.dim() - (2 if self.type == "linear" else 4)]
+            view = self._views[key] = tensor.view(leading + (self.n_post, self.fan_in))
+        return view
 
-    def _pre4(self, tensor: Tensor, dtype: torch.dtype) -> Tuple[Tensor, bool]:
-        """Synapse tensor as ``(B, O or 1, K, L)`` and whether it is compact (one row per input).
+    @staticmethod
+    def _is_compact(tensor: Tensor) -> bool:
+        """Whether a synapse tensor holds one row per input (a stride-0 view over outputs).
 
-        The per-synapse buffers of a connection with a uniform delay are broadcast views
-        (stride 0 along the output axis): only their first row is real, so use that row.
+        The per-synapse buffers of a connection with a uniform delay are broadcast views of
+        ``(B, 1, ...)`` state: only their first row is real, so the rules use that row.
         """
+        return tensor.shape[1] == 1 or tensor.stride(1) == 0
+
+    def _pre4(self, tensor: Tensor, dtype: Optional[torch.dtype]) -> Tuple[Tensor, bool]:
+        """Synapse tensor as ``(B, O or 1, K, L)`` and whether it is compact."""
         if self.type == "linear":
             tensor = tensor.unsqueeze(-1)
-        compact = tensor.shape[1] == 1 or tensor.stride(1) == 0
+        compact = self._is_compact(tensor)
         if compact:
             tensor = tensor.narrow(1, 0, 1)
-        return tensor.to(dtype), compact
+        return (tensor if dtype is None else tensor.to(dtype)), compact
 
     def _post3(self, tensor: Tensor, dtype: torch.dtype) -> Tensor:
         """Neuron tensor as ``(B, O, L)``."""
@@ -252,8 +319,7 @@ class _Layer(Mapping):
             post3 = post3 * scale.view(-1, 1, 1)
         n = self.batch * self.positions
         if compact:
-            # Σ_{b,l} post[b,o,l]·pre[b,k,l] is one matrix product over the (b, l) axis;
-            # for linear layers (L = 1) both reshapes are views.
+            # Σ_{b,l} post[b,o,l]·pre[b,k,l] is one matrix product over the (b, l) axis.
             p = post3.transpose(0, 1).reshape(self.n_post, n)
             q = pre4[:, 0].transpose(1, 2).reshape(n, self.fan_in)
             return out.addmm_(p, q, beta=beta, alpha=alpha / n)
@@ -264,6 +330,57 @@ class _Layer(Mapping):
         if beta != 1:
             out.mul_(beta)
         return out.add_(prod, alpha=alpha / n)
+
+    def stack(
+        self,
+        terms: Sequence[Tuple[Tensor, Tensor, float]],
+        like: Tensor,
+        scale: Optional[Tensor] = None,
+    ) -> Optional[_Stack]:
+        r"""Fill ``P (O, T·N)`` and ``Q (T·N, K)`` with :math:`PQ/N = \sum_t c_t\langle pre_t
+        \otimes post_t\rangle`, N = B·L, for terms ``(pre_t, post_t, c_t)``.
+
+        Stacking the terms along the contracted axis turns a whole rule into one matrix product
+        (one pass over the weight). ``scale`` (a reward, ``()`` or ``(B,)``) multiplies each
+        sample's columns. Both are scratch buffers (dtype and device of ``like``) reused every
+        step. Returns ``None`` when a presynaptic tensor is not compact (per-synapse delays).
+        """
+        for pre, _, _ in terms:
+            if not self._is_compact(pre):
+                return None
+        n_terms = len(terms)
+        stack = self._stacks.get(n_terms)
+        if stack is None or stack.p.dtype != like.dtype or stack.p.device != like.device:
+            stack = self._stacks[n_terms] = _Stack(self, n_terms, like)
+        linear = self.type == "linear"
+        for (pre, post, coef), p_term, q_term in zip(terms, stack.p_terms, stack.q_terms):
+            if linear:
+                post_view = post.reshape(self.batch, self.n_post).t()
+                pre_view = pre.select(1, 0)
+            else:
+                post_view = post.reshape(self.batch, self.n_post, self.positions).permute(1, 0, 2)
+                pre_view = pre.select(1, 0).transpose(1, 2)
+            torch.mul(post_view, coef, out=p_term)
+            q_term.copy_(pre_view)
+        if scale is not None:
+            stack.p.mul_(scale.view(-1, 1) if scale.dim() else scale)
+        return stack
+
+    def accumulate(
+        self,
+        out: Tensor,
+        terms: Sequence[Tuple[Tensor, Tensor, float]],
+        beta: float = 1.0,
+        scale: Optional[Tensor] = None,
+    ) -> Tensor:
+        r"""``out ← beta·out + Σ_t c_t⟨pre_t ⊗ post_t⟩`` for ``(O, K)`` ``out``, in place."""
+        stack = self.stack(terms, out, scale)
+        if stack is not None:
+            n = self.batch * self.positions
+            return out.addmm_(stack.p_matrix, stack.q_matrix, beta=beta, alpha=1.0 / n)
+        for t, (pre, post, coef) in enumerate(terms):
+            self.correlate(pre, post, out, coef, beta if t == 0 else 1.0, scale)
+        return out
 
     def correlate_per_sample(
         self, pre: Tensor, post: Tensor, out: Tensor, alpha: float, beta: float = 1.0
@@ -283,7 +400,7 @@ class _Layer(Mapping):
 
 
 def _reward_value(
-    reward: Any, layer: _Layer, owner: str, per_sample: bool
+    reward: Any, layer: _Layer, weight: Tensor, owner: str, per_sample: bool
 ) -> Tuple[float, Optional[Tensor]]:
     """Split a reward into a Python factor and an optional tensor factor (no host sync).
 
@@ -297,7 +414,6 @@ def _reward_value(
             f"{owner}: reward must be a number or a tensor (0-dim, or (B,) per sample), "
             f"got {type(reward).__name__}"
         )
-    weight = layer.weight
     if reward.numel() == 1:
         tensor = reward.reshape(())
     elif reward.shape == (layer.batch,):
@@ -547,29 +663,34 @@ class STDP(LearningRule):
 
     def step(self) -> None:
         """Apply one STDP update to every layer (see the class docstring)."""
+        potentiate, depress = self.lr * self.a_plus, self.lr * self.a_minus
         for layer in self.layers.values():
             weight = layer.weight_matrix()
-            potentiate = self.lr * self.a_plus
-            depress = self.lr * self.a_minus
             if self.weight_dependence == "additive":
-                layer.correlate(layer.pre_trace, layer.post_spikes, weight, potentiate)
-                layer.correlate(layer.pre_spikes, layer.post_trace, weight, -depress)
+                terms = [
+                    (layer.pre_trace, layer.post_spikes, potentiate),
+                    (layer.pre_spikes, layer.post_trace, -depress),
+                ]
+                layer.accumulate(weight, terms)
             else:
-                shape = tuple(weight.shape)
-                pot = layer.correlate(
-                    layer.pre_trace, layer.post_spikes, layer.buffer("pot", shape), potentiate, 0.0
-                )
-                dep = layer.correlate(
-                    layer.pre_spikes, layer.post_trace, layer.buffer("dep", shape), depress, 0.0
-                )
-                # W + pot·(w_max − W) − dep·(W − w_min), written with in-place ops only:
-                # W·(1 − pot − dep) + (pot + dep)·w_max + dep·(w_min − w_max).
-                pot.add_(dep)
-                dep.mul_(self.w_min - self.w_max)
-                weight.addcmul_(weight, pot, value=-1.0)
-                weight.add_(pot, alpha=self.w_max)
-                weight.add_(dep)
+                self._soft_bound_step(layer, weight, potentiate, depress)
             weight.clamp_(self.w_min, self.w_max)
+
+    def _soft_bound_step(
+        self, layer: _Layer, weight: Tensor, potentiate: float, depress: float
+    ) -> None:
+        # W + pot·(w_max − W) − dep·(W − w_min) = W − W·S + (w_max − w_min)·pot + w_min·S with
+        # S = pot + dep: two matrix products and a few in-place passes, no temporaries.
+        pot = layer.accumulate(
+            layer.buffer("pot", weight), [(layer.pre_trace, layer.post_spikes, potentiate)], 0.0
+        )
+        total = layer.accumulate(
+            layer.buffer("dep", weight), [(layer.pre_spikes, layer.post_trace, depress)], 0.0
+        ).add_(pot)
+        weight.addcmul_(weight, total, value=-1.0)
+        weight.add_(pot, alpha=self.w_max - self.w_min)
+        if self.w_min != 0.0:
+            weight.add_(total, alpha=self.w_min)
 
 
 def _clamp_bounds(weight: Tensor, w_min: Optional[float], w_max: Optional[float]) -> None:
@@ -637,15 +758,14 @@ class MSTDP(LearningRule):
         """
         owner = type(self).__name__
         for layer in self.layers.values():
-            factor, scale = _reward_value(reward, layer, owner, per_sample=True)
             weight = layer.weight_matrix()
+            factor, scale = _reward_value(reward, layer, weight, owner, per_sample=True)
             gain = self.lr * factor
-            layer.correlate(
-                layer.pre_trace, layer.post_spikes, weight, gain * self.a_pre, scale=scale
-            )
-            layer.correlate(
-                layer.pre_spikes, layer.post_trace, weight, -gain * self.a_post, scale=scale
-            )
+            terms = [
+                (layer.pre_trace, layer.post_spikes, gain * self.a_pre),
+                (layer.pre_spikes, layer.post_trace, -gain * self.a_post),
+            ]
+            layer.accumulate(weight, terms, scale=scale)
             _clamp_bounds(weight, self.w_min, self.w_max)
 
 
@@ -721,20 +841,20 @@ class MSTDPET(LearningRule):
             shape = ((layer.batch,) if per_sample_reward else ()) + tuple(weight.shape)
             layer.state["e_trace"] = torch.zeros(shape, dtype=weight.dtype, device=weight.device)
 
-    def _e_matrix(self, layer: _Layer) -> Tensor:
-        """The eligibility trace as ``(O, K)`` or ``(B, O, K)``."""
-        e_trace = layer.follow_weight("e_trace")
-        if self.per_sample_reward:
-            return e_trace.view(layer.batch, layer.n_post, layer.fan_in)
-        return e_trace.view(layer.n_post, layer.fan_in)
-
     def update_state(self) -> None:
         """Decay the eligibility traces and add this step's pre/post correlations."""
         for layer in self.layers.values():
-            e_trace = self._e_matrix(layer)
-            update = layer.correlate_per_sample if self.per_sample_reward else layer.correlate
-            update(layer.pre_trace, layer.post_spikes, e_trace, self.a_pre, self.e_trace_decay)
-            update(layer.pre_spikes, layer.post_trace, e_trace, -self.a_post)
+            e_trace = layer.follow_weight("e_trace", layer.weight)
+            if self.per_sample_reward:
+                update = layer.correlate_per_sample
+                update(layer.pre_trace, layer.post_spikes, e_trace, self.a_pre, self.e_trace_decay)
+                update(layer.pre_spikes, layer.post_trace, e_trace, -self.a_post)
+            else:
+                terms = [
+                    (layer.pre_trace, layer.post_spikes, self.a_pre),
+                    (layer.pre_spikes, layer.post_trace, -self.a_post),
+                ]
+                layer.accumulate(e_trace, terms, beta=self.e_trace_decay)
 
     def step(self, reward: Reward) -> None:
         """Apply :math:`W \\leftarrow W + \\eta r E`.
@@ -744,9 +864,9 @@ class MSTDPET(LearningRule):
         """
         owner = type(self).__name__
         for layer in self.layers.values():
-            factor, scale = _reward_value(reward, layer, owner, self.per_sample_reward)
             weight = layer.weight_matrix()
-            e_trace = self._e_matrix(layer)
+            factor, scale = _reward_value(reward, layer, weight, owner, self.per_sample_reward)
+            e_trace = layer.follow_weight("e_trace", weight)
             if self.per_sample_reward:
                 if scale is None:
                     scale = weight.new_full((layer.batch,), factor)
@@ -820,7 +940,7 @@ class FedeSTDP(LearningRule):
             normed = trace / trace.amax().clamp(min=tiny)
             ltp = normed.exp().mean(dim=(0, 3))  # (O or 1, K)
             ltd = normed.neg_().add_(1.0).exp_().mean(dim=(0, 3))
-            grow = layer.buffer("exp_delta", tuple(weight.shape))
+            grow = layer.buffer("exp_delta", weight)
             torch.sub(weight, self.w_init, out=grow).exp_()  # e^Δ, before W changes
             weight.addcdiv_(ltp.sub_(self.a), grow, value=self.lr)
             weight.addcmul_(grow, ltd.sub_(self.a), value=-self.lr)

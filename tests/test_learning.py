@@ -159,9 +159,10 @@ def stdp_ref(w, obs, lr, a_plus, a_minus, w_min, w_max, dependence):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("delay_kind", DELAYS)
 @pytest.mark.parametrize("dependence", ["additive", "multiplicative"])
-def test_stdp_matches_reference(rng, kind, delay_kind, dependence):
+@pytest.mark.parametrize("bounds", [(0.1, 0.9), (0.0, 1.0)])
+def test_stdp_matches_reference(rng, kind, delay_kind, dependence, bounds):
     net, delay = make_net(kind, delay_kind, rng)
-    w_min, w_max = 0.1, 0.9
+    w_min, w_max = bounds
     lr, a_plus, a_minus = 0.3, 0.5, 0.4
     rule = STDP(net.layers, lr, a_plus, a_minus, w_min, w_max, dependence)
     w = weight_np(net)
