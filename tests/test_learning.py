@@ -685,3 +685,34 @@ def test_reward_errors():
     with pytest.raises(ValueError, match=r"got shape \(4,\)"):
         MSTDP(layers, 1.0, 1.0, 0.1).step(torch.ones(4))
     mstdpet.step(torch.ones(1))  # a one-element tensor is a shared reward
+
+
+# -- memory --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda layers: (STDP(layers, 0.1, 1.0, 1.0), ()),
+        lambda layers: (STDP(layers, 0.1, 1.0, 1.0, weight_dependence="multiplicative"), ()),
+        lambda layers: (MSTDP(layers, 1.0, 1.0, 0.1), (torch.linspace(-1, 1, 4),)),
+        lambda layers: (MSTDPET(layers, 1.0, 1.0, 0.1, 0.9), (torch.tensor(0.5),)),
+        lambda layers: (FedeSTDP(layers, 0.1, 0.5, 0.5), ()),
+    ],
+    ids=["stdp", "stdp-multiplicative", "mstdp-per-sample", "mstdpet", "fede"],
+)
+def test_steady_state_step_allocates_less_than_one_weight_matrix(rng, make):
+    """With an int delay no step allocates a (B, O, I) tensor, nor even an (O, I) one."""
+    from torch.profiler import ProfilerActivity, profile
+
+    batch, n_in, n_out = 4, 300, 200
+    net = LinearNet(1, batch=batch, n_in=n_in, n_out=n_out, thresh=0.5)
+    rule, args = make(net.layers)
+    for _ in range(3):  # scratch buffers are allocated once, at the first step
+        net(torch.from_numpy(rng.random((batch, 1, n_in)) < 0.3))
+        rule.update_state()
+        rule.step(*args)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        rule.update_state()
+        rule.step(*args)
+    allocated = sum(max(event.self_cpu_memory_usage, 0) for event in prof.events())
+    weight_bytes = n_out * n_in * 4
+    assert allocated < weight_bytes / 2, allocated
