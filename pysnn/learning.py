@@ -1,7 +1,7 @@
 r"""Learning rules: correlation-based weight updates computed from the layers' live state.
 
 A rule is built from the layers it trains, an ``OrderedDict`` name → ``{"connection",
-"neuron", "type"}`` as given by :meth:`pysnn.network.SNNNetwork.layers` (the modules) or by
+"neuron", "type"}`` as given by :attr:`pysnn.network.SNNNetwork.layers` (the modules) or by
 :meth:`pysnn.network.SNNNetwork.layer_state_dict` (their state dicts, PySNN's way); a subset of
 either works, and layers may share a postsynaptic neuron (several incoming connections). After
 each network step call :meth:`~LearningRule.update_state` and then
@@ -605,7 +605,9 @@ class STDP(LearningRule):
     step of its spike (``alpha_t`` for linear traces, ``alpha_t·dt/tau_t`` for exponential
     ones) and :math:`\lambda` the decay per step (``tau_t`` for linear traces,
     ``1 − dt/tau_t`` for exponential ones), i.e. :math:`\tau_\pm = -dt/\ln\lambda`. Spikes in
-    the same step (:math:`\Delta t = 0`) count both terms.
+    the same step (:math:`\Delta t = 0`) count both terms.  With a synaptic delay, depression happens when
+    the spike *reaches* the synapse, while potentiation uses the presynaptic trace, which is
+    not delayed (as in PySNN).
 
     :param layers: the layers to train (see :class:`LearningRule`).
     :param lr: learning rate :math:`\eta > 0` (weight units per unit of trace).
@@ -616,8 +618,9 @@ class STDP(LearningRule):
     :param weight_dependence: ``"additive"`` or ``"multiplicative"``.
 
     The update is applied by each call of :meth:`step`; :meth:`update_state` and
-    :meth:`reset_state` do nothing (the traces live in the neurons). Memory: two ``(O, I)``
-    scratch tensors per layer with ``"multiplicative"``, none with ``"additive"``.
+    :meth:`reset_state` do nothing (the traces live in the neurons). Memory per layer: scratch
+    matrices of ``O·2B + 2B·I`` values (conv: ``C_out·2BL + 2BL·K``), plus two ``(O, I)``
+    tensors with ``"multiplicative"``.
     """
 
     def __init__(
