@@ -110,23 +110,27 @@ def _reference(source: Any, key: str) -> Tuple[Any, str]:
 
 
 class _Stack:
-    """Scratch matrices of :meth:`_Layer.stack` and their per-term views, made once."""
+    """Scratch matrices of :meth:`_Layer.stack` and their per-term views, made once.
+
+    ``P`` is stored transposed, ``(T, B, L, O)``, so that filling it from the neuron's
+    ``(B, O)`` state is a contiguous copy; the matrix product reads it as a transposed view.
+    """
 
     __slots__ = ("p", "q", "p_terms", "q_terms", "p_matrix", "q_matrix")
 
     def __init__(self, layer: "_Layer", n_terms: int, like: Tensor) -> None:
         n_post, batch, positions, fan_in = layer.n_post, layer.batch, layer.positions, layer.fan_in
         options = dict(dtype=like.dtype, device=like.device)
-        self.p = torch.empty((n_post, n_terms, batch, positions), **options)
+        self.p = torch.empty((n_terms, batch, positions, n_post), **options)
         self.q = torch.empty((n_terms, batch, positions, fan_in), **options)
-        if layer.type == "linear":  # L = 1: (O, B) and (B, I) views
-            self.p_terms = [self.p[:, t, :, 0] for t in range(n_terms)]
+        if layer.type == "linear":  # L = 1: (B, O) and (B, I) views
+            self.p_terms = [self.p[t, :, 0] for t in range(n_terms)]
             self.q_terms = [self.q[t, :, 0] for t in range(n_terms)]
-        else:  # (C, B, L) and (B, L, K) views
-            self.p_terms = [self.p[:, t] for t in range(n_terms)]
+        else:  # (B, L, C) and (B, L, K) views
+            self.p_terms = [self.p[t] for t in range(n_terms)]
             self.q_terms = [self.q[t] for t in range(n_terms)]
         n = batch * positions
-        self.p_matrix = self.p.view(n_post, n_terms * n)
+        self.p_matrix = self.p.view(n_terms * n, n_post).t()
         self.q_matrix = self.q.view(n_terms * n, fan_in)
 
 
@@ -355,15 +359,15 @@ class _Layer(Mapping):
         linear = self.type == "linear"
         for (pre, post, coef), p_term, q_term in zip(terms, stack.p_terms, stack.q_terms):
             if linear:
-                post_view = post.reshape(self.batch, self.n_post).t()
+                post_view = post.reshape(self.batch, self.n_post)
                 pre_view = pre.select(1, 0)
             else:
-                post_view = post.reshape(self.batch, self.n_post, self.positions).permute(1, 0, 2)
+                post_view = post.reshape(self.batch, self.n_post, self.positions).transpose(1, 2)
                 pre_view = pre.select(1, 0).transpose(1, 2)
             torch.mul(post_view, coef, out=p_term)
             q_term.copy_(pre_view)
         if scale is not None:
-            stack.p.mul_(scale.view(-1, 1) if scale.dim() else scale)
+            stack.p.mul_(scale.view(-1, 1, 1) if scale.dim() else scale)
         return stack
 
     def accumulate(
