@@ -236,6 +236,18 @@ class _Layer(Mapping):
             return getattr(self, key)
         return self.state[key]
 
+    def __setitem__(self, key: str, value: Any) -> None:
+        """PySNN-style writes: ``layer["weight"] += dw`` updates the live tensor in place;
+        other keys (e.g. ``layer["e_trace"] = ...``) store the rule's own state."""
+        if key == "type":
+            raise KeyError(f"layer {self.name!r}: 'type' cannot be changed")
+        if key in self._KEYS:
+            target = self[key]
+            if value is not target:
+                target.copy_(value)
+            return
+        self.state[key] = value
+
     def __iter__(self) -> Iterator[str]:
         yield from self._KEYS
         yield from self.state

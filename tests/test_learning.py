@@ -528,6 +528,47 @@ def test_layer_mapping_reads_live_state():
     assert (net.con.weight == 0.25).all()
 
 
+def test_custom_rule_written_pysnn_style():
+    """A user rule that keeps its state in the layer dict and writes the weight through it."""
+
+    class Hebb(LearningRule):
+        def __init__(self, layers, lr):
+            super().__init__(layers, {"lr": lr})
+            for layer in self.layers.values():
+                layer["e_trace"] = torch.zeros_like(layer["weight"])
+
+        def update_state(self):
+            for layer in self.layers.values():
+                product = self.pre_mult_post(layer["pre_trace"], layer["post_spikes"], "linear")
+                layer["e_trace"] = self.reduce_connections(product, layer["type"])
+
+        def step(self):
+            for layer in self.layers.values():
+                layer["weight"] += self.defaults["lr"] * layer["e_trace"]
+
+        def reset_state(self):
+            for layer in self.layers.values():
+                layer["e_trace"].zero_()
+
+    net = LinearNet(0)
+    rule = Hebb(net.layer_state_dict(), 0.5)
+    w = as_np(net.con.weight)
+    x = torch.ones(B, 1, I, dtype=torch.bool)
+    net(x)
+    rule.update_state()
+    rule.step()
+    expected = w + 0.5 * corr(
+        np.broadcast_to(as_np(net.input.trace)[:, :, :, None], (B, O, I, 1)),
+        as_np(net.neuron.spikes).reshape(B, O, 1),
+    )
+    np.testing.assert_allclose(as_np(net.con.weight), expected, rtol=0, atol=1e-6)
+    assert as_np(net.neuron.spikes).any()
+    rule.layers["fc"]["weight"] = torch.zeros(O, I)  # assigning copies into the live weight
+    assert not net.con.weight.any()
+    with pytest.raises(KeyError, match="'type' cannot be changed"):
+        rule.layers["fc"]["type"] = "conv2d"
+
+
 def test_subset_of_layers_trains_only_those(rng):
     net = SharedNet(1)
     rule = STDP(OrderedDict(b=net.layers["b"]), 0.5, 1.0, 0.5, 0.0, 1.0)
