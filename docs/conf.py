@@ -7,6 +7,7 @@ snippets with ``sphinx-build -W -b doctest docs docs/_build/doctest`` (from the 
 import doctest
 import os
 import sys
+from pathlib import Path
 
 # Document the checkout the docs live in, even when the package is not installed.
 sys.path.insert(0, os.path.abspath(".."))
@@ -78,5 +79,26 @@ def _hide_private_bases(app, name, obj, options, bases):
     bases[:] = [base for base in bases if not base.__name__.startswith("_")]
 
 
+BENCHMARK_RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "README.md"
+
+
+def _append_benchmark_results(app, docname, source):
+    """Append ``benchmarks/README.md`` (the measured tables) to the Performance page.
+
+    Done here rather than with a plain ``literalinclude`` so that the page still builds without
+    warnings in a checkout where the results have not been written.
+    """
+    if docname != "performance":
+        return
+    if BENCHMARK_RESULTS.is_file():
+        source[0] += "\n.. literalinclude:: ../benchmarks/README.md\n   :language: markdown\n"
+    else:
+        source[0] += (
+            "\n.. note::\n\n   ``benchmarks/README.md`` is not in this checkout: run the scripts "
+            "above to measure.\n"
+        )
+
+
 def setup(app):
     app.connect("autodoc-process-bases", _hide_private_bases)
+    app.connect("source-read", _append_benchmark_results)
