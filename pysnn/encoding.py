@@ -208,7 +208,7 @@ def latency_encoding(
 ) -> Tensor:
     r"""Time-to-first-spike code: one spike per input, earlier for stronger inputs.
 
-    Intensities are normalised to :math:`x = \text{intensities} / \text{max\_intensity}` in [0, 1]
+    Intensities are normalised to :math:`x = \mathrm{intensities} / \mathrm{max\_intensity}` in [0, 1]
     (``max_intensity`` defaults to the largest value in ``intensities``, over the whole tensor).
     An input with :math:`x > 0` spikes exactly once, at step
     :math:`\lfloor (1 - x)(T - 1) + 1/2 \rfloor` (linear in :math:`x`, rounded half up): the
