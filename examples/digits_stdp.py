@@ -112,13 +112,12 @@ def count_spikes(model, rates: Tensor, args, description: str) -> Tensor:
     """Spike counts ``(S, N)`` of the frozen network (evaluation mode) for every sample."""
     model.eval()
     order = torch.arange(rates.shape[0])
-    zeros = torch.zeros(args.batch_size, rates.shape[1])
     counts = []
     n_batches = -(-len(order) // args.batch_size)
     for chunk, n_real in progress(batches(order, args.batch_size, order), description, n_batches):
         batch = rates[chunk].unsqueeze(1).to(args.device)
         if n_real < args.batch_size:
-            batch[n_real:] = zeros[n_real:].unsqueeze(1)  # silent padding, no effect on others
+            batch[n_real:] = 0.0  # silent padding: it affects no other sample
         counts.append(present(model, batch, args.time_test, args.dt)[:n_real, 0].cpu())
     return torch.cat(counts)
 
@@ -153,11 +152,11 @@ def build_parser():
     parser = make_parser(__doc__.split("\n\n")[0])
     add = parser.add_argument
     add("--neurons", type=int, default=400, help="number of excitatory neurons")
-    add("--epochs", type=int, default=2, help="passes over the training set")
+    add("--epochs", type=int, default=3, help="passes over the training set")
     add("--batch-size", type=int, default=16, help="samples presented in parallel")
     add("--rate", type=float, default=256.0, help="firing rate (Hz) of a full pixel (16)")
     add("--time-train", type=float, default=150.0, help="presentation time in training (ms)")
-    add("--time-test", type=float, default=300.0, help="presentation time in evaluation (ms)")
+    add("--time-test", type=float, default=500.0, help="presentation time in evaluation (ms)")
     add("--dt", type=float, default=1.0, help="time step (ms)")
     add("--lr", type=float, default=0.005, help="STDP learning rate per sample")
     add("--a-minus", type=float, default=1.0, help="STDP depression amplitude (a_plus = 1)")
@@ -185,8 +184,8 @@ def main() -> int:
     # synchronisation costs more than the work, and on a busy machine it is ~30x slower.
     torch.set_num_threads(args.threads)
     if args.quick:
-        args.neurons, args.epochs, args.train_samples = 25, 1, 160
-        args.time_train, args.time_test = 50.0, 50.0
+        args.neurons, args.epochs, args.train_samples = 50, 1, 320
+        args.time_train, args.time_test = 100.0, 150.0
     started = time.perf_counter()
 
     train_x, train_y, test_x, test_y = load_split()
