@@ -16,7 +16,7 @@ Memory, per rule: *held* is the size of the tensors the rule keeps between steps
 traces, scratch buffers); *peak extra* is the growth of the process's peak memory caused by
 building the rule and running its steps after the network has run — on CUDA from
 ``torch.cuda.max_memory_allocated``, on CPU from the peak resident set size (``ru_maxrss``,
-coarser: it includes allocator slack). For scale: O·I·4 bytes = 1.2 MiB (one float weight
+coarser: it includes allocator slack and the BLAS library's packing buffers, about 1 MiB). For scale: O·I·4 bytes = 1.2 MiB (one float weight
 matrix), B·O·I·4 bytes = 38 MiB (one per-synapse float tensor, what PySNN 0.1.1 allocates
 several times per step).
 
