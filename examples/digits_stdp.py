@@ -19,6 +19,7 @@ Run: ``python examples/digits_stdp.py [--quick] [--out DIR] [--device cpu|cuda] 
 (``--help`` lists the hyper-parameters).
 """
 
+import math
 import sys
 import time
 from typing import Tuple
@@ -126,11 +127,15 @@ def save_figures(model, matrix: Tensor, accuracy: float, args) -> None:
     """Receptive fields (one image per neuron) and the test confusion matrix, as PNG files."""
     plt = require_matplotlib()
     shape = (2, 8, 8) if args.on_off else (8, 8)
+    # ON/OFF fields are two images wide: half as many columns keeps the grid square
+    n_cols = math.ceil(math.sqrt(model.n_neurons / (2 if args.on_off else 1)))
     fig = receptive_fields(
         model.exc.weight,
         shape,
+        n_cols=n_cols,
         title=f"receptive fields of the {model.n_neurons} neurons after STDP",
     )
+    fig.set_size_inches(10, 9)  # 400 fields of 8 x 8 pixels need more than the default size
     save_figure(fig, args.out, "digits_receptive_fields.png")
 
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
