@@ -27,11 +27,12 @@ rates, allocated on the CPU and accepted only float32 (defect B29); these encode
 """
 
 import math
-from numbers import Real
 from typing import Optional
 
 import torch
 from torch import Tensor
+
+from pysnn.utils import _check_positive_real
 
 __all__ = [
     "poisson_encoding",
@@ -44,13 +45,8 @@ __all__ = [
 
 
 def _positive(value: float, name: str, owner: str, unit: str = " (ms)") -> float:
-    """``value`` as a float > 0 (and finite), else a clear error naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{owner}: {name} must be a number{unit}, got {type(value).__name__}")
-    value = float(value)
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{owner}: {name} must be a finite number > 0{unit}, got {value!r}")
-    return value
+    """``value`` as a finite float > 0, else a clear error naming ``name``."""
+    return _check_positive_real(value, name, owner, unit=unit)
 
 
 def _n_steps(duration: float, dt: float, owner: str, names=("duration", "dt")) -> int:

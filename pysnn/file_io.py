@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pysnn.utils import _check_positive_real
+
 __all__ = [
     "Events",
     "spike_array_to_events",
@@ -74,12 +76,7 @@ def _array(values: Any, name: str, owner: str) -> np.ndarray:
 
 
 def _sampling_time(value: float, owner: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{owner}: sampling_time must be a number (ms), got {type(value).__name__}")
-    value = float(value)
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{owner}: sampling_time must be a finite number > 0 (ms), got {value!r}")
-    return value
+    return _check_positive_real(value, "sampling_time", owner, unit=" (ms)")
 
 
 def _round_index(values: np.ndarray) -> np.ndarray:

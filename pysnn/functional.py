@@ -12,7 +12,6 @@ refractory" and skips the masking, which is what neurons without a refractory pe
 
 from typing import Optional, Union
 
-import torch
 from torch import Tensor
 
 Scalar = Union[float, Tensor]

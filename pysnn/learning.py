@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from pysnn.connection import Conv2d, Linear
+from pysnn.utils import _check_real
 
 __all__ = ["LearningRule", "STDP", "MSTDP", "MSTDPET", "FedeSTDP"]
 
@@ -46,31 +47,6 @@ Reward = Union[float, Tensor]
 _LAYER_TYPES = {"linear": Linear, "conv2d": Conv2d}
 _CONNECTION_KEYS = ("weight", "spikes", "trace")
 _NEURON_KEYS = ("spikes", "trace")
-
-
-def _check_real(
-    value: Any,
-    name: str,
-    owner: str,
-    *,
-    low: Optional[float] = None,
-    high: Optional[float] = None,
-    low_open: bool = False,
-    allow_inf: bool = False,
-) -> float:
-    """Validate a real hyperparameter and return it as a float."""
-    if isinstance(value, Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{owner}: {name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if math.isnan(value) or (math.isinf(value) and not allow_inf):
-        raise ValueError(f"{owner}: {name} must be finite, got {value}")
-    if low is not None and (value < low or (low_open and value == low)):
-        raise ValueError(f"{owner}: {name} must be {'>' if low_open else '>='} {low}, got {value}")
-    if high is not None and value > high:
-        raise ValueError(f"{owner}: {name} must be <= {high}, got {value}")
-    return value
 
 
 def _check_bounds(

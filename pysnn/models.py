@@ -34,7 +34,7 @@ from pysnn.connection import Linear
 from pysnn.encoding import poisson_encoding
 from pysnn.network import SNNNetwork
 from pysnn.neuron import AdaptiveLIFNeuron, Input
-from pysnn.utils import _check_positive_int, _check_positive_real
+from pysnn.utils import _check_positive_int, _check_positive_real, _check_real
 
 __all__ = [
     "normalize_weights",
@@ -52,22 +52,6 @@ Dims = Union[int, Sequence[int]]
 def _check_tensor(value: Any, name: str, owner: str) -> Tensor:
     if not isinstance(value, Tensor):
         raise TypeError(f"{owner}: {name} must be a torch.Tensor, got {type(value).__name__}")
-    return value
-
-
-def _check_real(
-    value: Any, name: str, owner: str, *, low: float = -math.inf, strict: bool = False
-) -> float:
-    """A finite real number >= ``low`` (> ``low`` when ``strict``), as a float."""
-    if isinstance(value, Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{owner}: {name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{owner}: {name} must be finite, got {value}")
-    if value < low or (strict and value == low):
-        raise ValueError(f"{owner}: {name} must be {'>' if strict else '>='} {low:g}, got {value}")
     return value
 
 
@@ -147,7 +131,7 @@ def normalize_weights(weight: Tensor, total: Union[float, Tensor], dim: Dims = 1
             raise ValueError(f"{owner}: total must be finite and > 0 everywhere")
         total = total.to(device=weight.device, dtype=weight.dtype)
     else:
-        total = _check_real(total, "total", owner, low=0.0, strict=True)
+        total = _check_real(total, "total", owner, low=0.0, low_open=True)
     with torch.no_grad():
         sums = weight.sum(dim=dims, keepdim=True)
         scale = torch.where(sums != 0, total / sums, torch.ones_like(sums))
@@ -447,7 +431,7 @@ class DiehlCook2015(SNNNetwork):
         n_neurons = _check_positive_int(n_neurons, "n_neurons", owner)
         batch_size = _check_positive_int(batch_size, "batch_size", owner)
         dt = _check_positive_real(dt, "dt", owner)
-        thresh = _check_real(thresh, "thresh", owner, low=0.0, strict=True)
+        thresh = _check_real(thresh, "thresh", owner, low=0.0, low_open=True)
         theta_plus = _check_real(theta_plus, "theta_plus", owner, low=0.0)
         inhibition = _check_real(inhibition, "inhibition", owner, low=0.0)
         if isinstance(tau_theta, bool) or not isinstance(tau_theta, Real) or not tau_theta > 0:
@@ -457,7 +441,7 @@ class DiehlCook2015(SNNNetwork):
             taus[name] = _check_positive_real(value, name, owner)
         if w_total is None:
             w_total = n_inputs / 8.0
-        self.w_total = _check_real(w_total, "w_total", owner, low=0.0, strict=True)
+        self.w_total = _check_real(w_total, "w_total", owner, low=0.0, low_open=True)
         self.n_inputs, self.n_neurons, self.batch_size = n_inputs, n_neurons, batch_size
         self.theta_plus = theta_plus
         self._theta_decay = _decay(float(tau_theta), dt)

@@ -1,7 +1,9 @@
 """SNNNetwork: a container of layers, each a (connection, postsynaptic neuron) pair."""
 
 from collections import OrderedDict
-from typing import Dict
+from typing import Dict, Optional
+
+import torch
 
 from torch import nn
 

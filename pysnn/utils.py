@@ -2,7 +2,7 @@
 
 import math
 from numbers import Integral, Real
-from typing import List, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -102,12 +102,41 @@ def _check_positive_int(value, name: str, owner: str, allow_zero: bool = False) 
     return int(value)
 
 
-def _check_positive_real(value, name: str, owner: str) -> float:
-    """Validate a strictly positive real number (e.g. ``dt``) and return it as a float."""
+def _check_real(
+    value,
+    name: str,
+    owner: str,
+    *,
+    low: Optional[float] = None,
+    high: Optional[float] = None,
+    low_open: bool = False,
+    allow_inf: bool = False,
+    unit: str = "",
+) -> float:
+    """Validate a real number (a Python number or a one-element tensor) and return it as a float.
+
+    :param low: smallest allowed value (excluded when ``low_open``), or ``None``.
+    :param high: largest allowed value, or ``None``.
+    :param allow_inf: accept ``±inf`` (never NaN).
+    :param unit: text appended to the expected range in messages, e.g. ``" (ms)"``.
+    :raises TypeError: not a real number (bools are rejected).
+    :raises ValueError: NaN, infinite (unless allowed) or out of range; the message names ``name``.
+    """
     if isinstance(value, Tensor) and value.numel() == 1:
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{owner}: {name} must be a real number, got {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{owner}: {name} must be a finite number > 0, got {value}")
-    return float(value)
+        raise TypeError(f"{owner}: {name} must be a real number{unit}, got {type(value).__name__}")
+    value = float(value)
+    if math.isnan(value) or (math.isinf(value) and not allow_inf):
+        raise ValueError(f"{owner}: {name} must be finite{unit}, got {value}")
+    if low is not None and (value < low or (low_open and value == low)):
+        bound = ">" if low_open else ">="
+        raise ValueError(f"{owner}: {name} must be {bound} {low}{unit}, got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{owner}: {name} must be <= {high}{unit}, got {value}")
+    return value
+
+
+def _check_positive_real(value, name: str, owner: str, unit: str = "") -> float:
+    """A finite real number > 0 (e.g. ``dt``), as a float."""
+    return _check_real(value, name, owner, low=0.0, low_open=True, unit=unit)

@@ -241,7 +241,7 @@ def test_neuromorphic_dataset_rejects_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match=r"NeuromorphicDataset: labels must be ints, got 'x'"):
         NeuromorphicDataset([("a.bin", "x")], 1, 10, 34, 34)
     with pytest.raises(
-        ValueError, match=r"NeuromorphicDataset: sampling_time must be a finite number > 0"
+        ValueError, match=r"NeuromorphicDataset: sampling_time must be > 0.0 \(ms\), got 0.0"
     ):
         NeuromorphicDataset([], 0, 10, 34, 34)
     with pytest.raises(ValueError, match=r"NeuromorphicDataset: height must be an int >= 1"):

@@ -190,7 +190,7 @@ def test_latency_all_zero_gives_no_spikes():
 def test_latency_rejects_intensities_above_max_intensity():
     with pytest.raises(ValueError, match=r"latency_encoding: intensities must be <= max_intensity"):
         latency_encoding(torch.tensor([0.5, 2.0]), 10, 1, max_intensity=1.0)
-    with pytest.raises(ValueError, match=r"max_intensity must be a finite number > 0"):
+    with pytest.raises(ValueError, match=r"max_intensity must be > 0.0"):
         latency_encoding(torch.tensor([0.5]), 10, 1, max_intensity=0.0)
 
 
@@ -291,11 +291,11 @@ def test_nan_intensities_are_rejected(encode):
 @pytest.mark.parametrize(
     "duration, dt, pattern",
     [
-        (0, 1, r"duration must be a finite number > 0 \(ms\), got 0.0"),
-        (-5, 1, r"duration must be a finite number > 0 \(ms\), got -5.0"),
-        (10, 0, r"dt must be a finite number > 0 \(ms\), got 0.0"),
-        (10, -1, r"dt must be a finite number > 0 \(ms\), got -1.0"),
-        (10, float("inf"), r"dt must be a finite number > 0"),
+        (0, 1, r"duration must be > 0.0 \(ms\), got 0.0"),
+        (-5, 1, r"duration must be > 0.0 \(ms\), got -5.0"),
+        (10, 0, r"dt must be > 0.0 \(ms\), got 0.0"),
+        (10, -1, r"dt must be > 0.0 \(ms\), got -1.0"),
+        (10, float("inf"), r"dt must be finite \(ms\), got inf"),
         (0.5, 1, r"duration must be at least one dt long, got duration=0.5 and dt=1"),
     ],
 )
@@ -306,14 +306,14 @@ def test_duration_and_dt_must_be_positive(encode, duration, dt, pattern):
 
 def test_duration_and_dt_must_be_numbers():
     with pytest.raises(
-        TypeError, match=r"poisson_encoding: duration must be a number \(ms\), got str"
+        TypeError, match=r"poisson_encoding: duration must be a real number \(ms\), got str"
     ):
         poisson_encoding(torch.ones(1), "10", 1)
     with pytest.raises(
-        TypeError, match=r"PoissonEncoder: dt must be a number \(ms\), got NoneType"
+        TypeError, match=r"PoissonEncoder: dt must be a real number \(ms\), got NoneType"
     ):
         PoissonEncoder(10, None)
-    with pytest.raises(ValueError, match=r"LatencyEncoder: dt must be a finite number > 0"):
+    with pytest.raises(ValueError, match=r"LatencyEncoder: dt must be > 0.0 \(ms\)"):
         LatencyEncoder(10, 0)
 
 

@@ -467,7 +467,7 @@ def test_to_spike_tensor_rejects_wrong_shapes():
         Events([0], [0], [0], [0.0]).to_spike_tensor(torch.zeros(2, 3, 3))
     with pytest.raises(ValueError, match=r"\(P, 1, X, T\) for 1-D events"):
         Events([0], None, [0], [0.0]).to_spike_tensor(torch.zeros(2, 3, 3, 3))
-    with pytest.raises(ValueError, match=r"sampling_time must be a finite number > 0"):
+    with pytest.raises(ValueError, match=r"sampling_time must be > 0.0 \(ms\), got 0.0"):
         Events([0], [0], [0], [0.0]).to_spike_tensor(torch.zeros(1, 1, 1, 1), 0)
 
 

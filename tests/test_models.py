@@ -99,7 +99,7 @@ def test_lateral_inhibition_weights_and_output():
 def test_lateral_inhibition_options_and_errors():
     connection = lateral_inhibition(2, 1.0, 1, 1.0, delay=3, reduction="none")
     assert connection.reduction == "none" and int(connection.delay_init) == 3
-    with pytest.raises(ValueError, match="lateral_inhibition: strength must be >= 0, got -1.0"):
+    with pytest.raises(ValueError, match="lateral_inhibition: strength must be >= 0.0, got -1.0"):
         lateral_inhibition(2, -1.0, 1, 1.0)
     with pytest.raises(TypeError, match="lateral_inhibition: n must be an int"):
         lateral_inhibition(2.0, 1.0, 1, 1.0)
@@ -498,7 +498,7 @@ def test_diehl_cook_state_dict_round_trip_keeps_theta():
         (dict(theta_plus=-0.1), ValueError, "DiehlCook2015: theta_plus must be >= 0"),
         (dict(tau_theta=0.0), ValueError, "DiehlCook2015: tau_theta must be > 0 ms"),
         (dict(thresh=0.0), ValueError, "DiehlCook2015: thresh must be > 0"),
-        (dict(tau_v=-5.0), ValueError, "DiehlCook2015: tau_v must be a finite number > 0"),
+        (dict(tau_v=-5.0), ValueError, "DiehlCook2015: tau_v must be > 0.0, got -5.0"),
         (dict(w_total=0.0), ValueError, "DiehlCook2015: w_total must be > 0"),
         (dict(batch_size=1.5), TypeError, "DiehlCook2015: batch_size must be an int"),
     ],
