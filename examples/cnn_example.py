@@ -39,10 +39,22 @@ from pysnn.plotting import raster_plot, receptive_fields
 
 DT = 1.0  # ms, also the sampling time of the event files
 DELAY = 3  # steps
+# A FedeNeuron integrates Σ(w·s − x), weighted spikes minus presynaptic traces (x ≈ alpha_t ×
+# spikes per step), so only weights above alpha_t excite. Events are sparse: most traces are low
+# and FedeSTDP pulls those weights towards w_init − 0.75 (a = 0.5). With w_init = 1 and
+# alpha_t = 0.1 they stay excitatory; with w_init = 0.5 they turn negative and every layer falls
+# silent within an epoch.
 # FedeNeuron: thresh, v_rest, alpha_v, alpha_t, dt, duration_refrac (ms), tau_v (ms), tau_t (ms)
-NEURON = (0.2, 0.0, 1.0, 0.3, DT, 2.0, 5.0, 5.0)
+NEURON = (0.2, 0.0, 1.0, 0.1, DT, 2.0, 5.0, 5.0)
+INPUT_TRACE = (0.1, 5.0)  # Input: alpha_t, tau_t (ms)
 # FedeSTDP: lr, w_init, a
-STDP = (0.0005, 0.5, 0.5)
+STDP = (0.0005, 1.0, 0.5)
+# Sizes: batch, channels of the three convolutions, training epochs, ms of every sample used
+# (synthetic data; 300 ms of real N-MNIST recordings) and synthetic (train, test) files per class.
+QUICK = dict(batch=10, channels=(4, 4, 4), epochs=1, sample_length=20.0, synthetic_per_class=(1, 1))
+FULL = dict(
+    batch=10, channels=(8, 8, 8), epochs=1, sample_length=100.0, synthetic_per_class=(20, 10)
+)
 
 
 class CNN(SNNNetwork):
@@ -56,7 +68,7 @@ class CNN(SNNNetwork):
         super().__init__()
         c1, c2, c3 = channels
         # cells_shape, dt, alpha_t, tau_t (ms)
-        self.input = Input((batch, 2, 34, 34), DT, 0.3, 5.0, update_type="exponential")
+        self.input = Input((batch, 2, 34, 34), DT, *INPUT_TRACE, update_type="exponential")
         # in_ch, out_ch, kernel, im_dims, batch, dt, delay, stride, padding
         self.conv1 = Conv2d(2, c1, 5, (34, 34), batch, DT, DELAY, 1, 1, reduction="sum")
         self.neuron1 = FedeNeuron((batch, c1, 32, 32), *NEURON)
@@ -135,15 +147,15 @@ def main() -> int:
     parser = make_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=None, help="N-MNIST root (Train/, Test/)")
     args = setup(parser)
-    quick = args.quick
-    batch = 10 if quick else 16
-    channels = (4, 4, 4) if quick else (8, 16, 16)
-    sample_length = 20.0 if quick else 300.0  # ms of every recording that is used
-    epochs = 1 if quick else 2
+    size = QUICK if args.quick else FULL
+    batch, channels, epochs = size["batch"], size["channels"], size["epochs"]
+    # ms of every recording that is used: N-MNIST's recordings last about 300 ms; the synthetic
+    # ones are generated as long as needed
+    sample_length = 300.0 if args.data and not args.quick else size["sample_length"]
 
     root = args.data
     if root is None:
-        n_train, n_test = (1, 1) if quick else (32, 8)
+        n_train, n_test = size["synthetic_per_class"]
         # One folder per configuration: a rerun finds identical files and leaves them alone.
         root = args.out / f"synthetic_nmnist_{n_train}-{n_test}_{sample_length:g}ms_seed{args.seed}"
         started = time.perf_counter()
@@ -171,7 +183,11 @@ def main() -> int:
     # Built after .to(device): the rule keeps the live tensors of the layers.
     rule = FedeSTDP(net.layer_state_dict(), *STDP)
     kernels_before = net.conv1.weight.clone()
-    _, _, rates_before, _ = features(net, test_loader, args.device, "before")
+    # The readout of the untrained network is the baseline for what FedeSTDP adds.
+    train_before = features(net, train_eval, args.device, "train, before")
+    test_before = features(net, test_loader, args.device, "test, before")
+    accuracy_before, _ = nearest_mean_accuracy(*train_before[:2], *test_before[:2])
+    rates_before = test_before[2]
 
     started = time.perf_counter()
     for epoch in range(epochs):
@@ -197,7 +213,8 @@ def main() -> int:
     change = (net.conv1.weight - kernels_before).abs().mean()
     print(f"conv1 mean |weight change|: {change:.4f}")
     print(
-        f"nearest-class-mean readout of conv3 spike counts: test accuracy {accuracy:.3f} "
+        f"nearest-class-mean readout of conv3 spike counts, test accuracy: "
+        f"{accuracy_before:.3f} before training, {accuracy:.3f} after "
         f"({n_classes} classes, chance {1 / n_classes:.3f})"
     )
 

@@ -48,6 +48,7 @@ OBS_SCALE = np.array([2.4, 3.0, 0.21, 3.0])  # cart x, cart velocity, pole angle
 W_MAX = 2.0
 A_PRE, A_POST = 1.0, 0.5
 BASELINE_RATE = 0.05  # of the running average of the shaped reward
+INPUT_NAMES = ("+x", "+v", "+angle", "+ang.vel", "-x", "-v", "-angle", "-ang.vel")
 EVAL_SEED_OFFSET = 100_000  # environment seeds of the evaluation episodes, unseen in training
 
 
@@ -221,8 +222,8 @@ def main() -> int:
             f"standard error {noise:.1f} of the difference"
         )
     print(
-        f"final weights (rows: left, right; columns: +x, +v, +angle, +ang.vel, -x, -v, -angle, "
-        f"-ang.vel):\n{best.linear.weight.cpu().numpy().round(2)}"
+        f"final weights (rows: left, right; columns: {', '.join(INPUT_NAMES)}):\n"
+        f"{best.linear.weight.cpu().numpy().round(2)}"
     )
 
     plt = require_matplotlib()
@@ -235,7 +236,9 @@ def main() -> int:
     axes[0].set_ylabel("episode reward")
     axes[0].set_title("training (grid search)")
     axes[0].legend(fontsize=8)
-    weight_plot(best.linear.weight, ax=axes[1], title="learnt weights (rows: left, right)")
+    weight_plot(best.linear.weight, ax=axes[1], title="learnt weights")
+    axes[1].set_yticks([0, 1], ["push left", "push right"])
+    axes[1].set_xticks(range(8), INPUT_NAMES, rotation=45, ha="right")
     fig.tight_layout()
     save_figure(fig, args.out, "gym_training.png")
     return 0

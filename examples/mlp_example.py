@@ -3,8 +3,9 @@
 The four OR samples ``[0,0], [1,0], [0,1], [1,1]`` (each input repeated to give ``N_IN`` input
 neurons) are Poisson-encoded (an input of 1 fires at ``RATE`` Hz) and presented together as one
 batch of 4. Network: Input → Linear(delay 3) → FedeNeuron → Linear → FedeNeuron. FedeSTDP
-(Paredes-Vallés et al.) is unsupervised: it pulls the weights of synapses whose presynaptic trace
-is high up and the others down. The script prints the output firing rate per OR class (label 0:
+(Paredes-Vallés et al.) is unsupervised: at every step it moves each weight towards an
+equilibrium above ``w_init`` where the presynaptic trace is high (relative to the layer's largest)
+and below it where the trace is low. The script prints the output firing rate per OR class (label 0:
 ``[0,0]``; label 1: the other three) and per sample before and after training, and saves spike
 rasters and the weight matrices.
 
@@ -19,7 +20,7 @@ from torch import Tensor
 
 from _common import make_parser, progress, require_matplotlib, save_figure, setup
 from pysnn.connection import Linear
-from pysnn.datasets import OR
+from pysnn.datasets import OR, Intensity
 from pysnn.encoding import PoissonEncoder
 from pysnn.learning import FedeSTDP
 from pysnn.monitor import Monitor
@@ -32,6 +33,11 @@ DT = 1.0  # ms
 N_IN, N_HIDDEN, N_OUT = 6, 10, 2
 BATCH = 4  # the whole OR data set at once
 RATE = 200.0  # Hz for an input of 1
+# A FedeNeuron integrates Σ(w·s − x), weighted spikes minus presynaptic traces (x ≈ alpha_t ×
+# spikes per step): only weights above alpha_t excite. FedeSTDP moves the weights towards
+# w_init ± 0.75 (a = 0.5); with w_init = 1 they stay above alpha_t = 0.2 and the network keeps
+# firing (with PySNN's U(0, 1) scale, w_init = 0.5, they sink below it and the network falls
+# silent after a few epochs).
 # FedeNeuron: thresh, v_rest, alpha_v, alpha_t, dt, duration_refrac (ms), tau_v (ms), tau_t (ms)
 NEURON = (0.1, 0.0, 1.0, 0.2, DT, 2.0, 5.0, 5.0)
 INPUT_TRACE = (0.2, 5.0)  # Input: alpha_t, tau_t (ms)
@@ -78,7 +84,7 @@ def or_data(duration: float, device: torch.device) -> Tuple[Callable[[], Tensor]
         ``(4, 1, N_IN, T)`` (float spikes), the four input patterns (e.g. ``[1, 0]``) and their
         labels ``(4,)``.
     """
-    data = OR(PoissonEncoder(duration, DT), lambda x: x * RATE, repeats=N_IN // 2)
+    data = OR(PoissonEncoder(duration, DT), Intensity(RATE), repeats=N_IN // 2)
     plain = OR()  # the same samples without encoding, for the labels and figure titles
     patterns = [plain[i][0].flatten().int().tolist() for i in range(len(plain))]
     labels = torch.cat([plain[i][1] for i in range(len(plain))])
@@ -156,8 +162,10 @@ def main() -> int:
     fig.tight_layout()
     save_figure(fig, args.out, "mlp_spikes.png")
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    weight_plot(net.linear1.weight, ax=axes[0], title="fc1 weights after FedeSTDP")
-    weight_plot(net.linear2.weight, ax=axes[1], title="fc2 weights after FedeSTDP")
+    for ax, (name, conn) in zip(axes, (("fc1", net.linear1), ("fc2", net.linear2))):
+        weight_plot(conn.weight, ax=ax, title=f"{name} weights after FedeSTDP")
+        ax.set_yticks(range(conn.weight.shape[0]))
+        ax.set_xticks(range(conn.weight.shape[1]))
     fig.tight_layout()
     save_figure(fig, args.out, "mlp_weights.png")
     return 0

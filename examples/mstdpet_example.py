@@ -69,7 +69,7 @@ def main() -> int:
     """Run the experiment; returns the exit status (0 when the weight rose, then fell)."""
     parser = make_parser(__doc__.split("\n\n")[0])
     args = setup(parser)
-    n_steps = 1000 if args.quick else 4000
+    n_steps = 1000 if args.quick else 2000
     half = n_steps // 2
     device = args.device
 
