@@ -22,7 +22,7 @@ Run: ``python examples/cnn_example.py [--data DIR] [--quick] [--out DIR] [--devi
 import sys
 import time
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -91,7 +91,7 @@ class CNN(SNNNetwork):
         return self.neuron3(x, trace)
 
 
-def simulate(net: CNN, events: Tensor, rule: FedeSTDP = None) -> None:
+def simulate(net: CNN, events: Tensor, rule: Optional[FedeSTDP] = None) -> None:
     """Present one batch: reset, then step through time (a FedeSTDP step after each step).
 
     :param net: the network.
@@ -134,8 +134,17 @@ def features(net: CNN, loader: DataLoader, device: torch.device, what: str) -> T
     return torch.cat(counts), torch.cat(labels), per_layer / n, first
 
 
-def nearest_mean_accuracy(train: Tensor, train_labels: Tensor, test: Tensor, labels: Tensor):
-    """Accuracy of the nearest class mean (Euclidean) fitted on ``train``, scored on ``test``."""
+def nearest_mean_accuracy(
+    train: Tensor, train_labels: Tensor, test: Tensor, labels: Tensor
+) -> Tuple[float, int]:
+    """Nearest class mean (Euclidean), fitted on ``train``, scored on ``test``.
+
+    :param train: training features ``(N, F)``.
+    :param train_labels: their labels ``(N,)``.
+    :param test: test features ``(M, F)``.
+    :param labels: their labels ``(M,)``.
+    :returns: the test accuracy in [0, 1] and the number of classes seen in training.
+    """
     classes = torch.unique(train_labels)
     means = torch.stack([train[train_labels == c].mean(0) for c in classes])
     predicted = classes[torch.cdist(test, means).argmin(1)]

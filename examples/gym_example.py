@@ -6,12 +6,13 @@ positive and negative parts, drive 8 Poisson input neurons (up to ``MAX_RATE`` H
 through a Linear connection (delay 1 step) onto two AdaptiveLIF neurons, "push left" and "push
 right"; each environment step runs ``N_SIM`` network steps and the neuron that fired more chooses
 the action (a tie: random). MSTDPET accumulates an eligibility trace at every network step and
-turns it into a weight change once per environment step, with that step's reward. Weights are
-kept in [0, ``W_MAX``].
+turns it into a weight change once per environment step, with that step's reward; weights are
+kept in [0, ``W_MAX``]. (PySNN's version had a hidden AdaptiveLIF layer; with one global reward a
+hidden layer of 10 neurons did not learn in our trials, so this network has a single layer.)
 
 The reward given to the rule: CartPole's own reward (+1 per step survived) says nothing about
 which action was good, so the rule gets a shaped one: how much the step reduced
-``|angle| / 0.21 + |angular velocity|`` (clipped to [-1, 1]), -1 when the pole falls, minus a
+``|angle| / 0.21 + |angular velocity|`` (divided by 0.1, clipped to [-1, 1]), -1 when the pole falls, minus a
 running average of past rewards (a reward-prediction baseline).
 
 A small grid search over the learning rate and the eligibility-trace decay replaces ray-tune:
@@ -53,10 +54,7 @@ EVAL_SEED_OFFSET = 100_000  # environment seeds of the evaluation episodes, unse
 
 
 class CartPoleNet(SNNNetwork):
-    """8 Poisson inputs → Linear(8, 2, delay 1) → 2 AdaptiveLIF neurons (left, right).
-
-    :param device: where the network lives.
-    """
+    """8 Poisson inputs → Linear(8, 2, delay 1) → 2 AdaptiveLIF neurons (left, right), batch 1."""
 
     def __init__(self) -> None:
         super().__init__()

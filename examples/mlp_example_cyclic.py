@@ -18,7 +18,6 @@ Run: ``python examples/mlp_example_cyclic.py [--quick] [--out DIR] [--device cpu
 import sys
 from typing import Tuple
 
-import torch
 from torch import Tensor
 
 from _common import make_parser, progress, require_matplotlib, save_figure, setup

@@ -119,22 +119,32 @@ def _eligibility_tensor(rule: MSTDPET) -> Tensor:
 
 
 def _save_figure(pre_mon, post_mon, weight_mon, trace_mon, reward: Tensor, out) -> None:
+    """The 8-panel figure ``mstdpet.png`` from the recordings."""
     plt = require_matplotlib()
     fig, axes = plt.subplots(8, 1, figsize=(10, 14), sharex=True)
     raster_plot(pre_mon.get("spikes"), DT, ax=axes[0], title="presynaptic spikes")
-    trace_plot(pre_mon.get("trace"), dt=DT, ax=axes[1], ylabel="trace", legend=False)
-    axes[1].set_title("presynaptic trace")
-    raster_plot(post_mon.get("spikes"), DT, ax=axes[2], title="postsynaptic spikes")
-    trace_plot(post_mon.get("trace"), dt=DT, ax=axes[3], ylabel="trace", legend=False)
-    axes[3].set_title("postsynaptic trace")
-    trace_plot(trace_mon.get("e_trace"), dt=DT, ax=axes[4], ylabel="e", legend=False)
-    axes[4].set_title("eligibility trace")
-    trace_plot(reward, dt=DT, ax=axes[5], ylabel="reward", legend=False)
-    axes[5].set_title("reward")
-    trace_plot(weight_mon.get("weight"), dt=DT, ax=axes[6], ylabel="w", legend=False)
-    axes[6].set_title("weight")
-    trace_plot(post_mon.get("v_cell"), thresh=1.0, dt=DT, ax=axes[7], ylabel="v", legend=False)
-    axes[7].set_title("postsynaptic voltage")
+    curves = (
+        (pre_mon.get("trace"), "trace", "presynaptic trace"),
+        (post_mon.get("spikes"), None, "postsynaptic spikes"),
+        (post_mon.get("trace"), "trace", "postsynaptic trace"),
+        (trace_mon.get("e_trace"), "e", "eligibility trace"),
+        (reward, "reward", "reward"),
+        (weight_mon.get("weight"), "w", "weight"),
+    )
+    for ax, (values, ylabel, title) in zip(axes[1:7], curves):
+        if ylabel is None:
+            raster_plot(values, DT, ax=ax, title=title)
+        else:
+            trace_plot(values, dt=DT, ax=ax, ylabel=ylabel, legend=False, title=title)
+    trace_plot(
+        post_mon.get("v_cell"),
+        thresh=1.0,
+        dt=DT,
+        ax=axes[7],
+        ylabel="v",
+        legend=False,
+        title="postsynaptic voltage (dashed: threshold)",
+    )
     axes[7].set_xlabel("time (ms)")
     fig.tight_layout()
     save_figure(fig, out, "mstdpet.png")
