@@ -4,44 +4,20 @@ Each example runs in a subprocess (``sys.executable``), as a user would start it
 folder in ``tmp_path``; the tests read what it prints and check the PNG files it saves.
 """
 
-import os
 import re
-import subprocess
+
 import sys
 from pathlib import Path
 from typing import List
 
 import pytest
 import torch
+from example_runner import EXAMPLES, assert_pngs, run_example
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NUMBER = r"([-+]?\d+(?:\.\d+)?)"
 READOUT = (
     rf"test accuracy: {NUMBER} before training, {NUMBER} after \((\d+) classes, chance {NUMBER}\)"
 )
-
-
-def run_example(script: str, out: Path, *extra: str, expect_rc: int = 0) -> str:
-    """Run ``examples/<script> --quick --out <out> --seed 0 [extra]``; returns its stdout."""
-    command = [sys.executable, str(EXAMPLES / script), "--quick", "--out", str(out), "--seed", "0"]
-    env = dict(os.environ, MPLBACKEND="Agg", PYTHONHASHSEED="0")
-    done = subprocess.run(
-        command + list(extra), capture_output=True, text=True, timeout=120, env=env
-    )
-    assert (
-        done.returncode == expect_rc
-    ), f"{script} exited with {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
-    return done.stdout + ("" if expect_rc == 0 else done.stderr)
-
-
-def assert_pngs(out: Path, names: List[str]) -> None:
-    for name in names:
-        path = out / name
-        assert path.is_file(), f"{name} was not saved"
-        data = path.read_bytes()
-        assert data.startswith(PNG_SIGNATURE), f"{name} is not a PNG"
-        assert len(data) > 5000, f"{name} is suspiciously small ({len(data)} bytes)"
 
 
 def numbers(pattern: str, text: str) -> List[float]:
