@@ -108,7 +108,9 @@ def main() -> None:
             command.append("--quick")
         if args.threads:
             command += ["--threads", str(args.threads)]
-        result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+        result = json.loads(
+            subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        )
         batch, n_in, n_out, delay, reduction = config
         ratio = result["step_ms"] / result["matmul_ms"]
         print(
