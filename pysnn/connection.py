@@ -164,6 +164,13 @@ class Connection(nn.Module):
         return result
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, *args):
+        saved_delay = state_dict.get(prefix + "delay_init")
+        if saved_delay is not None and not torch.equal(saved_delay.cpu(), self.delay_init.cpu()):
+            # The delay line's depth and routing are fixed at construction.
+            raise ValueError(
+                f"{type(self).__name__}: {prefix}delay_init in the state dict differs from this "
+                f"connection's delays; construct the connection with the saved delays"
+            )
         compact = {"trace": self.pre_trace, "spikes": self.pre_spikes}
         for name in _VIEW_BUFFERS:
             value = state_dict.pop(prefix + name, None)

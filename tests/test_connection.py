@@ -494,3 +494,16 @@ def test_forward_input_errors():
         MaxPool2d(1.5)
     with pytest.raises(TypeError, match="output_size"):
         AdaptiveMaxPool2d("3")
+
+
+def test_loading_a_state_dict_with_other_delays_is_refused():
+    saved = Linear(4, 3, 2, 1.0, 2).state_dict()
+    with pytest.raises(ValueError, match=r"Linear: delay_init in the state dict differs"):
+        Linear(4, 3, 2, 1.0, 3).load_state_dict(saved)
+    per_synapse = torch.tensor([[0, 1, 2, 3]] * 3)
+    saved = Linear(4, 3, 2, 1.0, per_synapse).state_dict()
+    with pytest.raises(ValueError, match=r"Linear: delay_init in the state dict differs"):
+        Linear(4, 3, 2, 1.0, per_synapse.flip(1)).load_state_dict(saved)
+    same = Linear(4, 3, 2, 1.0, per_synapse)
+    same.load_state_dict(saved)
+    assert torch.equal(same.delay[0], per_synapse)
