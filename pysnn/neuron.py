@@ -333,7 +333,8 @@ class BaseNeuron(_StateMixin, nn.Module):
         if self.refrac_steps > 0:
             self.refrac_counts.sub_(1).clamp_(min=0)
             self.refrac_counts.add_(spikes, alpha=self.refrac_steps)
-        self.v_cell.masked_fill_(spikes, self.v_rest)
+        # torch.where keeps v_rest on the device (masked_fill_ with a tensor value calls .item()).
+        torch.where(spikes, self.v_rest, self.v_cell, out=self.v_cell)
 
     def _refrac_mask(self) -> Optional[Tensor]:
         return self.refrac_counts if self.refrac_steps > 0 else None
