@@ -34,7 +34,6 @@ setup(
     install_requires=["torch>=2.1", "numpy"],
     extras_require=EXTRAS,
     classifiers=[
-        "License :: OSI Approved :: MIT License",
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
     ],
