@@ -570,6 +570,9 @@ class AdaptiveLIFNeuron(LIFNeuron):
         )
         self._register_cell_param("alpha_thresh", alpha_thresh)
         self._register_cell_param("tau_thresh", tau_thresh, self._tau_kind)
+        # PySNN's state_dict order: alpha_v, alpha_t, alpha_thresh, tau_v, tau_t, tau_thresh.
+        for name in ("tau_v", "tau_t", "tau_thresh"):
+            self._buffers[name] = self._buffers.pop(name)
         self.relax_to_center = bool(relax_to_center)
         self._thresh_update: Callable = (
             sf.linear_thresh_update if update_type == "linear" else sf.exponential_thresh_update
