@@ -245,14 +245,7 @@ class Connection(nn.Module):
             history[:, self._cursor].copy_(x.reshape(history.shape[0], -1))
             flat_index = ((self._delay_offsets + self._cursor) % depth) * history.shape[2]
             flat_index += self._input_index
-            gathered = self._gathered
-            if (
-                gathered is None
-                or gathered.dtype != history.dtype
-                or gathered.device != history.device
-            ):
-                gathered = history.new_empty(history.shape[0], flat_index.numel())
-                self._gathered = gathered
+            gathered = self._reused("_gathered", (history.shape[0], flat_index.numel()), history)
             history = history.view(history.shape[0], -1)
             out = torch.index_select(history, 1, flat_index.view(-1), out=gathered)
             out = out.view(self.synapse_shape)
@@ -304,16 +297,20 @@ class Connection(nn.Module):
         has to be mapped anew every time), so ``reduction="none"`` outputs are overwritten by the
         next step, like the traces: clone an activation to keep it.
         """
-        buffer = self._activation
-        weight = self.weight
+        return self._reused("_activation", shape, self.weight)
+
+    def _reused(self, attribute: str, shape: Tuple[int, ...], like: Tensor) -> Tensor:
+        """The scratch tensor kept in ``attribute``, (re)allocated when the shape, the dtype or
+        the device of ``like`` changes (e.g. after ``.to()``)."""
+        buffer = getattr(self, attribute)
         if (
             buffer is None
             or buffer.shape != shape
-            or buffer.dtype != weight.dtype
-            or buffer.device != weight.device
+            or buffer.dtype != like.dtype
+            or buffer.device != like.device
         ):
-            buffer = torch.empty(shape, dtype=weight.dtype, device=weight.device)
-            self._activation = buffer
+            buffer = torch.empty(shape, dtype=like.dtype, device=like.device)
+            setattr(self, attribute, buffer)
         return buffer
 
     def _check_input(self, x: Tensor, expected: Tuple[int, ...], name: str) -> None:
