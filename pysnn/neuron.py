@@ -396,8 +396,6 @@ class BaseNeuron(_StateMixin, nn.Module):
         :returns: ``(spikes, trace)``: a copy of the bool spikes and the live trace buffer
             (updated in place on the next step; clone it to keep it).
         """
-        if type(self).update_voltage is BaseNeuron.update_voltage:
-            raise NotImplementedError(f"{type(self).__name__} does not define a forward step")
         return self._step(self.fold(x))
 
     # -- state -----------------------------------------------------------------------------

@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from pysnn.neuron import AdaptiveLIFNeuron, FedeNeuron, IFNeuron, Input, LIFNeuron
+from pysnn.neuron import (
+    AdaptiveLIFNeuron,
+    BaseNeuron,
+    FedeNeuron,
+    IFNeuron,
+    Input,
+    LIFNeuron,
+)
 from reference import NeuronRef, as_np, f32, input_trace_ref
 
 T_STEPS = 40
@@ -462,3 +469,9 @@ def test_input_list_errors_name_the_argument():
     lif = LIFNeuron(**LIF_ARGS)
     with pytest.raises(ValueError, match="input list"):
         lif([torch.ones(1, 1, 3, 2), torch.ones(1, 1, 2, 1)])
+
+
+def test_base_neuron_step_is_not_implemented():
+    neuron = BaseNeuron((1, 1, 2), 1.0, 0.0, 1.0, 0.0)
+    with pytest.raises(NotImplementedError, match="BaseNeuron does not define update_voltage"):
+        neuron(torch.zeros(1, 1, 2, 1))
