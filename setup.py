@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).parent
 
@@ -22,6 +23,24 @@ EXTRAS = {
 }
 EXTRAS["dev"] = sorted({pkg for group in EXTRAS.values() for pkg in group} | {"pre-commit"})
 
+
+class BuildNative(build_ext):
+    """Build the optional fused kernels (pysnn/_native.c) with flags the compiler understands.
+
+    ``-ffp-contract=off`` keeps every multiply and add separately rounded, as in eager PyTorch;
+    ``-fno-trapping-math`` lets comparisons be vectorised (results are unchanged). The extension
+    is optional: without a compiler pysnn installs and runs on its eager PyTorch code.
+    """
+
+    def build_extensions(self):
+        if self.compiler.compiler_type == "unix":
+            for extension in self.extensions:
+                extension.extra_compile_args += ["-O3", "-ffp-contract=off", "-fno-trapping-math"]
+        super().build_extensions()
+
+
+NATIVE = Extension("pysnn._native", sources=["pysnn/_native.c"], optional=True)
+
 setup(
     name="pysnn",
     version="1.0.0.dev0",
@@ -33,6 +52,8 @@ setup(
     python_requires=">=3.9",
     install_requires=["torch>=2.1", "numpy"],
     extras_require=EXTRAS,
+    ext_modules=[NATIVE],
+    cmdclass={"build_ext": BuildNative},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pysnn import native
 from pysnn.utils import (
     IntOrPair,
     _check_positive_int,
@@ -382,18 +383,75 @@ class Linear(Connection):
         expected = (self.batch_size, 1, self.in_features)
         self._check_input(x, expected, "x")
         self._check_input(trace_in, expected, "trace_in")
+        if native.enabled():
+            fused = self._native_ingest(x, trace_in)
+            if fused is not None:
+                return fused
         self.pre_trace.copy_(trace_in)
         spikes = self.propagate_spike(self.convert_spikes(x))
         if self.reduction == "none":
             return self.activation_potential(spikes), self.fold(self.trace)
         if self.uniform_delay:
-            # W @ xᵀ reads the (O, I) weight contiguously: faster than F.linear's x @ Wᵀ.
-            summed = torch.matmul(self.weight, spikes.view(self.batch_size, -1).t()).t()
-            summed = summed.unsqueeze(1)  # (B, 1, O)
+            summed = self._weigh_and_sum(spikes)
         else:
             summed = torch.einsum("boi,oi->bo", spikes, self.weight).unsqueeze(1)
         trace_sum = self.pre_trace.sum(-1, keepdim=True).expand(-1, -1, self.out_features)
         return summed.unsqueeze(-1), trace_sum.unsqueeze(-1)
+
+    def _weigh_and_sum(self, spikes: Tensor) -> Tensor:
+        """Σ_i W[o, i] · s[b, i] for compact spikes ``(B, 1, I)``, as ``(B, 1, O)``."""
+        # W @ xᵀ reads the (O, I) weight contiguously: faster than F.linear's x @ Wᵀ.
+        summed = torch.matmul(self.weight, spikes.view(self.batch_size, -1).t()).t()
+        return summed.unsqueeze(1)
+
+    def _native_ingest(self, x: Tensor, trace_in: Tensor) -> Optional[Tuple[Tensor, Tensor]]:
+        """The step with the presynaptic side (trace copy, delay line, spike store and, for
+        ``"sum"``, the trace sums) in one fused kernel; uniform delays on CPU only (see
+        :mod:`pysnn.native`). None, with nothing changed, when the kernel does not apply.
+
+        With ``"sum"`` the product is written into a buffer kept between steps and the returned
+        activation and trace are the same live views at every step (clone them to keep them).
+        """
+        if type(self) is not Linear or not self.uniform_delay:
+            return None
+        weight = self._parameters["weight"]
+        workspace = self.__dict__.get("_native_workspace")
+        if workspace is None or workspace[0] != weight.data_ptr() or workspace[1] != weight.dtype:
+            workspace = self._native_workspace_for(weight)
+        if weight.requires_grad:
+            return None
+        _, _, spikes, trace_sums, product, activation, trace = workspace
+        slot = self.spike_queue[self._cursor] if self.max_delay else None
+        if not native.ingest(self, x, trace_in, slot, spikes, trace_sums):
+            return None
+        if self.max_delay:
+            self._cursor = (self._cursor + 1) % self.max_delay
+        if self.reduction == "none":
+            return self.activation_potential(spikes), self.fold(self.trace)
+        # W @ xᵀ reads the (O, I) weight contiguously: faster than F.linear's x @ Wᵀ.
+        torch.matmul(weight, spikes.view(self.batch_size, -1).t(), out=product)
+        return activation, trace
+
+    def _native_workspace_for(self, weight: Tensor) -> tuple:
+        """Buffers of the fused path (and views of them), kept until the weight moves."""
+        batch, n_out = self.batch_size, self.out_features
+        like = dict(dtype=weight.dtype, device=weight.device)
+        spikes = torch.empty(batch, 1, self.in_features, **like)
+        trace_sums = torch.empty(batch, 1, 1, **like)
+        product = torch.empty(n_out, batch, **like)
+        activation = product.t().unsqueeze(1).unsqueeze(-1)  # (B, 1, O, 1)
+        trace = trace_sums.expand(-1, -1, n_out).unsqueeze(-1)  # (B, 1, O, 1)
+        workspace = (
+            weight.data_ptr(),
+            weight.dtype,
+            spikes,
+            trace_sums,
+            product,
+            activation,
+            trace,
+        )
+        self.__dict__["_native_workspace"] = workspace
+        return workspace
 
     def extra_repr(self) -> str:
         return (

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from pysnn import functional as sf
+from pysnn import native
 from pysnn.utils import _check_positive_real, _set_no_grad
 
 ParamValue = Union[float, Tensor]
@@ -210,6 +211,8 @@ class Input(BaseInput):
         :returns: ``(x, trace)``: the input as given and the live trace buffer.
         """
         _check_input_shape(x, self.cells_shape, "x", type(self).__name__)
+        if native.enabled() and type(self) is Input and native.input_step(self, x):
+            return x, self.trace
         self._trace_update(self.trace, self.convert_input(x), self.alpha_t, self.tau_t, self.dt)
         self.spikes.copy_(x)
         return x, self.trace
@@ -396,7 +399,14 @@ class BaseNeuron(_StateMixin, nn.Module):
         :returns: ``(spikes, trace)``: a copy of the bool spikes and the live trace buffer
             (updated in place on the next step; clone it to keep it).
         """
-        return self._step(self.fold(x))
+        current = self.fold(x)
+        kind = type(self).__dict__.get("_native_kind")
+        if kind is not None and native.enabled():
+            fired = native.neuron_step(self, current, kind)
+            if fired is not None:
+                self.concat_trace(self.spikes)
+                return fired, self.trace
+        return self._step(current)
 
     # -- state -----------------------------------------------------------------------------
     def reset_state(self) -> None:
@@ -455,6 +465,9 @@ class IFNeuron(BaseNeuron):
     :param store_trace: record ``complete_trace``.
     """
 
+    # Fused kernel of pysnn.native for this exact class (subclasses run the eager code).
+    _native_kind = "if"
+
     def __init__(
         self,
         cells_shape: Sequence[int],
@@ -485,6 +498,9 @@ class LIFNeuron(BaseNeuron):
     ``"exponential"``: :math:`v \leftarrow v + [r=0]\frac{\Delta t}{\tau_v}(-(v - v_{rest}) + \alpha_v I)`
     with ``tau_v`` in ms. Parameters as :class:`IFNeuron`, plus ``tau_v``.
     """
+
+    # Fused kernel of pysnn.native for this exact class (subclasses run the eager code).
+    _native_kind = "lif"
 
     def __init__(
         self,
@@ -534,6 +550,9 @@ class AdaptiveLIFNeuron(LIFNeuron):
 
     Other parameters as :class:`LIFNeuron`.
     """
+
+    # Fused kernel of pysnn.native for this exact class (subclasses run the eager code).
+    _native_kind = "adaptive_lif"
 
     def __init__(
         self,

@@ -1,0 +1,430 @@
+/*
+ * Fused CPU kernels for one simulation step of pysnn's inputs, neurons and Linear connections.
+ *
+ * Why this exists: on a CPU, eager PyTorch pays 3-8 us per elementwise operation whatever the
+ * tensor size, and one neuron step is a dozen of them, each a separate pass over memory. These
+ * kernels do the same arithmetic, in the same order and precision as the eager code in
+ * pysnn/functional.py, in one pass over the cells. They receive raw data pointers;
+ * pysnn/native.py checks every dtype, shape, device and layout before calling, and falls back to
+ * the eager code for anything these kernels do not cover.
+ *
+ * Parameters that hold one value for every cell (the usual case) are passed as scalars
+ * (`uniform` = 1, values in `scalars`) so that the kernel does not stream them from memory.
+ *
+ * Built as an optional extension by setup.py; nothing here links against libtorch.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+/* Voltage models (neuron_step `model`). */
+#define MODEL_IF 0
+#define MODEL_LIF_LINEAR 1
+#define MODEL_LIF_EXPONENTIAL 2
+/* Trace and threshold updates (`trace_mode`, `thresh_mode`). */
+#define UPDATE_LINEAR 0
+#define UPDATE_EXPONENTIAL 1
+#define THRESH_FIXED 2
+/* Order of the values in `scalars` when `uniform` is set. */
+#define S_ALPHA_V 0
+#define S_TAU_V 1
+#define S_ALPHA_T 2
+#define S_TAU_T 3
+#define S_ALPHA_THRESH 4
+#define S_TAU_THRESH 5
+#define S_THRESH 6
+#define S_CENTER 7
+
+#if defined(_MSC_VER)
+#define restrict __restrict
+#endif
+#if defined(__GNUC__)
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define ALWAYS_INLINE inline
+#endif
+/* One build runs on every x86-64 CPU and uses AVX2/AVX-512 where the CPU has them (GCC picks
+ * the clone when the module loads); elsewhere the portable build is used. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define TARGET_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define TARGET_CLONES
+#endif
+
+/* A per-cell parameter: the scalar (hoisted out of the loop) when uniform, else the cell's own
+ * value. */
+#define PARAM(uniform, hoisted, slot, array, i) ((uniform) ? (hoisted)[slot] : (array)[i])
+/* Copy the scalars to a local array before the loop so the compiler sees loop invariants. */
+#define HOIST_SCALARS(T, uniform, scalars, hoisted)                                               \
+    T hoisted[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                                      \
+    if (uniform)                                                                                  \
+        for (int k = 0; k < 8; ++k)                                                               \
+            hoisted[k] = (scalars)[k];
+
+#define DEFINE_KERNELS(T, SUFFIX)                                                                 \
+    static ALWAYS_INLINE void input_loop_##SUFFIX(                                                \
+        const int x_is_bool, const int mode, const int uniform, Py_ssize_t n,                     \
+        const void *restrict x, T *restrict trace, const T *restrict alpha,                       \
+        const T *restrict tau, const T *restrict dt, uint8_t *restrict spikes,                    \
+        const T *restrict scalars)                                                                \
+    {                                                                                             \
+        const T step = *dt;                                                                       \
+        HOIST_SCALARS(T, uniform, scalars, hoisted)                                               \
+        for (Py_ssize_t i = 0; i < n; ++i) {                                                      \
+            const T xi = x_is_bool ? (T)((const uint8_t *)x)[i] : ((const T *)x)[i];             \
+            const T a = PARAM(uniform, hoisted, S_ALPHA_T, alpha, i);                             \
+            const T decay = PARAM(uniform, hoisted, S_TAU_T, tau, i);                             \
+            if (mode == UPDATE_LINEAR) {                                                          \
+                const T t = trace[i] * decay;                                                     \
+                trace[i] = t + a * xi;                                                            \
+            } else {                                                                              \
+                const T ratio = step / decay;                                                     \
+                const T drive = a * xi - trace[i];                                                \
+                trace[i] = trace[i] + ratio * drive;                                              \
+            }                                                                                     \
+            spikes[i] = xi != (T)0;                                                               \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    TARGET_CLONES static void input_step_##SUFFIX(Py_ssize_t n, const void *x, int x_is_bool,     \
+                                                  T *trace, const T *alpha, const T *tau,         \
+                                                  const T *dt, uint8_t *spikes, int mode,         \
+                                                  int uniform, const T *scalars)                  \
+    {                                                                                             \
+        if (x_is_bool == 0 && mode == 0 && uniform == 0)                                          \
+            input_loop_##SUFFIX(0, 0, 0, n, x, trace, alpha, tau, dt, spikes, scalars);           \
+        else if (x_is_bool == 0 && mode == 0 && uniform == 1)                                     \
+            input_loop_##SUFFIX(0, 0, 1, n, x, trace, alpha, tau, dt, spikes, scalars);           \
+        else if (x_is_bool == 0 && mode == 1 && uniform == 0)                                     \
+            input_loop_##SUFFIX(0, 1, 0, n, x, trace, alpha, tau, dt, spikes, scalars);           \
+        else if (x_is_bool == 0 && mode == 1 && uniform == 1)                                     \
+            input_loop_##SUFFIX(0, 1, 1, n, x, trace, alpha, tau, dt, spikes, scalars);           \
+        else if (x_is_bool == 1 && mode == 0 && uniform == 0)                                     \
+            input_loop_##SUFFIX(1, 0, 0, n, x, trace, alpha, tau, dt, spikes, scalars);           \
+        else if (x_is_bool == 1 && mode == 0 && uniform == 1)                                     \
+            input_loop_##SUFFIX(1, 0, 1, n, x, trace, alpha, tau, dt, spikes, scalars);           \
+        else if (x_is_bool == 1 && mode == 1 && uniform == 0)                                     \
+            input_loop_##SUFFIX(1, 1, 0, n, x, trace, alpha, tau, dt, spikes, scalars);           \
+        else if (x_is_bool == 1 && mode == 1 && uniform == 1)                                     \
+            input_loop_##SUFFIX(1, 1, 1, n, x, trace, alpha, tau, dt, spikes, scalars);           \
+    }                                                                                             \
+                                                                                                  \
+    static ALWAYS_INLINE void ingest_loop_##SUFFIX(                                               \
+        const int x_is_bool, const int delayed, Py_ssize_t rows, Py_ssize_t cols,                 \
+        const void *restrict x, const T *restrict trace_in, T *restrict pre_trace,                \
+        T *restrict slot, T *restrict out, uint8_t *restrict pre_spikes, T *restrict trace_sums)  \
+    {                                                                                             \
+        for (Py_ssize_t r = 0; r < rows; ++r) {                                                   \
+            const Py_ssize_t base = r * cols;                                                     \
+            for (Py_ssize_t c = 0; c < cols; ++c) {                                               \
+                const Py_ssize_t i = base + c;                                                    \
+                const T xi = x_is_bool ? (T)((const uint8_t *)x)[i] : ((const T *)x)[i];         \
+                pre_trace[i] = trace_in[i];                                                       \
+                T leaving = xi;                                                                   \
+                if (delayed) {                                                                    \
+                    leaving = slot[i];                                                            \
+                    slot[i] = xi;                                                                 \
+                }                                                                                 \
+                out[i] = leaving;                                                                 \
+                pre_spikes[i] = leaving != (T)0;                                                  \
+            }                                                                                     \
+            if (trace_sums) {                                                                     \
+                /* eight independent partial sums in double: vectorisable, and at least as     \
+                 * accurate as torch's float32 sum */                                             \
+                double partial[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                     \
+                Py_ssize_t c = 0;                                                                 \
+                for (; c + 8 <= cols; c += 8)                                                     \
+                    for (int k = 0; k < 8; ++k)                                                   \
+                        partial[k] += (double)trace_in[base + c + k];                             \
+                for (; c < cols; ++c)                                                             \
+                    partial[0] += (double)trace_in[base + c];                                     \
+                trace_sums[r] = (T)(((partial[0] + partial[1]) + (partial[2] + partial[3])) +     \
+                                    ((partial[4] + partial[5]) + (partial[6] + partial[7])));     \
+            }                                                                                     \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    TARGET_CLONES static void ingest_##SUFFIX(Py_ssize_t rows, Py_ssize_t cols, const void *x,    \
+                                              int x_is_bool, const T *trace_in, T *pre_trace,     \
+                                              T *slot, T *out, uint8_t *pre_spikes,               \
+                                              T *trace_sums)                                      \
+    {                                                                                             \
+        if (x_is_bool == 0 && (slot != NULL) == 0)                                                \
+            ingest_loop_##SUFFIX(0, 0, rows, cols, x, trace_in, pre_trace, slot, out,             \
+                                 pre_spikes, trace_sums);                                         \
+        else if (x_is_bool == 0 && (slot != NULL) == 1)                                           \
+            ingest_loop_##SUFFIX(0, 1, rows, cols, x, trace_in, pre_trace, slot, out,             \
+                                 pre_spikes, trace_sums);                                         \
+        else if (x_is_bool == 1 && (slot != NULL) == 0)                                           \
+            ingest_loop_##SUFFIX(1, 0, rows, cols, x, trace_in, pre_trace, slot, out,             \
+                                 pre_spikes, trace_sums);                                         \
+        else if (x_is_bool == 1 && (slot != NULL) == 1)                                           \
+            ingest_loop_##SUFFIX(1, 1, rows, cols, x, trace_in, pre_trace, slot, out,             \
+                                 pre_spikes, trace_sums);                                         \
+    }                                                                                             \
+                                                                                                  \
+    /* The loop body with the model choices as arguments: the dispatcher below calls it with   \
+     * literal constants, so each combination becomes its own branch-free, vectorisable loop. */ \
+    static ALWAYS_INLINE void neuron_loop_##SUFFIX(                                               \
+        const int model, const int trace_mode, const int thresh_mode, const int relax,           \
+        const int uniform, Py_ssize_t rows, Py_ssize_t cols, const T *restrict in,               \
+        Py_ssize_t in_row_stride, Py_ssize_t in_col_stride, long refrac_steps, T *restrict v,    \
+        T *restrict thresh, const T *restrict v_rest, const T *restrict alpha_v,                 \
+        const T *restrict tau_v, const T *restrict dt, int32_t *restrict counts,                 \
+        uint8_t *restrict spikes, uint8_t *restrict spikes_copy, T *restrict trace,              \
+        const T *restrict alpha_t,                                                               \
+        const T *restrict tau_t, const T *restrict alpha_thresh, const T *restrict tau_thresh,   \
+        const T *restrict thresh_center, int center_is_scalar, const T *restrict scalars)        \
+    {                                                                                             \
+        const T rest = *v_rest;                                                                   \
+        const T step = *dt;                                                                       \
+        (void)in_row_stride;                                                                      \
+        (void)in_col_stride;                                                                      \
+        HOIST_SCALARS(T, uniform, scalars, hoisted)                                               \
+        const int32_t refractory = refrac_steps > 0;                                              \
+        const int32_t period = (int32_t)refrac_steps;                                             \
+        const Py_ssize_t center_step = center_is_scalar ? 0 : 1;                                  \
+        /* The threshold is state (not a parameter) when it adapts. */                            \
+        const int thresh_uniform = uniform && thresh_mode == THRESH_FIXED;                        \
+        const Py_ssize_t n = rows * cols;                                                         \
+        for (Py_ssize_t i = 0; i < n; ++i) {                                                      \
+            {                                                                                     \
+                const T current = in[i];                                                          \
+                const int32_t count = refractory ? counts[i] : 0;                                 \
+                const T a_v = PARAM(uniform, hoisted, S_ALPHA_V, alpha_v, i);                     \
+                T volt = v[i];                                                                    \
+                if (model == MODEL_IF) {                                                          \
+                    const T integrating = count == 0 ? (T)1 : (T)0;                               \
+                    volt = volt + integrating * a_v * current;                                    \
+                } else if (model == MODEL_LIF_LINEAR) {                                           \
+                    T u = (volt - rest) * PARAM(uniform, hoisted, S_TAU_V, tau_v, i);             \
+                    u = u + a_v * current;                                                        \
+                    u = count != 0 ? (T)0 : u;                                                    \
+                    volt = u + rest;                                                              \
+                } else {                                                                          \
+                    const T integrating = count == 0 ? (T)1 : (T)0;                               \
+                    const T ratio = step / PARAM(uniform, hoisted, S_TAU_V, tau_v, i);            \
+                    const T drive = (a_v * current - (volt - rest)) * ratio;                      \
+                    volt = volt + integrating * drive;                                            \
+                }                                                                                 \
+                T th = PARAM(thresh_uniform, hoisted, S_THRESH, thresh, i);                       \
+                const T s = volt >= th ? (T)1 : (T)0;                                             \
+                spikes[i] = (uint8_t)(s != (T)0);                                                 \
+                spikes_copy[i] = (uint8_t)(s != (T)0);                                            \
+                const T a_t = PARAM(uniform, hoisted, S_ALPHA_T, alpha_t, i);                     \
+                const T tau_trace = PARAM(uniform, hoisted, S_TAU_T, tau_t, i);                   \
+                if (trace_mode == UPDATE_LINEAR) {                                                \
+                    const T t = trace[i] * tau_trace;                                             \
+                    trace[i] = t + a_t * s;                                                       \
+                } else {                                                                          \
+                    const T ratio = step / tau_trace;                                             \
+                    const T drive = a_t * s - trace[i];                                           \
+                    trace[i] = trace[i] + ratio * drive;                                          \
+                }                                                                                 \
+                if (thresh_mode != THRESH_FIXED) {                                                \
+                    const T a_th = PARAM(uniform, hoisted, S_ALPHA_THRESH, alpha_thresh, i);      \
+                    const T tau_th = PARAM(uniform, hoisted, S_TAU_THRESH, tau_thresh, i);        \
+                    const T center = relax ? PARAM(uniform, hoisted, S_CENTER, thresh_center,     \
+                                                   i * center_step)                               \
+                                           : (T)0;                                                \
+                    if (relax)                                                                    \
+                        th = th - center;                                                         \
+                    if (thresh_mode == UPDATE_LINEAR) {                                           \
+                        const T t = th * tau_th;                                                  \
+                        th = t + a_th * s;                                                        \
+                    } else {                                                                      \
+                        const T ratio = step / tau_th;                                            \
+                        const T drive = a_th * s - th;                                            \
+                        th = th + ratio * drive;                                                  \
+                    }                                                                             \
+                    if (relax)                                                                    \
+                        th = th + center;                                                         \
+                    thresh[i] = th;                                                               \
+                }                                                                                 \
+                /* without a refractory period the counters stay as they are */                 \
+                const int32_t left = count > 0 ? count - 1 : 0;                                   \
+                const int32_t next = left + (s != (T)0 ? period : 0);                             \
+                counts[i] = refractory ? next : counts[i];                                        \
+                v[i] = s != (T)0 ? rest : volt;                                                   \
+            }                                                                                     \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    TARGET_CLONES static int neuron_step_##SUFFIX(                                               \
+        Py_ssize_t rows, Py_ssize_t cols, const T *in, Py_ssize_t in_row_stride,                  \
+        Py_ssize_t in_col_stride, int model, int trace_mode, int thresh_mode, int relax,          \
+        long refrac_steps, T *v, T *thresh, const T *v_rest, const T *alpha_v, const T *tau_v,    \
+        const T *dt, int32_t *counts, uint8_t *spikes, uint8_t *spikes_copy, T *trace,            \
+        const T *alpha_t,                                                                         \
+        const T *tau_t, const T *alpha_thresh, const T *tau_thresh, const T *thresh_center,       \
+        int center_is_scalar, int uniform, const T *scalars)                                      \
+    {                                                                                             \
+        /* pysnn shares one update_type between voltage, trace and threshold, so the trace and \
+         * threshold modes follow the model; only the used combinations are instantiated. */   \
+        const int linear = trace_mode == UPDATE_LINEAR;                                           \
+        const int adaptive = thresh_mode != THRESH_FIXED;                                         \
+        T *gathered = NULL;                                                                       \
+        if (in_col_stride != 1 || in_row_stride != cols) {                                        \
+            /* e.g. the transposed output of W @ xT: one cache-friendly copy, then a          \
+             * contiguous loop the compiler vectorises */                                         \
+            gathered = (T *)malloc((size_t)(rows * cols) * sizeof(T));                            \
+            if (gathered == NULL)                                                                 \
+                return -1;                                                                        \
+            for (Py_ssize_t c = 0; c < cols; ++c)                                                 \
+                for (Py_ssize_t r = 0; r < rows; ++r)                                             \
+                    gathered[r * cols + c] = in[r * in_row_stride + c * in_col_stride];           \
+            in = gathered;                                                                        \
+        }                                                                                         \
+        if (uniform == 1 && model == MODEL_IF && linear)                                          \
+            NEURON_CALL(SUFFIX, MODEL_IF, UPDATE_LINEAR, THRESH_FIXED, 0, 1);                     \
+        else if (uniform == 1 && model == MODEL_IF)                                               \
+            NEURON_CALL(SUFFIX, MODEL_IF, UPDATE_EXPONENTIAL, THRESH_FIXED, 0, 1);                \
+        else if (uniform == 1 && linear && !adaptive)                                             \
+            NEURON_CALL(SUFFIX, MODEL_LIF_LINEAR, UPDATE_LINEAR, THRESH_FIXED, 0, 1);             \
+        else if (uniform == 1 && !adaptive)                                                       \
+            NEURON_CALL(SUFFIX, MODEL_LIF_EXPONENTIAL, UPDATE_EXPONENTIAL, THRESH_FIXED, 0, 1);   \
+        else if (uniform == 1 && linear && !relax)                                                \
+            NEURON_CALL(SUFFIX, MODEL_LIF_LINEAR, UPDATE_LINEAR, UPDATE_LINEAR, 0, 1);            \
+        else if (uniform == 1 && linear)                                                          \
+            NEURON_CALL(SUFFIX, MODEL_LIF_LINEAR, UPDATE_LINEAR, UPDATE_LINEAR, 1, 1);            \
+        else if (uniform == 1 && !relax)                                                          \
+            NEURON_CALL(SUFFIX, MODEL_LIF_EXPONENTIAL, UPDATE_EXPONENTIAL, UPDATE_EXPONENTIAL, 0, 1);\
+        else if (uniform == 1)                                                                    \
+            NEURON_CALL(SUFFIX, MODEL_LIF_EXPONENTIAL, UPDATE_EXPONENTIAL, UPDATE_EXPONENTIAL, 1, 1);\
+        else if (uniform == 0 && model == MODEL_IF && linear)                                     \
+            NEURON_CALL(SUFFIX, MODEL_IF, UPDATE_LINEAR, THRESH_FIXED, 0, 0);                     \
+        else if (uniform == 0 && model == MODEL_IF)                                               \
+            NEURON_CALL(SUFFIX, MODEL_IF, UPDATE_EXPONENTIAL, THRESH_FIXED, 0, 0);                \
+        else if (uniform == 0 && linear && !adaptive)                                             \
+            NEURON_CALL(SUFFIX, MODEL_LIF_LINEAR, UPDATE_LINEAR, THRESH_FIXED, 0, 0);             \
+        else if (uniform == 0 && !adaptive)                                                       \
+            NEURON_CALL(SUFFIX, MODEL_LIF_EXPONENTIAL, UPDATE_EXPONENTIAL, THRESH_FIXED, 0, 0);   \
+        else if (uniform == 0 && linear && !relax)                                                \
+            NEURON_CALL(SUFFIX, MODEL_LIF_LINEAR, UPDATE_LINEAR, UPDATE_LINEAR, 0, 0);            \
+        else if (uniform == 0 && linear)                                                          \
+            NEURON_CALL(SUFFIX, MODEL_LIF_LINEAR, UPDATE_LINEAR, UPDATE_LINEAR, 1, 0);            \
+        else if (uniform == 0 && !relax)                                                          \
+            NEURON_CALL(SUFFIX, MODEL_LIF_EXPONENTIAL, UPDATE_EXPONENTIAL, UPDATE_EXPONENTIAL, 0, 0);\
+        else                                                                                      \
+            NEURON_CALL(SUFFIX, MODEL_LIF_EXPONENTIAL, UPDATE_EXPONENTIAL, UPDATE_EXPONENTIAL, 1, 0);\
+        free(gathered);                                                                           \
+        return 0;                                                                                 \
+    }
+
+#define NEURON_CALL(SUFFIX, MODEL, TRACE, THRESH, RELAX, UNIFORM)                                 \
+    neuron_loop_##SUFFIX(MODEL, TRACE, THRESH, RELAX, UNIFORM, rows, cols, in, in_row_stride,     \
+                         in_col_stride, refrac_steps, v, thresh, v_rest, alpha_v, tau_v, dt,      \
+                         counts, spikes, spikes_copy, trace, alpha_t, tau_t, alpha_thresh,        \
+                         tau_thresh,                                                              \
+                         thresh_center, center_is_scalar, scalars)
+
+DEFINE_KERNELS(float, f32)
+DEFINE_KERNELS(double, f64)
+
+/* ---------------------------------------------------------------------------------------------
+ * Python bindings (METH_FASTCALL). Every argument is a Python int: a data pointer, a size, a
+ * stride or a flag; None stands for a NULL pointer.
+ * ------------------------------------------------------------------------------------------- */
+static int parse_args(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t expected,
+                      const char *name, void **out)
+{
+    if (nargs != expected) {
+        PyErr_Format(PyExc_TypeError, "%s expects %zd arguments, got %zd", name, expected, nargs);
+        return -1;
+    }
+    for (Py_ssize_t k = 0; k < nargs; ++k) {
+        if (args[k] == Py_None) {
+            out[k] = NULL;
+            continue;
+        }
+        if (!PyLong_Check(args[k])) {
+            PyErr_Format(PyExc_TypeError, "%s: argument %zd must be an int", name, k);
+            return -1;
+        }
+        out[k] = PyLong_AsVoidPtr(args[k]);
+        if (out[k] == NULL && PyErr_Occurred())
+            return -1;
+    }
+    return 0;
+}
+
+#define AS_SIZE(p) ((Py_ssize_t)(intptr_t)(p))
+#define AS_INT(p) ((int)(intptr_t)(p))
+#define AS_LONG(p) ((long)(intptr_t)(p))
+
+/* input_step(n, is_double, x, x_is_bool, trace, alpha, tau, dt, spikes, mode, uniform, scalars) */
+static PyObject *py_input_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    void *a[12];
+    (void)self;
+    if (parse_args(args, nargs, 12, "input_step", a) < 0)
+        return NULL;
+    if (AS_INT(a[1]))
+        input_step_f64(AS_SIZE(a[0]), a[2], AS_INT(a[3]), a[4], a[5], a[6], a[7], a[8],
+                       AS_INT(a[9]), AS_INT(a[10]), a[11]);
+    else
+        input_step_f32(AS_SIZE(a[0]), a[2], AS_INT(a[3]), a[4], a[5], a[6], a[7], a[8],
+                       AS_INT(a[9]), AS_INT(a[10]), a[11]);
+    Py_RETURN_NONE;
+}
+
+/* ingest(rows, cols, is_double, x, x_is_bool, trace_in, pre_trace, slot, out, pre_spikes,
+ *        trace_sums) */
+static PyObject *py_ingest(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    void *a[11];
+    (void)self;
+    if (parse_args(args, nargs, 11, "ingest", a) < 0)
+        return NULL;
+    if (AS_INT(a[2]))
+        ingest_f64(AS_SIZE(a[0]), AS_SIZE(a[1]), a[3], AS_INT(a[4]), a[5], a[6], a[7], a[8],
+                   a[9], a[10]);
+    else
+        ingest_f32(AS_SIZE(a[0]), AS_SIZE(a[1]), a[3], AS_INT(a[4]), a[5], a[6], a[7], a[8],
+                   a[9], a[10]);
+    Py_RETURN_NONE;
+}
+
+/* neuron_step(rows, cols, is_double, in, in_row_stride, in_col_stride, model, trace_mode,
+ *             thresh_mode, relax_to_center, refrac_steps, v, thresh, v_rest, alpha_v, tau_v, dt,
+ *             counts, spikes, spikes_copy, trace, alpha_t, tau_t, alpha_thresh, tau_thresh, thresh_center,
+ *             center_is_scalar, uniform, scalars) */
+static PyObject *py_neuron_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    void *a[29];
+    (void)self;
+    if (parse_args(args, nargs, 29, "neuron_step", a) < 0)
+        return NULL;
+    int status;
+    if (AS_INT(a[2]))
+        status = neuron_step_f64(AS_SIZE(a[0]), AS_SIZE(a[1]), a[3], AS_SIZE(a[4]), AS_SIZE(a[5]),
+                        AS_INT(a[6]), AS_INT(a[7]), AS_INT(a[8]), AS_INT(a[9]), AS_LONG(a[10]),
+                        a[11], a[12], a[13], a[14], a[15], a[16], a[17], a[18], a[19], a[20],
+                        a[21], a[22], a[23], a[24], a[25], AS_INT(a[26]), AS_INT(a[27]), a[28]);
+    else
+        status = neuron_step_f32(AS_SIZE(a[0]), AS_SIZE(a[1]), a[3], AS_SIZE(a[4]), AS_SIZE(a[5]),
+                        AS_INT(a[6]), AS_INT(a[7]), AS_INT(a[8]), AS_INT(a[9]), AS_LONG(a[10]),
+                        a[11], a[12], a[13], a[14], a[15], a[16], a[17], a[18], a[19], a[20],
+                        a[21], a[22], a[23], a[24], a[25], AS_INT(a[26]), AS_INT(a[27]), a[28]);
+    if (status != 0)
+        return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"input_step", (PyCFunction)(void (*)(void))py_input_step, METH_FASTCALL,
+     "Fused Input step (trace update and spike store)."},
+    {"ingest", (PyCFunction)(void (*)(void))py_ingest, METH_FASTCALL,
+     "Fused presynaptic side of a Linear connection (trace copy, delay slot, spikes)."},
+    {"neuron_step", (PyCFunction)(void (*)(void))py_neuron_step, METH_FASTCALL,
+     "Fused IF/LIF/adaptive LIF step."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_native", "Fused CPU step kernels of pysnn (optional).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }
