@@ -164,6 +164,20 @@
                                  pre_spikes, trace_sums);                                         \
     }                                                                                             \
                                                                                                   \
+    static void stack_term_##SUFFIX(Py_ssize_t count, T *restrict out, const void *restrict src, \
+                                    int src_is_bool, T coef, int scaled)                          \
+    {                                                                                             \
+        if (src_is_bool) {                                                                        \
+            const uint8_t *restrict bits = (const uint8_t *)src;                                  \
+            for (Py_ssize_t i = 0; i < count; ++i)                                                \
+                out[i] = scaled ? (T)bits[i] * coef : (T)bits[i];                                 \
+        } else {                                                                                  \
+            const T *restrict values = (const T *)src;                                            \
+            for (Py_ssize_t i = 0; i < count; ++i)                                                \
+                out[i] = scaled ? values[i] * coef : values[i];                                   \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
     /* The loop body with the model choices as arguments: the dispatcher below calls it with   \
      * literal constants, so each combination becomes its own branch-free, vectorisable loop. */ \
     static ALWAYS_INLINE void neuron_loop_##SUFFIX(                                               \
@@ -412,11 +426,57 @@ static PyObject *py_neuron_step(PyObject *self, PyObject *const *args, Py_ssize_
     Py_RETURN_NONE;
 }
 
+/* stack_terms(n_terms, rows, n_post, n_pre, is_double, p, q,
+ *             then per term: pre, pre_is_bool, post, post_is_bool, coef (a float))
+ * p[t] = coef_t * post_t (rows x n_post), q[t] = pre_t (rows x n_pre). */
+static PyObject *py_stack_terms(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    void *head[7];
+    (void)self;
+    if (nargs < 7 || (nargs - 7) % 5 != 0) {
+        PyErr_SetString(PyExc_TypeError, "stack_terms expects 7 + 5 * n_terms arguments");
+        return NULL;
+    }
+    if (parse_args(args, 7, 7, "stack_terms", head) < 0)
+        return NULL;
+    const Py_ssize_t n_terms = AS_SIZE(head[0]), rows = AS_SIZE(head[1]);
+    const Py_ssize_t n_post = AS_SIZE(head[2]), n_pre = AS_SIZE(head[3]);
+    const int is_double = AS_INT(head[4]);
+    if ((nargs - 7) / 5 != n_terms) {
+        PyErr_SetString(PyExc_TypeError, "stack_terms: n_terms does not match the arguments");
+        return NULL;
+    }
+    for (Py_ssize_t t = 0; t < n_terms; ++t) {
+        void *term[4];
+        PyObject *const *term_args = args + 7 + 5 * t;
+        if (parse_args(term_args, 4, 4, "stack_terms", term) < 0)
+            return NULL;
+        const double coef = PyFloat_AsDouble(term_args[4]);
+        if (coef == -1.0 && PyErr_Occurred())
+            return NULL;
+        const Py_ssize_t p_offset = t * rows * n_post, q_offset = t * rows * n_pre;
+        if (is_double) {
+            stack_term_f64(rows * n_post, (double *)head[5] + p_offset, term[2], AS_INT(term[3]),
+                           coef, 1);
+            stack_term_f64(rows * n_pre, (double *)head[6] + q_offset, term[0], AS_INT(term[1]),
+                           1.0, 0);
+        } else {
+            stack_term_f32(rows * n_post, (float *)head[5] + p_offset, term[2], AS_INT(term[3]),
+                           (float)coef, 1);
+            stack_term_f32(rows * n_pre, (float *)head[6] + q_offset, term[0], AS_INT(term[1]),
+                           1.0f, 0);
+        }
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"input_step", (PyCFunction)(void (*)(void))py_input_step, METH_FASTCALL,
      "Fused Input step (trace update and spike store)."},
     {"ingest", (PyCFunction)(void (*)(void))py_ingest, METH_FASTCALL,
      "Fused presynaptic side of a Linear connection (trace copy, delay slot, spikes)."},
+    {"stack_terms", (PyCFunction)(void (*)(void))py_stack_terms, METH_FASTCALL,
+     "Fill the stacked factor matrices of a learning rule's matrix product."},
     {"neuron_step", (PyCFunction)(void (*)(void))py_neuron_step, METH_FASTCALL,
      "Fused IF/LIF/adaptive LIF step."},
     {NULL, NULL, 0, NULL},

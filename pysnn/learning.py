@@ -38,6 +38,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple, Uni
 import torch
 from torch import Tensor, nn
 
+from pysnn import native
 from pysnn.connection import Conv2d, Linear
 from pysnn.utils import _check_real
 
@@ -127,6 +128,10 @@ class _Layer(Mapping):
         self._workspace: Dict[str, Tensor] = {}
         self._stacks: Dict[int, _Stack] = {}
         self._views: Dict[str, Tensor] = {}
+        # Set by a rule that keeps its state in a scaled form (MSTDPET): called before the
+        # rule's state is read through this mapping, so readers always see true values.
+        self.settle: Optional[Callable[[], None]] = None
+        self.state_scale = 1.0
         self._weight_ref = _reference(self.connection, "weight")
         self._pre_spikes_ref = _reference(self.connection, "spikes")
         self._pre_trace_ref = _reference(self.connection, "trace")
@@ -210,6 +215,8 @@ class _Layer(Mapping):
     def __getitem__(self, key: str) -> Any:
         if key in self._KEYS:
             return getattr(self, key)
+        if self.settle is not None:
+            self.settle()
         return self.state[key]
 
     def __setitem__(self, key: str, value: Any) -> None:
@@ -345,6 +352,15 @@ class _Layer(Mapping):
         if stack is None or stack.p.dtype != like.dtype or stack.p.device != like.device:
             stack = self._stacks[n_terms] = _Stack(self, n_terms, like)
         linear = self.type == "linear"
+        if linear and native.enabled():
+            views = [
+                (pre.select(1, 0), post.reshape(self.batch, self.n_post), coef)
+                for pre, post, coef in terms
+            ]
+            if native.stack_terms(stack.p, stack.q, views):
+                if scale is not None:
+                    stack.p.mul_(scale.view(-1, 1, 1) if scale.dim() else scale)
+                return stack
         for (pre, post, coef), p_term, q_term in zip(terms, stack.p_terms, stack.q_terms):
             if linear:
                 post_view = post.reshape(self.batch, self.n_post)
@@ -764,6 +780,11 @@ class MSTDP(LearningRule):
             _clamp_bounds(weight, self.w_min, self.w_max)
 
 
+# MSTDPET folds its running scale into the eligibility trace before it falls below this: the
+# stored trace then stays within a factor 1e6 of the true one (well inside float32's range).
+_RESCALE_BELOW = 1e-6
+
+
 class MSTDPET(LearningRule):
     r"""Reward-modulated STDP with eligibility trace (Florian 2007), PySNN's ``MSTDPET``.
 
@@ -835,6 +856,7 @@ class MSTDPET(LearningRule):
             weight = layer.weight
             shape = ((layer.batch,) if per_sample_reward else ()) + tuple(weight.shape)
             layer.state["e_trace"] = torch.zeros(shape, dtype=weight.dtype, device=weight.device)
+            layer.state_scale = 1.0  # e_trace holds E / state_scale (see update_state)
 
     def update_state(self) -> None:
         """Decay the eligibility traces and add this step's pre/post correlations."""
@@ -849,7 +871,30 @@ class MSTDPET(LearningRule):
                     (layer.pre_trace, layer.post_spikes, self.a_pre),
                     (layer.pre_spikes, layer.post_trace, -self.a_post),
                 ]
-                layer.accumulate(e_trace, terms, beta=self.e_trace_decay)
+                stack = layer.stack(terms, e_trace)
+                if stack is None:  # per-synapse delays
+                    self._settle(layer)
+                    layer.accumulate(e_trace, terms, beta=self.e_trace_decay)
+                    continue
+                n = layer.batch * layer.positions
+                if self.e_trace_decay == 0.0:
+                    e_trace.addmm_(stack.p_matrix, stack.q_matrix, beta=0.0, alpha=1.0 / n)
+                    continue
+                # E is kept as s·Ẽ with s = γ^k (k steps since Ẽ was last rescaled): the decay
+                # then costs nothing, and Ẽ ← Ẽ + C/s is one product accumulated in place (BLAS
+                # products that scale their output take an extra pass over it).
+                scale = layer.state_scale = layer.state_scale * self.e_trace_decay
+                e_trace.addmm_(stack.p_matrix, stack.q_matrix, alpha=1.0 / (n * scale))
+                layer.settle = lambda layer=layer: self._settle(layer)
+                if scale < _RESCALE_BELOW:
+                    self._settle(layer)
+
+    def _settle(self, layer: _Layer) -> None:
+        """Fold the scale into the stored eligibility trace: Ẽ ← s·Ẽ, s ← 1."""
+        layer.settle = None
+        if layer.state_scale != 1.0:
+            layer.follow_weight("e_trace", layer.weight).mul_(layer.state_scale)
+            layer.state_scale = 1.0
 
     def step(self, reward: Reward) -> None:
         """Apply :math:`W \\leftarrow W + \\eta r E`.
@@ -872,14 +917,16 @@ class MSTDPET(LearningRule):
                     scale.view(1, -1), e_trace.view(layer.batch, -1), alpha=self.lr / layer.batch
                 )
             elif scale is None:
-                weight.add_(e_trace, alpha=self.lr * factor)
+                weight.add_(e_trace, alpha=self.lr * factor * layer.state_scale)
             else:
-                weight.addcmul_(e_trace, scale, value=self.lr)
+                weight.addcmul_(e_trace, scale, value=self.lr * layer.state_scale)
             _clamp_bounds(weight, self.w_min, self.w_max)
 
     def reset_state(self) -> None:
         """Zero the eligibility traces."""
         for layer in self.layers.values():
+            layer.settle = None
+            layer.state_scale = 1.0
             layer.state["e_trace"].zero_()
 
 
