@@ -346,6 +346,37 @@ def test_mstdpet_matches_reference(rng, kind, delay_kind, form):
     assert not e_trace.any()
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("read_every", [0, 2])
+def test_mstdpet_scaled_trace_reads_and_rescales_exactly(rng, kind, read_every):
+    """MSTDPET keeps E as s·Ẽ (s = γ^k) and folds s into Ẽ before it falls below 1e-6, or when
+    ``layer["e_trace"]`` is read. With γ = 0.3 the fold happens every 12 steps; either way the
+    weights and the trace read must equal the reference (batch mean of the per-sample E)."""
+    a_pre, a_post, lr, decay = 0.5, 0.4, 0.05, 0.3
+    net, delay = make_net(kind, "int", rng)
+    rule = MSTDPET(net.layers, a_pre, a_post, lr, decay)
+    layer = next(iter(rule.layers.values()))
+    ref_step = mstdpet_ref(a_pre, a_post, lr, decay)
+    w, state = weight_np(net), {}
+    batch = B if kind == "linear" else CB
+    rewards = rewards_for(rng, "float", batch)
+    rescaled = 0
+    for t, obs in drive(net, kind, Observer(kind, delay), rng):
+        rule.update_state()
+        rescaled += layer.state_scale == 1.0
+        rule.step(rewards[t][0])
+        w = ref_step(w, obs, state, rewards[t][1])
+        np.testing.assert_allclose(weight_np(net), w, rtol=0, atol=ATOL, err_msg=f"step {t}")
+        if read_every and t % read_every == 0:
+            expected_e = state["e"].mean(axis=(0, 3)).reshape(net.con.weight.shape)
+            np.testing.assert_allclose(as_np(layer["e_trace"]), expected_e, atol=ATOL, rtol=1e-5)
+    if not read_every:
+        assert rescaled >= 1  # the scale was folded in at least once during the run
+    expected_e = state["e"].mean(axis=(0, 3)).reshape(net.con.weight.shape)
+    np.testing.assert_allclose(as_np(layer["e_trace"]), expected_e, atol=ATOL, rtol=1e-5)
+    assert layer.state_scale == 1.0  # reading settled it
+
+
 def fede_ref(lr, w_init, a):
     def ref_step(w, obs, state):
         state.setdefault("w0", w)
