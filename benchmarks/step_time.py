@@ -6,11 +6,14 @@ For each configuration (batch B, 784 → O, delay, reduction) one child process 
 runs warm-up steps, then times blocks of steps and the bare ``torch.matmul`` of the same size
 (B × 784 by 784 × O) interleaved, and reports medians; its peak resident memory (minus that of a
 process that only imported torch and built the inputs) is reported as the memory cost. The ratio
-column is step time / matmul time, measured in the same process at the same moment.
+column is step time / matmul time, measured in the same process at the same moment. Each
+configuration runs twice: with pysnn's fused CPU kernels (the default, see ``pysnn.native``) and
+with ``PYSNN_NATIVE=0`` (eager PyTorch only, the "eager" columns).
 """
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -100,24 +103,34 @@ def main() -> None:
         return
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
-    print("| B | layer | delay | reduction | ms/step | matmul ms | ratio | peak MiB |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| B | layer | delay | reduction | ms/step | matmul ms | ratio | eager ms/step "
+        "| eager ratio | peak MiB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for config in CONFIGS:
         command = [sys.executable, __file__, "--child", json.dumps(config)]
         if args.quick:
             command.append("--quick")
         if args.threads:
             command += ["--threads", str(args.threads)]
-        result = json.loads(
-            subprocess.run(command, check=True, capture_output=True, text=True).stdout
-        )
+        fused = _run_child(command, native=True)
+        eager = _run_child(command, native=False)
         batch, n_in, n_out, delay, reduction = config
-        ratio = result["step_ms"] / result["matmul_ms"]
         print(
-            f"| {batch} | {n_in}→{n_out} | {delay} | {reduction} | {result['step_ms']:.3f} | "
-            f"{result['matmul_ms']:.3f} | {ratio:.1f}× | {result['peak_mib']:.0f} |",
+            f"| {batch} | {n_in}→{n_out} | {delay} | {reduction} | {fused['step_ms']:.3f} | "
+            f"{fused['matmul_ms']:.3f} | {fused['step_ms'] / fused['matmul_ms']:.1f}× | "
+            f"{eager['step_ms']:.3f} | {eager['step_ms'] / eager['matmul_ms']:.1f}× | "
+            f"{fused['peak_mib']:.0f} |",
             flush=True,
         )
+
+
+def _run_child(command, native: bool) -> dict:
+    """Run one measurement in a fresh process, with or without pysnn's fused kernels."""
+    environment = dict(os.environ, PYSNN_NATIVE="1" if native else "0")
+    completed = subprocess.run(command, check=True, capture_output=True, text=True, env=environment)
+    return json.loads(completed.stdout)
 
 
 if __name__ == "__main__":
