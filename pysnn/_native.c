@@ -33,8 +33,8 @@
 #define S_TAU_T 3
 #define S_ALPHA_THRESH 4
 #define S_TAU_THRESH 5
-#define S_THRESH 6
-#define S_CENTER 7
+#define S_CENTER 6
+#define N_SCALARS 7 /* length of `scalars` */
 
 #if defined(_MSC_VER)
 #define restrict __restrict
@@ -57,9 +57,9 @@
 #define PARAM(uniform, hoisted, slot, array, i) ((uniform) ? (hoisted)[slot] : (array)[i])
 /* Copy the scalars to a local array before the loop so the compiler sees loop invariants. */
 #define HOIST_SCALARS(T, uniform, scalars, hoisted)                                               \
-    T hoisted[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                                      \
+    T hoisted[N_SCALARS] = {0, 0, 0, 0, 0, 0, 0};                                                 \
     if (uniform)                                                                                  \
-        for (int k = 0; k < 8; ++k)                                                               \
+        for (int k = 0; k < N_SCALARS; ++k)                                                       \
             hoisted[k] = (scalars)[k];
 
 #define DEFINE_KERNELS(T, SUFFIX)                                                                 \
@@ -199,8 +199,6 @@
         const int32_t refractory = refrac_steps > 0;                                              \
         const int32_t period = (int32_t)refrac_steps;                                             \
         const Py_ssize_t center_step = center_is_scalar ? 0 : 1;                                  \
-        /* The threshold is state (not a parameter) when it adapts. */                            \
-        const int thresh_uniform = uniform && thresh_mode == THRESH_FIXED;                        \
         const Py_ssize_t n = rows * cols;                                                         \
         for (Py_ssize_t i = 0; i < n; ++i) {                                                      \
             {                                                                                     \
@@ -222,7 +220,7 @@
                     const T drive = (a_v * current - (volt - rest)) * ratio;                      \
                     volt = volt + integrating * drive;                                            \
                 }                                                                                 \
-                T th = PARAM(thresh_uniform, hoisted, S_THRESH, thresh, i);                       \
+                T th = thresh[i];                                                                 \
                 const T s = volt >= th ? (T)1 : (T)0;                                             \
                 spikes[i] = (uint8_t)(s != (T)0);                                                 \
                 spikes_copy[i] = (uint8_t)(s != (T)0);                                            \

@@ -155,6 +155,9 @@ class Connection(nn.Module):
         self._buffers["delay"] = self.delay_init.expand(self.synapse_shape)
 
     def _apply(self, fn, recurse=True):
+        # The fused kernels' cached buffers and checks belong to the old tensors.
+        self.__dict__.pop("_native_plan", None)
+        self.__dict__.pop("_native_workspace", None)
         # Converting an expanded view would materialise it; convert the compact state only.
         for name in _VIEW_BUFFERS:
             self._buffers.pop(name, None)

@@ -131,7 +131,8 @@ _NEURON_BUFFERS = {
     ),
 }
 # Per-cell parameters in the order of the kernels' `scalars` (S_ALPHA_V ... S_CENTER in
-# _native.c); "thresh" is the threshold parameter, a parameter only when it does not adapt.
+# _native.c). The threshold is always read per cell: it adapts in some models, and code that
+# sets it through ``thresh.data`` bypasses the version counter the plan relies on.
 _SCALAR_SLOTS = (
     "alpha_v",
     "tau_v",
@@ -139,7 +140,6 @@ _SCALAR_SLOTS = (
     "tau_t",
     "alpha_thresh",
     "tau_thresh",
-    "thresh",
     "thresh_center",
 )
 _INPUT_BUFFERS = ("trace", "alpha_t", "tau_t", "dt", "spikes")
@@ -177,7 +177,9 @@ class _Plan:
         self.scalars_pointer: Optional[int] = None
 
     def use_scalars(self, values: Sequence[float], dtype: torch.dtype) -> None:
-        self.scalars = torch.tensor(list(values), dtype=dtype)
+        """Pass these values (in ``_SCALAR_SLOTS`` order, missing ones zero) as scalars."""
+        padded = list(values) + [0.0] * (len(_SCALAR_SLOTS) - len(values))
+        self.scalars = torch.tensor(padded, dtype=dtype)
         self.scalars_pointer = self.scalars.data_ptr()
         self.uniform = 1
 
@@ -363,14 +365,10 @@ def neuron_step(neuron, current: Tensor, kind: str) -> Optional[Tensor]:
         adaptive = kind == "adaptive_lif"
         relax = adaptive and neuron.relax_to_center
         center = buffers["thresh_center"]
-        used = {name for name in _NEURON_BUFFERS[kind]} | {"thresh"}
-        used -= {"v_cell", "v_rest", "dt", "refrac_counts", "spikes", "trace"}
+        used = set(_NEURON_BUFFERS[kind]) - {"v_cell", "v_rest", "dt", "refrac_counts", "spikes"}
         if not relax:
             used.discard("thresh_center")
-        if adaptive:
-            used.discard("thresh")  # state, changed at every step
-        slots = [name for name in _SCALAR_SLOTS if name in used]
-        tensors = {name: (thresh.detach() if name == "thresh" else buffers[name]) for name in slots}
+        tensors = {name: buffers[name] for name in _SCALAR_SLOTS if name in used}
         plan = _Plan(pointers, list(tensors.values()), None)
         code = _DTYPE_CODES.get(dtype)
         per_cell = [t for name, t in tensors.items() if name != "thresh_center"]

@@ -134,6 +134,11 @@ class _StateMixin:
         """Switch off gradients of every parameter (nothing here trains by autograd)."""
         _set_no_grad(self)
 
+    def _apply(self, fn, recurse=True):
+        # The fused kernels' cached checks (pysnn.native) belong to the old tensors.
+        self.__dict__.pop("_native_plan", None)
+        return super()._apply(fn, recurse)
+
 
 class BaseInput(_StateMixin, nn.Module):
     """Base class of input neurons: they pass spikes on and keep a presynaptic trace.
