@@ -27,7 +27,8 @@ EXTRAS["dev"] = sorted({pkg for group in EXTRAS.values() for pkg in group} | {"p
 class BuildNative(build_ext):
     """Build the optional fused kernels (pysnn/_native.c) with flags the compiler understands.
 
-    ``-ffp-contract=off`` keeps every multiply and add separately rounded, as in eager PyTorch;
+    ``-ffp-contract=off`` rounds every multiply and add separately, as eager PyTorch does (the
+    kernels call ``fma()`` where torch's ``addcmul_`` rounds once);
     ``-fno-trapping-math`` lets comparisons be vectorised (results are unchanged). The extension
     is optional: without a compiler pysnn installs and runs on its eager PyTorch code.
     """

@@ -4,7 +4,8 @@
  * Why this exists: on a CPU, eager PyTorch pays 3-8 us per elementwise operation whatever the
  * tensor size, and one neuron step is a dozen of them, each a separate pass over memory. These
  * kernels do the same arithmetic, in the same order and precision as the eager code in
- * pysnn/functional.py, in one pass over the cells. They receive raw data pointers;
+ * pysnn/functional.py, in one pass over the cells: products and sums are rounded separately
+ * (-ffp-contract=off), except where torch's addcmul_ rounds a multiply-add once (fma()). They receive raw data pointers;
  * pysnn/native.py checks every dtype, shape, device and layout before calling, and falls back to
  * the eager code for anything these kernels do not cover.
  *
@@ -16,6 +17,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <math.h>
 #include <stdlib.h>
 
 /* Voltage models (neuron_step `model`). */
@@ -62,7 +64,7 @@
         for (int k = 0; k < N_SCALARS; ++k)                                                       \
             hoisted[k] = (scalars)[k];
 
-#define DEFINE_KERNELS(T, SUFFIX)                                                                 \
+#define DEFINE_KERNELS(T, SUFFIX, FMA)                                                            \
     static ALWAYS_INLINE void input_loop_##SUFFIX(                                                \
         const int x_is_bool, const int mode, const int uniform, Py_ssize_t n,                     \
         const void *restrict x, T *restrict trace, const T *restrict alpha,                       \
@@ -77,7 +79,7 @@
             const T decay = PARAM(uniform, hoisted, S_TAU_T, tau, i);                             \
             if (mode == UPDATE_LINEAR) {                                                          \
                 const T t = trace[i] * decay;                                                     \
-                trace[i] = t + a * xi;                                                            \
+                trace[i] = FMA(a, xi, t); /* torch's addcmul_ rounds once */                      \
             } else {                                                                              \
                 const T ratio = step / decay;                                                     \
                 const T drive = a * xi - trace[i];                                                \
@@ -211,7 +213,7 @@
                     volt = volt + integrating * a_v * current;                                    \
                 } else if (model == MODEL_LIF_LINEAR) {                                           \
                     T u = (volt - rest) * PARAM(uniform, hoisted, S_TAU_V, tau_v, i);             \
-                    u = u + a_v * current;                                                        \
+                    u = FMA(a_v, current, u); /* torch's addcmul_ rounds once */                  \
                     u = count != 0 ? (T)0 : u;                                                    \
                     volt = u + rest;                                                              \
                 } else {                                                                          \
@@ -331,8 +333,8 @@
                          tau_thresh,                                                              \
                          thresh_center, center_is_scalar, scalars)
 
-DEFINE_KERNELS(float, f32)
-DEFINE_KERNELS(double, f64)
+DEFINE_KERNELS(float, f32, fmaf)
+DEFINE_KERNELS(double, f64, fma)
 
 /* ---------------------------------------------------------------------------------------------
  * Python bindings (METH_FASTCALL). Every argument is a Python int: a data pointer, a size, a

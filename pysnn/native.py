@@ -229,7 +229,8 @@ def _spike_input(x: Tensor, dtype: torch.dtype, numel: int) -> Optional[int]:
 def input_step(layer, x: Tensor) -> bool:
     """Fused :meth:`pysnn.neuron.Input.forward` body; returns False when it does not apply."""
     buffers = layer._buffers
-    pointers = tuple([buffers[name].data_ptr() for name in _INPUT_BUFFERS])
+    # The update type is part of the key: code may change it between steps.
+    pointers = tuple([buffers[name].data_ptr() for name in _INPUT_BUFFERS]) + (layer.update_type,)
 
     def build() -> _Plan:
         trace, alpha_t, tau_t = buffers["trace"], buffers["alpha_t"], buffers["tau_t"]
@@ -257,7 +258,7 @@ def input_step(layer, x: Tensor) -> bool:
     x_is_bool = _spike_input(x, dtype, n)
     if x_is_bool is None:
         return False
-    trace, alpha_t, tau_t, dt, spikes = pointers
+    trace, alpha_t, tau_t, dt, spikes, _ = pointers
     _extension.input_step(
         n,
         code,
@@ -355,8 +356,11 @@ def neuron_step(neuron, current: Tensor, kind: str) -> Optional[Tensor]:
     """
     buffers = neuron._buffers
     thresh = neuron._parameters["thresh"]
+    # Settings read by the kernel are part of the key: code may change them between steps.
+    settings = (neuron.update_type, neuron.refrac_steps, getattr(neuron, "relax_to_center", False))
     pointers = tuple([buffers[name].data_ptr() for name in _NEURON_BUFFERS[kind]]) + (
         thresh.data_ptr(),
+        settings,
     )
 
     def build() -> _Plan:
@@ -418,7 +422,7 @@ def neuron_step(neuron, current: Tensor, kind: str) -> Optional[Tensor]:
     current = current.reshape(rows, cols)  # a view whenever the layout allows
     row_stride, col_stride = current.stride()
     v_cell, v_rest, alpha_v, tau_v, dt, counts, spikes, trace = pointers[:8]
-    alpha_t, tau_t, alpha_thresh, tau_thresh, center, thresh_pointer = pointers[8:]
+    alpha_t, tau_t, alpha_thresh, tau_thresh, center, thresh_pointer, _ = pointers[8:]
     _extension.neuron_step(
         rows,
         cols,
