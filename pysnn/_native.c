@@ -49,7 +49,7 @@
 /* One build runs on every x86-64 CPU and uses AVX2/AVX-512 where the CPU has them (GCC picks
  * the clone when the module loads); elsewhere the portable build is used. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define TARGET_CLONES __attribute__((target_clones("avx2", "default")))
+#define TARGET_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define TARGET_CLONES
 #endif
