@@ -367,7 +367,11 @@ static int parse_args(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t expect
 #define AS_INT(p) ((int)(intptr_t)(p))
 #define AS_LONG(p) ((long)(intptr_t)(p))
 
-/* input_step(n, is_double, x, x_is_bool, trace, alpha, tau, dt, spikes, mode, uniform, scalars) */
+/* The arguments that change from step to step (input pointers) come last, so that Python can
+ * pass a tuple of the fixed ones, prepared once, followed by the few that change. */
+
+/* input_step(n, is_double, trace, alpha, tau, dt, spikes, mode, uniform, scalars,
+ *            x, x_is_bool) */
 static PyObject *py_input_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     void *a[12];
@@ -375,16 +379,16 @@ static PyObject *py_input_step(PyObject *self, PyObject *const *args, Py_ssize_t
     if (parse_args(args, nargs, 12, "input_step", a) < 0)
         return NULL;
     if (AS_INT(a[1]))
-        input_step_f64(AS_SIZE(a[0]), a[2], AS_INT(a[3]), a[4], a[5], a[6], a[7], a[8],
-                       AS_INT(a[9]), AS_INT(a[10]), a[11]);
+        input_step_f64(AS_SIZE(a[0]), a[10], AS_INT(a[11]), a[2], a[3], a[4], a[5], a[6],
+                       AS_INT(a[7]), AS_INT(a[8]), a[9]);
     else
-        input_step_f32(AS_SIZE(a[0]), a[2], AS_INT(a[3]), a[4], a[5], a[6], a[7], a[8],
-                       AS_INT(a[9]), AS_INT(a[10]), a[11]);
+        input_step_f32(AS_SIZE(a[0]), a[10], AS_INT(a[11]), a[2], a[3], a[4], a[5], a[6],
+                       AS_INT(a[7]), AS_INT(a[8]), a[9]);
     Py_RETURN_NONE;
 }
 
-/* ingest(rows, cols, is_double, x, x_is_bool, trace_in, pre_trace, slot, out, pre_spikes,
- *        trace_sums) */
+/* ingest(rows, cols, is_double, pre_trace, out, pre_spikes, trace_sums,
+ *        slot, x, x_is_bool, trace_in) */
 static PyObject *py_ingest(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     void *a[11];
@@ -392,35 +396,36 @@ static PyObject *py_ingest(PyObject *self, PyObject *const *args, Py_ssize_t nar
     if (parse_args(args, nargs, 11, "ingest", a) < 0)
         return NULL;
     if (AS_INT(a[2]))
-        ingest_f64(AS_SIZE(a[0]), AS_SIZE(a[1]), a[3], AS_INT(a[4]), a[5], a[6], a[7], a[8],
-                   a[9], a[10]);
+        ingest_f64(AS_SIZE(a[0]), AS_SIZE(a[1]), a[8], AS_INT(a[9]), a[10], a[3], a[7], a[4],
+                   a[5], a[6]);
     else
-        ingest_f32(AS_SIZE(a[0]), AS_SIZE(a[1]), a[3], AS_INT(a[4]), a[5], a[6], a[7], a[8],
-                   a[9], a[10]);
+        ingest_f32(AS_SIZE(a[0]), AS_SIZE(a[1]), a[8], AS_INT(a[9]), a[10], a[3], a[7], a[4],
+                   a[5], a[6]);
     Py_RETURN_NONE;
 }
 
-/* neuron_step(rows, cols, is_double, in, in_row_stride, in_col_stride, model, trace_mode,
- *             thresh_mode, relax_to_center, refrac_steps, v, thresh, v_rest, alpha_v, tau_v, dt,
- *             counts, spikes, spikes_copy, trace, alpha_t, tau_t, alpha_thresh, tau_thresh, thresh_center,
- *             center_is_scalar, uniform, scalars) */
+/* neuron_step(rows, cols, is_double, model, trace_mode, thresh_mode, relax_to_center,
+ *             refrac_steps, v, thresh, v_rest, alpha_v, tau_v, dt, counts, spikes, trace,
+ *             alpha_t, tau_t, alpha_thresh, tau_thresh, thresh_center, center_is_scalar,
+ *             uniform, scalars,
+ *             in, in_row_stride, in_col_stride, spikes_copy) */
 static PyObject *py_neuron_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     void *a[29];
+    int status;
     (void)self;
     if (parse_args(args, nargs, 29, "neuron_step", a) < 0)
         return NULL;
-    int status;
+#define NEURON_ARGS                                                                               \
+    AS_SIZE(a[0]), AS_SIZE(a[1]), a[25], AS_SIZE(a[26]), AS_SIZE(a[27]), AS_INT(a[3]),            \
+        AS_INT(a[4]), AS_INT(a[5]), AS_INT(a[6]), AS_LONG(a[7]), a[8], a[9], a[10], a[11], a[12], \
+        a[13], a[14], a[15], a[28], a[16], a[17], a[18], a[19], a[20], a[21], AS_INT(a[22]),      \
+        AS_INT(a[23]), a[24]
     if (AS_INT(a[2]))
-        status = neuron_step_f64(AS_SIZE(a[0]), AS_SIZE(a[1]), a[3], AS_SIZE(a[4]), AS_SIZE(a[5]),
-                        AS_INT(a[6]), AS_INT(a[7]), AS_INT(a[8]), AS_INT(a[9]), AS_LONG(a[10]),
-                        a[11], a[12], a[13], a[14], a[15], a[16], a[17], a[18], a[19], a[20],
-                        a[21], a[22], a[23], a[24], a[25], AS_INT(a[26]), AS_INT(a[27]), a[28]);
+        status = neuron_step_f64(NEURON_ARGS);
     else
-        status = neuron_step_f32(AS_SIZE(a[0]), AS_SIZE(a[1]), a[3], AS_SIZE(a[4]), AS_SIZE(a[5]),
-                        AS_INT(a[6]), AS_INT(a[7]), AS_INT(a[8]), AS_INT(a[9]), AS_LONG(a[10]),
-                        a[11], a[12], a[13], a[14], a[15], a[16], a[17], a[18], a[19], a[20],
-                        a[21], a[22], a[23], a[24], a[25], AS_INT(a[26]), AS_INT(a[27]), a[28]);
+        status = neuron_step_f32(NEURON_ARGS);
+#undef NEURON_ARGS
     if (status != 0)
         return PyErr_NoMemory();
     Py_RETURN_NONE;

@@ -424,8 +424,7 @@ class Linear(Connection):
         if weight.requires_grad:
             return None
         _, _, spikes, trace_sums, product, activation, trace = workspace
-        slot = self.spike_queue[self._cursor] if self.max_delay else None
-        if not native.ingest(self, x, trace_in, slot, spikes, trace_sums):
+        if not native.ingest(self, x, trace_in, spikes, trace_sums):
             return None
         if self.max_delay:
             self._cursor = (self._cursor + 1) % self.max_delay

@@ -23,7 +23,8 @@ code (e.g. to compare both).
 
 import os
 from contextlib import contextmanager
-from typing import Iterator, Optional, Sequence
+from operator import attrgetter, itemgetter
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -83,52 +84,12 @@ def disabled() -> Iterator[None]:
 
 
 # Buffers each kernel reads or writes, by module kind; their data pointers key the cached plan.
+_BASE_NEURON_BUFFERS = ("v_cell", "v_rest", "alpha_v", "dt", "refrac_counts", "spikes", "trace")
 _NEURON_BUFFERS = {
-    "if": (
-        "v_cell",
-        "v_rest",
-        "alpha_v",
-        "alpha_v",
-        "dt",
-        "refrac_counts",
-        "spikes",
-        "trace",
-        "alpha_t",
-        "tau_t",
-        "alpha_t",
-        "tau_t",
-        "thresh_center",
-    ),
-    "lif": (
-        "v_cell",
-        "v_rest",
-        "alpha_v",
-        "tau_v",
-        "dt",
-        "refrac_counts",
-        "spikes",
-        "trace",
-        "alpha_t",
-        "tau_t",
-        "alpha_t",
-        "tau_t",
-        "thresh_center",
-    ),
-    "adaptive_lif": (
-        "v_cell",
-        "v_rest",
-        "alpha_v",
-        "tau_v",
-        "dt",
-        "refrac_counts",
-        "spikes",
-        "trace",
-        "alpha_t",
-        "tau_t",
-        "alpha_thresh",
-        "tau_thresh",
-        "thresh_center",
-    ),
+    "if": _BASE_NEURON_BUFFERS + ("alpha_t", "tau_t", "thresh_center"),
+    "lif": _BASE_NEURON_BUFFERS + ("tau_v", "alpha_t", "tau_t", "thresh_center"),
+    "adaptive_lif": _BASE_NEURON_BUFFERS
+    + ("tau_v", "alpha_t", "tau_t", "alpha_thresh", "tau_thresh", "thresh_center"),
 }
 # Per-cell parameters in the order of the kernels' `scalars` (S_ALPHA_V ... S_CENTER in
 # _native.c). The threshold is always read per cell: it adapts in some models, and code that
@@ -143,6 +104,7 @@ _SCALAR_SLOTS = (
     "thresh_center",
 )
 _INPUT_BUFFERS = ("trace", "alpha_t", "tau_t", "dt", "spikes")
+_INGEST_BUFFERS = ("pre_trace", "pre_spikes", "spike_queue")
 
 
 def _fits(tensor: Tensor, dtype: torch.dtype, numel: int) -> bool:
@@ -160,38 +122,80 @@ class _Plan:
     """Validated kernel arguments of one module, reused while its buffers stay the same.
 
     Validating dtypes, shapes and layouts costs more than the kernel, so it runs again only
-    when a buffer's data pointer changes (``.to()``, ``.double()``, a buffer or ``.data``
-    replaced) or a parameter is modified in place (its version counter moves).
+    when the plan's ``key`` changes: the data pointers of the module's buffers (``.to()``,
+    ``.double()``, a buffer or ``.data`` replaced), settings the kernel reads, and the version
+    counters of the parameters (modified in place). ``args`` are the kernel's fixed leading
+    arguments; None means "use the eager code" for this module as it is.
 
-    ``parameters`` are the tensors whose values the plan depends on; when each holds a single
-    value for all cells, ``scalars`` carries those values and the kernel reads no array.
+    When every parameter holds a single value for all cells, ``scalars`` carries the values and
+    the kernel reads no parameter array.
     """
 
-    def __init__(self, pointers: tuple, parameters: Sequence[Tensor], static: Optional[tuple]):
-        self.pointers = pointers
+    __slots__ = (
+        "key",
+        "names",
+        "parameters",
+        "args",
+        "dtype",
+        "shape",
+        "numel",
+        "rows",
+        "cols",
+        "scalars",
+        "extra",
+        "last_input",
+        "last_input_pointer",
+        "last_tail",
+    )
+
+    def __init__(self, names: Sequence[str], parameters: Sequence[Tensor]) -> None:
+        self.names = itemgetter(*names)
         self.parameters = tuple(parameters)
-        self.versions = _versions(self.parameters)
-        self.static = static
-        self.uniform = 0
+        self.key: Optional[tuple] = None
+        self.args: Optional[tuple] = None
         self.scalars: Optional[Tensor] = None
-        self.scalars_pointer: Optional[int] = None
+        self.extra: Any = None
+        self.last_input: Optional[Tensor] = None
+        self.last_input_pointer = 0
+        self.last_tail: tuple = ()
 
-    def use_scalars(self, values: Sequence[float], dtype: torch.dtype) -> None:
-        """Pass these values (in ``_SCALAR_SLOTS`` order, missing ones zero) as scalars."""
-        padded = list(values) + [0.0] * (len(_SCALAR_SLOTS) - len(values))
-        self.scalars = torch.tensor(padded, dtype=dtype)
-        self.scalars_pointer = self.scalars.data_ptr()
-        self.uniform = 1
+    def uniform_scalars(self, named: Dict[str, Tensor], dtype: torch.dtype) -> Tuple[int, Any]:
+        """``(uniform, scalars pointer)`` for the kernel: the parameters as scalars (in
+        ``_SCALAR_SLOTS`` order) when each is uniform and in-place edits can be seen."""
+        if _versions(self.parameters) is None:  # inference tensors: edits cannot be seen
+            return 0, None
+        values = [_uniform_value(named[name]) if name in named else 0.0 for name in _SCALAR_SLOTS]
+        if None in values:
+            return 0, None
+        self.scalars = torch.tensor(values, dtype=dtype)
+        return 1, self.scalars.data_ptr()
 
-    def valid(self, pointers: tuple) -> bool:
-        return pointers == self.pointers and _versions(self.parameters) == self.versions
+
+_DATA_POINTER = Tensor.data_ptr
+_VERSION = attrgetter("_version")
 
 
 def _versions(tensors: Sequence[Tensor]) -> Optional[tuple]:
     try:
-        return tuple([tensor._version for tensor in tensors])
+        return tuple(map(_VERSION, tensors))
     except RuntimeError:  # inference tensors keep no version counter
         return None
+
+
+def _key(module, plan: _Plan, settings: tuple) -> tuple:
+    """What the plan's validity depends on (see :class:`_Plan`), read without Python loops."""
+    pointers = tuple(map(_DATA_POINTER, plan.names(module._buffers)))
+    return pointers, settings, _versions(plan.parameters)
+
+
+def _current_plan(module, settings: tuple, build) -> Optional[_Plan]:
+    """The module's cached plan if still valid, else a new one from ``build()``."""
+    plan = module.__dict__.get("_native_plan")
+    if plan is None or plan.key != _key(module, plan, settings):
+        plan = build()
+        plan.key = _key(module, plan, settings)
+        module.__dict__["_native_plan"] = plan
+    return plan if plan.args is not None else None
 
 
 def _uniform_value(tensor: Tensor) -> Optional[float]:
@@ -201,20 +205,6 @@ def _uniform_value(tensor: Tensor) -> Optional[float]:
     if flat.numel() == 0 or not bool((flat == first).all()):
         return None
     return float(first.item())
-
-
-def _plan(module, pointers: tuple, build) -> Optional[_Plan]:
-    """The plan cached on ``module`` for these pointers, rebuilt by ``build()`` when stale.
-
-    ``build()`` returns a :class:`_Plan` whose ``static`` is None for "use the eager code".
-    """
-    cached = module.__dict__.get("_native_plan")
-    if cached is None or not cached.valid(pointers):
-        cached = build()
-        if cached.versions is None:  # cannot tell later edits apart: never treat as uniform
-            cached.uniform = 0
-        module.__dict__["_native_plan"] = cached
-    return cached if cached.static is not None else None
 
 
 def _spike_input(x: Tensor, dtype: torch.dtype, numel: int) -> Optional[int]:
@@ -228,13 +218,11 @@ def _spike_input(x: Tensor, dtype: torch.dtype, numel: int) -> Optional[int]:
 
 def input_step(layer, x: Tensor) -> bool:
     """Fused :meth:`pysnn.neuron.Input.forward` body; returns False when it does not apply."""
-    buffers = layer._buffers
-    # The update type is part of the key: code may change it between steps.
-    pointers = tuple([buffers[name].data_ptr() for name in _INPUT_BUFFERS]) + (layer.update_type,)
 
     def build() -> _Plan:
+        buffers = layer._buffers
         trace, alpha_t, tau_t = buffers["trace"], buffers["alpha_t"], buffers["tau_t"]
-        plan = _Plan(pointers, (alpha_t, tau_t), None)
+        plan = _Plan(_INPUT_BUFFERS, (alpha_t, tau_t))
         code = _DTYPE_CODES.get(trace.dtype)
         n = trace.numel()
         if code is None or not (
@@ -244,213 +232,200 @@ def input_step(layer, x: Tensor) -> bool:
         ):
             return plan
         mode = _UPDATE_LINEAR if layer.update_type == "linear" else _UPDATE_EXPONENTIAL
-        plan.static = (n, code, trace.dtype, mode)
-        values = (_uniform_value(alpha_t), _uniform_value(tau_t))
-        if None not in values:
-            # slots S_ALPHA_T and S_TAU_T of the kernel's scalars
-            plan.use_scalars((0.0, 0.0) + values, trace.dtype)
+        uniform, scalars = plan.uniform_scalars({"alpha_t": alpha_t, "tau_t": tau_t}, trace.dtype)
+        pointers = [buffers[name].data_ptr() for name in _INPUT_BUFFERS]
+        plan.args = (n, code, *pointers, mode, uniform, scalars)
+        plan.dtype, plan.numel = trace.dtype, n
         return plan
 
-    plan = _plan(layer, pointers, build)
+    plan = _current_plan(layer, (layer.update_type,), build)
     if plan is None:
         return False
-    n, code, dtype, mode = plan.static
-    x_is_bool = _spike_input(x, dtype, n)
+    x_is_bool = _spike_input(x, plan.dtype, plan.numel)
     if x_is_bool is None:
         return False
-    trace, alpha_t, tau_t, dt, spikes, _ = pointers
-    _extension.input_step(
-        n,
-        code,
-        x.data_ptr(),
-        x_is_bool,
-        trace,
-        alpha_t,
-        tau_t,
-        dt,
-        spikes,
-        mode,
-        plan.uniform,
-        plan.scalars_pointer,
-    )
+    _extension.input_step(*plan.args, x.data_ptr(), x_is_bool)
     return True
 
 
 def ingest(
-    connection,
-    x: Tensor,
-    trace_in: Tensor,
-    slot: Optional[Tensor],
-    out: Tensor,
-    trace_sums: Optional[Tensor],
+    connection, x: Tensor, trace_in: Tensor, out: Tensor, trace_sums: Optional[Tensor]
 ) -> bool:
     """Fused presynaptic side of :class:`pysnn.connection.Linear` with a uniform delay.
 
-    Copies ``trace_in`` into ``pre_trace``; pushes ``x`` into the delay ``slot`` (None for no
-    delay) and writes what leaves it into ``out``; stores those spikes (as bool) in
-    ``pre_spikes``; writes the sum of each batch element's trace into ``trace_sums`` (shape
-    ``(B,)``, or None to skip). Returns False (nothing done) when the kernel does not apply.
+    Copies ``trace_in`` into ``pre_trace``; pushes ``x`` into the delay line (the connection's
+    ``spike_queue`` at its cursor, when it has a delay) and writes what leaves it into ``out``;
+    stores those spikes (as bool) in ``pre_spikes``; writes the sum of each batch element's
+    trace into ``trace_sums`` (shape ``(B, 1, 1)``, or None to skip). The caller advances the
+    cursor. Returns False (nothing done) when the kernel does not apply.
     """
-    buffers = connection._buffers
-    pre_trace, pre_spikes = buffers["pre_trace"], buffers["pre_spikes"]
-    pointers = (
-        pre_trace.data_ptr(),
-        pre_spikes.data_ptr(),
-        out.data_ptr(),
-        None if slot is None else slot.data_ptr(),
-        None if trace_sums is None else trace_sums.data_ptr(),
-    )
 
     def build() -> _Plan:
-        plan = _Plan(pointers, (), None)
+        buffers = connection._buffers
+        pre_trace, pre_spikes, queue = (buffers[name] for name in _INGEST_BUFFERS)
+        plan = _Plan(_INGEST_BUFFERS, ())
         dtype = pre_trace.dtype
         code = _DTYPE_CODES.get(dtype)
         n = pre_trace.numel()
         rows = pre_trace.shape[0]
-        if code is not None and (
+        if code is None or not (
             _fits(pre_trace, dtype, n)
             and _fits(out, dtype, n)
             and _fits(pre_spikes, torch.bool, n)
-            and (slot is None or _fits(slot, dtype, n))
+            and _fits(queue, dtype, queue.numel())
+            and queue.numel() == connection.max_delay * n
             and (trace_sums is None or _fits(trace_sums, dtype, rows))
         ):
-            plan.static = (dtype, code, n, rows)
+            return plan
+        # the delay line's slot k for every cursor position k
+        plan.extra = tuple(queue[k].data_ptr() for k in range(connection.max_delay))
+        sums = None if trace_sums is None else trace_sums.data_ptr()
+        plan.args = (rows, n // rows, code, pre_trace.data_ptr(), out.data_ptr())
+        plan.args += (pre_spikes.data_ptr(), sums)
+        plan.dtype, plan.numel = dtype, n
         return plan
 
-    plan = _plan(connection, pointers, build)
+    settings = (out.data_ptr(), None if trace_sums is None else trace_sums.data_ptr())
+    plan = _current_plan(connection, settings, build)
     if plan is None:
         return False
-    dtype, code, n, rows = plan.static
-    if not (trace_in.dtype == dtype and _spike_input(trace_in, dtype, n) == 0):
-        return False
-    x_is_bool = _spike_input(x, dtype, n)
+    if trace_in is not plan.last_input or trace_in.data_ptr() != plan.last_input_pointer:
+        # usually the presynaptic layer's own trace buffer: checked once, then recognised
+        if _spike_input(trace_in, plan.dtype, plan.numel) != 0:
+            return False
+        plan.last_input, plan.last_input_pointer = trace_in, trace_in.data_ptr()
+    x_is_bool = _spike_input(x, plan.dtype, plan.numel)
     if x_is_bool is None:
         return False
-    pre_trace_pointer, pre_spikes_pointer, out_pointer, slot_pointer, sums_pointer = pointers
-    _extension.ingest(
-        rows,
-        n // rows,
-        code,
-        x.data_ptr(),
-        x_is_bool,
-        trace_in.data_ptr(),
-        pre_trace_pointer,
-        slot_pointer,
-        out_pointer,
-        pre_spikes_pointer,
-        sums_pointer,
-    )
+    slot = plan.extra[connection._cursor] if plan.extra else None
+    _extension.ingest(*plan.args, slot, x.data_ptr(), x_is_bool, plan.last_input_pointer)
     return True
 
 
-def neuron_step(neuron, current: Tensor, kind: str) -> Optional[Tensor]:
-    """Fused voltage, spike, trace, threshold and refractory update of one IF/LIF/adaptive LIF
-    step (everything :meth:`pysnn.neuron.BaseNeuron.forward` does but the spike history).
+def neuron_step(neuron, x: Any, kind: str) -> Optional[Tensor]:
+    """Fused step of an IF/LIF/adaptive LIF neuron: folding of the input, voltage, spikes,
+    trace, threshold and refractory update (everything :meth:`pysnn.neuron.BaseNeuron.forward`
+    does but the spike history).
 
     :param neuron: an :class:`~pysnn.neuron.IFNeuron`, :class:`~pysnn.neuron.LIFNeuron` or
         :class:`~pysnn.neuron.AdaptiveLIFNeuron` (exact classes).
-    :param current: folded input of shape ``cells_shape``.
+    :param x: the neuron's input as given to ``forward`` (``cells_shape + (R,)``).
     :param kind: ``"if"``, ``"lif"`` or ``"adaptive_lif"``.
     :returns: a new bool tensor with this step's spikes (the kernel writes it besides the
         ``spikes`` buffer), or None (nothing done) when the kernel does not apply.
     """
-    buffers = neuron._buffers
-    thresh = neuron._parameters["thresh"]
-    # Settings read by the kernel are part of the key: code may change them between steps.
-    settings = (neuron.update_type, neuron.refrac_steps, getattr(neuron, "relax_to_center", False))
-    pointers = tuple([buffers[name].data_ptr() for name in _NEURON_BUFFERS[kind]]) + (
-        thresh.data_ptr(),
-        settings,
+    settings = (
+        neuron._parameters["thresh"].data_ptr(),
+        neuron.update_type,
+        neuron.refrac_steps,
+        getattr(neuron, "relax_to_center", False),
     )
-
-    def build() -> _Plan:
-        v_cell = buffers["v_cell"]
-        dtype, n = v_cell.dtype, v_cell.numel()
-        adaptive = kind == "adaptive_lif"
-        relax = adaptive and neuron.relax_to_center
-        center = buffers["thresh_center"]
-        used = set(_NEURON_BUFFERS[kind]) - {"v_cell", "v_rest", "dt", "refrac_counts", "spikes"}
-        if not relax:
-            used.discard("thresh_center")
-        tensors = {name: buffers[name] for name in _SCALAR_SLOTS if name in used}
-        plan = _Plan(pointers, list(tensors.values()), None)
-        code = _DTYPE_CODES.get(dtype)
-        per_cell = [t for name, t in tensors.items() if name != "thresh_center"]
-        if code is None or not (
-            all(_fits(t, dtype, n) for t in per_cell)
-            and _fits(v_cell, dtype, n)
-            and _fits(buffers["trace"], dtype, n)
-            and _fits(thresh.detach(), dtype, n)
-            and _fits(buffers["v_rest"], dtype, 1)
-            and _fits(buffers["dt"], dtype, 1)
-            and _fits(center, dtype, center.numel())
-            and (not relax or center.numel() in (1, n))
-            and (not relax or center.numel() == 1 or center.shape == v_cell.shape)
-            and _fits(buffers["refrac_counts"], torch.int32, n)
-            and _fits(buffers["spikes"], torch.bool, n)
-        ):
-            return plan  # e.g. a threshold centre that only broadcasts: eager code
-        linear = neuron.update_type == "linear"
-        if kind == "if":
-            model = _MODEL_IF
-        else:
-            model = _MODEL_LIF_LINEAR if linear else _MODEL_LIF_EXPONENTIAL
-        thresh_mode = (
-            (_UPDATE_LINEAR if linear else _UPDATE_EXPONENTIAL) if adaptive else _THRESH_FIXED
-        )
-        rows = v_cell.shape[0]
-        flags = (
-            model,
-            _UPDATE_LINEAR if linear else _UPDATE_EXPONENTIAL,
-            thresh_mode,
-            int(relax),
-            neuron.refrac_steps,
-        )
-        plan.static = (dtype, code, v_cell.shape, rows, n // rows, flags, int(center.numel() == 1))
-        values = {name: _uniform_value(t) for name, t in tensors.items()}
-        if None not in values.values():
-            plan.use_scalars([values.get(name, 0.0) for name in _SCALAR_SLOTS], dtype)
-        return plan
-
-    plan = _plan(neuron, pointers, build)
-    if plan is None or current.dtype != plan.static[0] or not current.is_cpu:
+    plan = _current_plan(neuron, settings, lambda: _neuron_plan(neuron, kind))
+    if plan is None:
         return None
-    dtype, code, shape, rows, cols, flags, center_is_scalar = plan.static
-    if current.requires_grad or current.shape != shape:
-        return None
-    fired = torch.empty(shape, dtype=torch.bool)
-    current = current.reshape(rows, cols)  # a view whenever the layout allows
-    row_stride, col_stride = current.stride()
-    v_cell, v_rest, alpha_v, tau_v, dt, counts, spikes, trace = pointers[:8]
-    alpha_t, tau_t, alpha_thresh, tau_thresh, center, thresh_pointer, _ = pointers[8:]
-    _extension.neuron_step(
-        rows,
-        cols,
-        code,
-        current.data_ptr(),
-        row_stride,
-        col_stride,
-        *flags,
-        v_cell,
-        thresh_pointer,
-        v_rest,
-        alpha_v,
-        tau_v,
-        dt,
-        counts,
-        spikes,
-        fired.data_ptr(),
-        trace,
-        alpha_t,
-        tau_t,
-        alpha_thresh,
-        tau_thresh,
-        center,
-        center_is_scalar,
-        plan.uniform,
-        plan.scalars_pointer,
-    )
+    current = None  # holds a folded input alive until the kernel has read it
+    if x is plan.last_input and x.data_ptr() == plan.last_input_pointer:
+        tail = plan.last_tail  # the same input tensor as last step (a connection's output view)
+    else:
+        current = _neuron_input(neuron, plan, x)
+        if current is None:
+            return None
+        tail = (current.data_ptr(), *current.stride())
+    fired = torch.empty(plan.shape, dtype=torch.bool)
+    _extension.neuron_step(*plan.args, *tail, fired.data_ptr())
     return fired
+
+
+def _neuron_input(neuron, plan: _Plan, x: Any) -> Optional[Tensor]:
+    """Fold ``x`` into the kernel's ``(rows, cols)`` input; remember its arguments (pointer,
+    row and column strides) for the next step when it is a view of ``x``."""
+    try:
+        current = neuron.fold(x)  # a tensor, or a list of them along the fan-in axis
+    except (TypeError, ValueError, RuntimeError):  # the eager code raises it for the user
+        return None
+    if (
+        current.dtype != plan.dtype
+        or not current.is_cpu
+        or current.requires_grad
+        or current.shape != plan.shape  # e.g. an input that only broadcasts to the cells
+    ):
+        return None
+    current = current.reshape(plan.rows, plan.cols)  # a view whenever the layout allows
+    if isinstance(x, Tensor) and x.shape[-1] == 1 and current.data_ptr() == x.data_ptr():
+        # folding only dropped the fan-in axis: the same memory at the next step
+        plan.last_input, plan.last_input_pointer = x, x.data_ptr()
+        plan.last_tail = (current.data_ptr(), *current.stride())
+    return current
+
+
+def _neuron_plan(neuron, kind: str) -> _Plan:
+    names = _NEURON_BUFFERS[kind]
+    buffers = neuron._buffers
+    thresh = neuron._parameters["thresh"].detach()
+    v_cell = buffers["v_cell"]
+    dtype, n = v_cell.dtype, v_cell.numel()
+    adaptive = kind == "adaptive_lif"
+    relax = adaptive and neuron.relax_to_center
+    center = buffers["thresh_center"]
+    used = set(names) - {"v_cell", "v_rest", "dt", "refrac_counts", "spikes"}
+    if not relax:
+        used.discard("thresh_center")
+    named = {name: buffers[name] for name in _SCALAR_SLOTS if name in used}
+    plan = _Plan(names, list(named.values()))
+    code = _DTYPE_CODES.get(dtype)
+    per_cell = [t for name, t in named.items() if name != "thresh_center"]
+    if code is None or not (
+        all(_fits(t, dtype, n) for t in per_cell)
+        and _fits(v_cell, dtype, n)
+        and _fits(buffers["trace"], dtype, n)
+        and _fits(thresh, dtype, n)
+        and _fits(buffers["v_rest"], dtype, 1)
+        and _fits(buffers["dt"], dtype, 1)
+        and _fits(center, dtype, center.numel())
+        and (not relax or center.numel() == 1 or center.shape == v_cell.shape)
+        and _fits(buffers["refrac_counts"], torch.int32, n)
+        and _fits(buffers["spikes"], torch.bool, n)
+    ):
+        return plan  # e.g. a threshold centre that only broadcasts: eager code
+    linear = neuron.update_type == "linear"
+    if kind == "if":
+        model = _MODEL_IF
+    else:
+        model = _MODEL_LIF_LINEAR if linear else _MODEL_LIF_EXPONENTIAL
+    thresh_mode = (_UPDATE_LINEAR if linear else _UPDATE_EXPONENTIAL) if adaptive else _THRESH_FIXED
+    uniform, scalars = plan.uniform_scalars(named, dtype)
+    pointer = {name: buffers[name].data_ptr() for name in names}
+    rows = v_cell.shape[0]
+    plan.args = (
+        rows,
+        n // rows,
+        code,
+        model,
+        _UPDATE_LINEAR if linear else _UPDATE_EXPONENTIAL,
+        thresh_mode,
+        int(relax),
+        neuron.refrac_steps,
+        pointer["v_cell"],
+        thresh.data_ptr(),
+        pointer["v_rest"],
+        pointer["alpha_v"],
+        buffers["tau_v"].data_ptr() if model != _MODEL_IF else pointer["alpha_v"],
+        pointer["dt"],
+        pointer["refrac_counts"],
+        pointer["spikes"],
+        pointer["trace"],
+        pointer["alpha_t"],
+        pointer["tau_t"],
+        buffers["alpha_thresh"].data_ptr() if adaptive else pointer["alpha_t"],
+        buffers["tau_thresh"].data_ptr() if adaptive else pointer["tau_t"],
+        center.data_ptr(),
+        int(center.numel() == 1),
+        uniform,
+        scalars,
+    )
+    plan.dtype, plan.shape, plan.numel = dtype, v_cell.shape, n
+    plan.rows, plan.cols = rows, n // rows
+    return plan
 
 
 def stack_terms(p: Tensor, q: Tensor, terms: Sequence[tuple]) -> bool:

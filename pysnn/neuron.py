@@ -404,14 +404,13 @@ class BaseNeuron(_StateMixin, nn.Module):
         :returns: ``(spikes, trace)``: a copy of the bool spikes and the live trace buffer
             (updated in place on the next step; clone it to keep it).
         """
-        current = self.fold(x)
         kind = type(self).__dict__.get("_native_kind")
         if kind is not None and native.enabled():
-            fired = native.neuron_step(self, current, kind)
+            fired = native.neuron_step(self, x, kind)
             if fired is not None:
                 self.concat_trace(self.spikes)
                 return fired, self.trace
-        return self._step(current)
+        return self._step(self.fold(x))
 
     # -- state -----------------------------------------------------------------------------
     def reset_state(self) -> None:
