@@ -946,26 +946,49 @@ class FedeSTDP(LearningRule):
     averaged over the batch (PySNN) and, for convolutions, over the output positions that share
     a kernel (PySNN mixed positions into the kernel axes, defect B21). Since :math:`\Delta` does
     not depend on the sample, only :math:`e^{\hat x}` and :math:`e^{1-\hat x}` are averaged,
-    per input: no per-synapse tensor. Every synapse is updated at every call.
+    per input: no per-synapse tensor. Every synapse is updated at every call, as in PySNN.
+
+    With ``post_spike_gated=True`` (new, keyword-only; defect B22) a sample's term counts only
+    where its postsynaptic neuron spiked, as in the paper's event-driven rule:
+
+    .. math::
+
+        W \leftarrow W + \eta\,\Big\langle s^{post}\Big(e^{-\Delta}\big(e^{\hat x} - a\big)
+                                   - e^{\Delta}\big(e^{1 - \hat x} - a\big)\Big)\Big\rangle
+
+    with the same means (silent neurons leave their weights unchanged); the averages
+    :math:`\langle s^{post} e^{\hat x}\rangle` are one matrix product each.
 
     :param layers: the layers to train (see :class:`LearningRule`).
     :param lr: learning rate :math:`\eta > 0`.
     :param w_init: weight of equilibrium :math:`w_{init}` (weight units).
     :param a: :math:`a \in [0, 1]`, sets the balance of potentiation and depression.
+    :param post_spike_gated: keyword-only; update a synapse only for the samples (and
+        positions) where its postsynaptic neuron spiked at this step.
 
     :meth:`update_state` and :meth:`reset_state` do nothing (PySNN raised
     ``NotImplementedError``; doing nothing lets :func:`pysnn.simulation.run` drive the rule).
     """
 
     def __init__(
-        self, layers: "OrderedDict[str, Dict[str, Any]]", lr: float, w_init: float, a: float
+        self,
+        layers: "OrderedDict[str, Dict[str, Any]]",
+        lr: float,
+        w_init: float,
+        a: float,
+        *,
+        post_spike_gated: bool = False,
     ) -> None:
         owner = type(self).__name__
         lr = _check_real(lr, "lr", owner, low=0.0, low_open=True)
         a = _check_real(a, "a", owner, low=0.0, high=1.0)
         w_init = _check_real(w_init, "w_init", owner)
-        super().__init__(layers, dict(lr=lr, w_init=w_init, a=a))
+        if not isinstance(post_spike_gated, bool):
+            raise TypeError(f"{owner}: post_spike_gated must be a bool, got {post_spike_gated!r}")
+        defaults = dict(lr=lr, w_init=w_init, a=a, post_spike_gated=post_spike_gated)
+        super().__init__(layers, defaults)
         self.lr, self.w_init, self.a = lr, w_init, a
+        self.post_spike_gated = post_spike_gated
 
     def update_state(self) -> None:
         """Nothing to do: :meth:`step` reads the current traces."""
@@ -980,9 +1003,30 @@ class FedeSTDP(LearningRule):
             trace, _ = layer._pre4(layer.pre_trace, weight.dtype)  # (B, O or 1, K, L)
             tiny = torch.finfo(weight.dtype).tiny
             normed = trace / trace.amax().clamp(min=tiny)
-            ltp = normed.exp().mean(dim=(0, 3))  # (O or 1, K)
-            ltd = normed.neg_().add_(1.0).exp_().mean(dim=(0, 3))
+            if self.post_spike_gated:
+                ltp, ltd = self._gated_means(layer, normed, weight.dtype)  # (O, K) each
+            else:
+                ltp = normed.exp().mean(dim=(0, 3)).sub_(self.a)  # (O or 1, K)
+                ltd = normed.neg_().add_(1.0).exp_().mean(dim=(0, 3)).sub_(self.a)
             grow = layer.buffer("exp_delta", weight)
             torch.sub(weight, self.w_init, out=grow).exp_()  # e^Δ, before W changes
-            weight.addcdiv_(ltp.sub_(self.a), grow, value=self.lr)
-            weight.addcmul_(grow, ltd.sub_(self.a), value=-self.lr)
+            weight.addcdiv_(ltp, grow, value=self.lr)
+            weight.addcmul_(grow, ltd, value=-self.lr)
+
+    def _gated_means(
+        self, layer: _Layer, normed: Tensor, dtype: torch.dtype
+    ) -> Tuple[Tensor, Tensor]:
+        """⟨s·(e^x̂ − a)⟩ and ⟨s·(e^(1−x̂) − a)⟩ over batch and positions, ``(O, K)``: matrix
+        products of the postsynaptic spikes ``(O, N)`` and the per-input terms ``(N, K)``,
+        N = B·L."""
+        n = layer.batch * layer.positions
+        spikes = layer._post3(layer.post_spikes, dtype)  # (B, O, L)
+        p = spikes.transpose(0, 1).reshape(layer.n_post, n)
+        q = normed[:, 0].transpose(1, 2).reshape(n, layer.fan_in)  # (N, K)
+        ltp = torch.mm(p, q.exp(), out=layer.buffer("gated_ltp", layer.weight_matrix()))
+        ltd = torch.mm(p, q.neg().add_(1.0).exp_(), out=layer.buffer("gated_ltd", ltp))
+        # the a-terms count the spikes only: a·⟨s⟩ per postsynaptic neuron
+        rate = p.sum(dim=1, keepdim=True)
+        ltp.sub_(rate, alpha=self.a).div_(n)
+        ltd.sub_(rate, alpha=self.a).div_(n)
+        return ltp, ltd

@@ -402,6 +402,47 @@ def test_fede_stdp_matches_reference(rng, kind, delay_kind):
     )
 
 
+def fede_gated_ref(lr, w_init, a):
+    """Paredes-Vallés et al.'s rule applied only where the postsynaptic neuron spiked (B22)."""
+
+    def ref_step(w, obs, state):
+        state.setdefault("w0", w)
+        _, trace, post_spikes, _ = obs
+        normed = trace / max(trace.max(), np.finfo(np.float32).tiny)
+        delta = (w - w_init)[None, :, :, None]
+        change = np.exp(-delta) * (np.exp(normed) - a) - np.exp(delta) * (np.exp(1 - normed) - a)
+        gated = change * post_spikes[:, :, None, :]  # (B, O, K, L) · s[b, o, l]
+        return w + lr * gated.mean(axis=(0, 3))
+
+    return ref_step
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("delay_kind", DELAYS)
+def test_fede_stdp_gated_by_post_spikes_matches_reference(rng, kind, delay_kind):
+    lr, w_init, a = 0.01, 0.5, 0.3
+    net, rule = check_rule(
+        kind,
+        delay_kind,
+        rng,
+        lambda net: FedeSTDP(net.layers, lr, w_init, a, post_spike_gated=True),
+        fede_gated_ref(lr, w_init, a),
+    )
+    assert rule.defaults["post_spike_gated"] is True
+
+
+def test_fede_stdp_gated_leaves_silent_neurons_alone():
+    net = LinearNet(1)
+    rule = FedeSTDP(net.layers, 0.01, 0.5, 0.3, post_spike_gated=True)
+    before = net.con.weight.detach().clone()
+    net(torch.ones(B, 1, I, dtype=torch.bool))  # traces rise; the neurons cannot spike yet
+    assert not net.neuron.spikes.any()
+    rule.step()
+    assert torch.equal(net.con.weight, before)
+    with pytest.raises(TypeError, match="post_spike_gated must be a bool"):
+        FedeSTDP(net.layers, 0.01, 0.5, 0.3, post_spike_gated=1)
+
+
 def test_fede_stdp_zero_traces_give_no_nan():
     net = LinearNet(0)
     rule = FedeSTDP(net.layers, 0.1, 0.5, 0.25)
