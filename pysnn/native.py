@@ -188,11 +188,11 @@ def _key(module, plan: _Plan, settings: tuple) -> tuple:
     return pointers, settings, _versions(plan.parameters)
 
 
-def _current_plan(module, settings: tuple, build) -> Optional[_Plan]:
-    """The module's cached plan if still valid, else a new one from ``build()``."""
+def _current_plan(module, settings: tuple, build, *arguments) -> Optional[_Plan]:
+    """The module's cached plan if still valid, else a new one from ``build(*arguments)``."""
     plan = module.__dict__.get("_native_plan")
     if plan is None or plan.key != _key(module, plan, settings):
-        plan = build()
+        plan = build(*arguments)
         plan.key = _key(module, plan, settings)
         module.__dict__["_native_plan"] = plan
     return plan if plan.args is not None else None
@@ -218,27 +218,7 @@ def _spike_input(x: Tensor, dtype: torch.dtype, numel: int) -> Optional[int]:
 
 def input_step(layer, x: Tensor) -> bool:
     """Fused :meth:`pysnn.neuron.Input.forward` body; returns False when it does not apply."""
-
-    def build() -> _Plan:
-        buffers = layer._buffers
-        trace, alpha_t, tau_t = buffers["trace"], buffers["alpha_t"], buffers["tau_t"]
-        plan = _Plan(_INPUT_BUFFERS, (alpha_t, tau_t))
-        code = _DTYPE_CODES.get(trace.dtype)
-        n = trace.numel()
-        if code is None or not (
-            all(_fits(t, trace.dtype, n) for t in (trace, alpha_t, tau_t))
-            and _fits(buffers["dt"], trace.dtype, 1)
-            and _fits(buffers["spikes"], torch.bool, n)
-        ):
-            return plan
-        mode = _UPDATE_LINEAR if layer.update_type == "linear" else _UPDATE_EXPONENTIAL
-        uniform, scalars = plan.uniform_scalars({"alpha_t": alpha_t, "tau_t": tau_t}, trace.dtype)
-        pointers = [buffers[name].data_ptr() for name in _INPUT_BUFFERS]
-        plan.args = (n, code, *pointers, mode, uniform, scalars)
-        plan.dtype, plan.numel = trace.dtype, n
-        return plan
-
-    plan = _current_plan(layer, (layer.update_type,), build)
+    plan = _current_plan(layer, (layer.__dict__["update_type"],), _input_plan, layer)
     if plan is None:
         return False
     x_is_bool = _spike_input(x, plan.dtype, plan.numel)
@@ -246,6 +226,26 @@ def input_step(layer, x: Tensor) -> bool:
         return False
     _extension.input_step(*plan.args, x.data_ptr(), x_is_bool)
     return True
+
+
+def _input_plan(layer) -> _Plan:
+    buffers = layer._buffers
+    trace, alpha_t, tau_t = buffers["trace"], buffers["alpha_t"], buffers["tau_t"]
+    plan = _Plan(_INPUT_BUFFERS, (alpha_t, tau_t))
+    code = _DTYPE_CODES.get(trace.dtype)
+    n = trace.numel()
+    if code is None or not (
+        all(_fits(t, trace.dtype, n) for t in (trace, alpha_t, tau_t))
+        and _fits(buffers["dt"], trace.dtype, 1)
+        and _fits(buffers["spikes"], torch.bool, n)
+    ):
+        return plan
+    mode = _UPDATE_LINEAR if layer.update_type == "linear" else _UPDATE_EXPONENTIAL
+    uniform, scalars = plan.uniform_scalars({"alpha_t": alpha_t, "tau_t": tau_t}, trace.dtype)
+    pointers = [buffers[name].data_ptr() for name in _INPUT_BUFFERS]
+    plan.args = (n, code, *pointers, mode, uniform, scalars)
+    plan.dtype, plan.numel = trace.dtype, n
+    return plan
 
 
 def ingest(
@@ -260,33 +260,8 @@ def ingest(
     cursor. Returns False (nothing done) when the kernel does not apply.
     """
 
-    def build() -> _Plan:
-        buffers = connection._buffers
-        pre_trace, pre_spikes, queue = (buffers[name] for name in _INGEST_BUFFERS)
-        plan = _Plan(_INGEST_BUFFERS, ())
-        dtype = pre_trace.dtype
-        code = _DTYPE_CODES.get(dtype)
-        n = pre_trace.numel()
-        rows = pre_trace.shape[0]
-        if code is None or not (
-            _fits(pre_trace, dtype, n)
-            and _fits(out, dtype, n)
-            and _fits(pre_spikes, torch.bool, n)
-            and _fits(queue, dtype, queue.numel())
-            and queue.numel() == connection.max_delay * n
-            and (trace_sums is None or _fits(trace_sums, dtype, rows))
-        ):
-            return plan
-        # the delay line's slot k for every cursor position k
-        plan.extra = tuple(queue[k].data_ptr() for k in range(connection.max_delay))
-        sums = None if trace_sums is None else trace_sums.data_ptr()
-        plan.args = (rows, n // rows, code, pre_trace.data_ptr(), out.data_ptr())
-        plan.args += (pre_spikes.data_ptr(), sums)
-        plan.dtype, plan.numel = dtype, n
-        return plan
-
     settings = (out.data_ptr(), None if trace_sums is None else trace_sums.data_ptr())
-    plan = _current_plan(connection, settings, build)
+    plan = _current_plan(connection, settings, _ingest_plan, connection, out, trace_sums)
     if plan is None:
         return False
     if trace_in is not plan.last_input or trace_in.data_ptr() != plan.last_input_pointer:
@@ -302,6 +277,32 @@ def ingest(
     return True
 
 
+def _ingest_plan(connection, out: Tensor, trace_sums: Optional[Tensor]) -> _Plan:
+    buffers = connection._buffers
+    pre_trace, pre_spikes, queue = (buffers[name] for name in _INGEST_BUFFERS)
+    plan = _Plan(_INGEST_BUFFERS, ())
+    dtype = pre_trace.dtype
+    code = _DTYPE_CODES.get(dtype)
+    n = pre_trace.numel()
+    rows = pre_trace.shape[0]
+    if code is None or not (
+        _fits(pre_trace, dtype, n)
+        and _fits(out, dtype, n)
+        and _fits(pre_spikes, torch.bool, n)
+        and _fits(queue, dtype, queue.numel())
+        and queue.numel() == connection.max_delay * n
+        and (trace_sums is None or _fits(trace_sums, dtype, rows))
+    ):
+        return plan
+    # the delay line's slot k for every cursor position k
+    plan.extra = tuple(queue[k].data_ptr() for k in range(connection.max_delay))
+    sums = None if trace_sums is None else trace_sums.data_ptr()
+    plan.args = (rows, n // rows, code, pre_trace.data_ptr(), out.data_ptr())
+    plan.args += (pre_spikes.data_ptr(), sums)
+    plan.dtype, plan.numel = dtype, n
+    return plan
+
+
 def neuron_step(neuron, x: Any, kind: str) -> Optional[Tensor]:
     """Fused step of an IF/LIF/adaptive LIF neuron: folding of the input, voltage, spikes,
     trace, threshold and refractory update (everything :meth:`pysnn.neuron.BaseNeuron.forward`
@@ -314,13 +315,14 @@ def neuron_step(neuron, x: Any, kind: str) -> Optional[Tensor]:
     :returns: a new bool tensor with this step's spikes (the kernel writes it besides the
         ``spikes`` buffer), or None (nothing done) when the kernel does not apply.
     """
+    attributes = neuron.__dict__  # plain attributes: nn.Module.__getattr__ is slow on misses
     settings = (
         neuron._parameters["thresh"].data_ptr(),
-        neuron.update_type,
-        neuron.refrac_steps,
-        getattr(neuron, "relax_to_center", False),
+        attributes["update_type"],
+        attributes["refrac_steps"],
+        attributes.get("relax_to_center", False),
     )
-    plan = _current_plan(neuron, settings, lambda: _neuron_plan(neuron, kind))
+    plan = _current_plan(neuron, settings, _neuron_plan, neuron, kind)
     if plan is None:
         return None
     current = None  # holds a folded input alive until the kernel has read it

@@ -217,7 +217,7 @@ class Input(BaseInput):
         """
         _check_input_shape(x, self.cells_shape, "x", type(self).__name__)
         if native.enabled() and type(self) is Input and native.input_step(self, x):
-            return x, self.trace
+            return x, self._buffers["trace"]
         self._trace_update(self.trace, self.convert_input(x), self.alpha_t, self.tau_t, self.dt)
         self.spikes.copy_(x)
         return x, self.trace
@@ -408,8 +408,9 @@ class BaseNeuron(_StateMixin, nn.Module):
         if kind is not None and native.enabled():
             fired = native.neuron_step(self, x, kind)
             if fired is not None:
-                self.concat_trace(self.spikes)
-                return fired, self.trace
+                if self.store_trace:
+                    self.concat_trace(fired)
+                return fired, self._buffers["trace"]
         return self._step(self.fold(x))
 
     # -- state -----------------------------------------------------------------------------
