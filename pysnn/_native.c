@@ -113,7 +113,8 @@
     }                                                                                             \
                                                                                                   \
     static ALWAYS_INLINE void ingest_loop_##SUFFIX(                                               \
-        const int x_is_bool, const int delayed, Py_ssize_t rows, Py_ssize_t cols,                 \
+        const int x_is_bool, const int delayed, const int has_out, Py_ssize_t rows,               \
+        Py_ssize_t cols,                                                                          \
         const void *restrict x, const T *restrict trace_in, T *restrict pre_trace,                \
         T *restrict slot, T *restrict out, uint8_t *restrict pre_spikes, T *restrict trace_sums)  \
     {                                                                                             \
@@ -128,7 +129,8 @@
                     leaving = slot[i];                                                            \
                     slot[i] = xi;                                                                 \
                 }                                                                                 \
-                out[i] = leaving;                                                                 \
+                if (has_out) /* without: the caller read the slot before this call */           \
+                    out[i] = leaving;                                                             \
                 pre_spikes[i] = leaving != (T)0;                                                  \
             }                                                                                     \
             if (trace_sums) {                                                                     \
@@ -152,17 +154,29 @@
                                               T *slot, T *out, uint8_t *pre_spikes,               \
                                               T *trace_sums)                                      \
     {                                                                                             \
-        if (x_is_bool == 0 && (slot != NULL) == 0)                                                \
-            ingest_loop_##SUFFIX(0, 0, rows, cols, x, trace_in, pre_trace, slot, out,             \
+        if (x_is_bool == 0 && (slot != NULL) == 0 && (out != NULL) == 0)                          \
+            ingest_loop_##SUFFIX(0, 0, 0, rows, cols, x, trace_in, pre_trace, slot, out,          \
                                  pre_spikes, trace_sums);                                         \
-        else if (x_is_bool == 0 && (slot != NULL) == 1)                                           \
-            ingest_loop_##SUFFIX(0, 1, rows, cols, x, trace_in, pre_trace, slot, out,             \
+        else if (x_is_bool == 0 && (slot != NULL) == 0 && (out != NULL) == 1)                     \
+            ingest_loop_##SUFFIX(0, 0, 1, rows, cols, x, trace_in, pre_trace, slot, out,          \
                                  pre_spikes, trace_sums);                                         \
-        else if (x_is_bool == 1 && (slot != NULL) == 0)                                           \
-            ingest_loop_##SUFFIX(1, 0, rows, cols, x, trace_in, pre_trace, slot, out,             \
+        else if (x_is_bool == 0 && (slot != NULL) == 1 && (out != NULL) == 0)                     \
+            ingest_loop_##SUFFIX(0, 1, 0, rows, cols, x, trace_in, pre_trace, slot, out,          \
                                  pre_spikes, trace_sums);                                         \
-        else if (x_is_bool == 1 && (slot != NULL) == 1)                                           \
-            ingest_loop_##SUFFIX(1, 1, rows, cols, x, trace_in, pre_trace, slot, out,             \
+        else if (x_is_bool == 0 && (slot != NULL) == 1 && (out != NULL) == 1)                     \
+            ingest_loop_##SUFFIX(0, 1, 1, rows, cols, x, trace_in, pre_trace, slot, out,          \
+                                 pre_spikes, trace_sums);                                         \
+        else if (x_is_bool == 1 && (slot != NULL) == 0 && (out != NULL) == 0)                     \
+            ingest_loop_##SUFFIX(1, 0, 0, rows, cols, x, trace_in, pre_trace, slot, out,          \
+                                 pre_spikes, trace_sums);                                         \
+        else if (x_is_bool == 1 && (slot != NULL) == 0 && (out != NULL) == 1)                     \
+            ingest_loop_##SUFFIX(1, 0, 1, rows, cols, x, trace_in, pre_trace, slot, out,          \
+                                 pre_spikes, trace_sums);                                         \
+        else if (x_is_bool == 1 && (slot != NULL) == 1 && (out != NULL) == 0)                     \
+            ingest_loop_##SUFFIX(1, 1, 0, rows, cols, x, trace_in, pre_trace, slot, out,          \
+                                 pre_spikes, trace_sums);                                         \
+        else if (x_is_bool == 1 && (slot != NULL) == 1 && (out != NULL) == 1)                     \
+            ingest_loop_##SUFFIX(1, 1, 1, rows, cols, x, trace_in, pre_trace, slot, out,          \
                                  pre_spikes, trace_sums);                                         \
     }                                                                                             \
                                                                                                   \

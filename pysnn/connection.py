@@ -419,11 +419,19 @@ class Linear(Connection):
             return None
         weight = self._parameters["weight"]
         workspace = self.__dict__.get("_native_workspace")
-        if workspace is None or workspace[0] != weight.data_ptr() or workspace[1] != weight.dtype:
+        if workspace is None or workspace[0] != (weight.data_ptr(), weight.dtype):
             workspace = self._native_workspace_for(weight)
         if weight.requires_grad:
             return None
-        _, _, spikes, trace_sums, product, activation, trace = workspace
+        _, spikes, trace_sums, product, activation, trace, slots = workspace
+        if self.reduction == "sum" and self.max_delay:
+            # The spikes leaving the delay line are read where they are, before the kernel
+            # overwrites their slot with this step's input: no copy of them is made.
+            torch.mm(weight, slots[self._cursor], out=product)
+            if not native.ingest(self, x, trace_in, None, trace_sums):
+                return None
+            self._cursor = (self._cursor + 1) % self.max_delay
+            return activation, trace
         if not native.ingest(self, x, trace_in, spikes, trace_sums):
             return None
         if self.max_delay:
@@ -431,7 +439,7 @@ class Linear(Connection):
         if self.reduction == "none":
             return self.activation_potential(spikes), self.fold(self.trace)
         # W @ xᵀ reads the (O, I) weight contiguously: faster than F.linear's x @ Wᵀ.
-        torch.matmul(weight, spikes.view(self.batch_size, -1).t(), out=product)
+        torch.mm(weight, spikes.view(self.batch_size, -1).t(), out=product)
         return activation, trace
 
     def _native_workspace_for(self, weight: Tensor) -> tuple:
@@ -443,15 +451,10 @@ class Linear(Connection):
         product = torch.empty(n_out, batch, **like)
         activation = product.t().unsqueeze(1).unsqueeze(-1)  # (B, 1, O, 1)
         trace = trace_sums.expand(-1, -1, n_out).unsqueeze(-1)  # (B, 1, O, 1)
-        workspace = (
-            weight.data_ptr(),
-            weight.dtype,
-            spikes,
-            trace_sums,
-            product,
-            activation,
-            trace,
-        )
+        # each slot of the delay line as the (I, B) right-hand side of the product
+        slots = [slot.view(batch, -1).t() for slot in self.spike_queue]
+        key = (weight.data_ptr(), weight.dtype)
+        workspace = (key, spikes, trace_sums, product, activation, trace, slots)
         self.__dict__["_native_workspace"] = workspace
         return workspace
 

@@ -249,7 +249,7 @@ def _input_plan(layer) -> _Plan:
 
 
 def ingest(
-    connection, x: Tensor, trace_in: Tensor, out: Tensor, trace_sums: Optional[Tensor]
+    connection, x: Tensor, trace_in: Tensor, out: Optional[Tensor], trace_sums: Optional[Tensor]
 ) -> bool:
     """Fused presynaptic side of :class:`pysnn.connection.Linear` with a uniform delay.
 
@@ -257,10 +257,14 @@ def ingest(
     ``spike_queue`` at its cursor, when it has a delay) and writes what leaves it into ``out``;
     stores those spikes (as bool) in ``pre_spikes``; writes the sum of each batch element's
     trace into ``trace_sums`` (shape ``(B, 1, 1)``, or None to skip). The caller advances the
-    cursor. Returns False (nothing done) when the kernel does not apply.
+    cursor. ``out`` may be None when the caller has read the slot (the spikes leaving the line)
+    itself. Returns False (nothing done) when the kernel does not apply.
     """
 
-    settings = (out.data_ptr(), None if trace_sums is None else trace_sums.data_ptr())
+    settings = (
+        None if out is None else out.data_ptr(),
+        None if trace_sums is None else trace_sums.data_ptr(),
+    )
     plan = _current_plan(connection, settings, _ingest_plan, connection, out, trace_sums)
     if plan is None:
         return False
@@ -277,7 +281,7 @@ def ingest(
     return True
 
 
-def _ingest_plan(connection, out: Tensor, trace_sums: Optional[Tensor]) -> _Plan:
+def _ingest_plan(connection, out: Optional[Tensor], trace_sums: Optional[Tensor]) -> _Plan:
     buffers = connection._buffers
     pre_trace, pre_spikes, queue = (buffers[name] for name in _INGEST_BUFFERS)
     plan = _Plan(_INGEST_BUFFERS, ())
@@ -287,7 +291,7 @@ def _ingest_plan(connection, out: Tensor, trace_sums: Optional[Tensor]) -> _Plan
     rows = pre_trace.shape[0]
     if code is None or not (
         _fits(pre_trace, dtype, n)
-        and _fits(out, dtype, n)
+        and (out is None or _fits(out, dtype, n))
         and _fits(pre_spikes, torch.bool, n)
         and _fits(queue, dtype, queue.numel())
         and queue.numel() == connection.max_delay * n
@@ -297,7 +301,8 @@ def _ingest_plan(connection, out: Tensor, trace_sums: Optional[Tensor]) -> _Plan
     # the delay line's slot k for every cursor position k
     plan.extra = tuple(queue[k].data_ptr() for k in range(connection.max_delay))
     sums = None if trace_sums is None else trace_sums.data_ptr()
-    plan.args = (rows, n // rows, code, pre_trace.data_ptr(), out.data_ptr())
+    out_pointer = None if out is None else out.data_ptr()
+    plan.args = (rows, n // rows, code, pre_trace.data_ptr(), out_pointer)
     plan.args += (pre_spikes.data_ptr(), sums)
     plan.dtype, plan.numel = dtype, n
     return plan
