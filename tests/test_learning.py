@@ -377,13 +377,18 @@ def test_mstdpet_scaled_trace_reads_and_rescales_exactly(rng, kind, read_every):
     assert layer.state_scale == 1.0  # reading settled it
 
 
-def fede_ref(lr, w_init, a):
+def fede_ref(lr, w_init, a, gated=False):
+    """Paredes-Vallés et al.'s rule; ``gated``: applied only where the postsynaptic neuron
+    spiked (B22)."""
+
     def ref_step(w, obs, state):
         state.setdefault("w0", w)
-        trace = obs[1]
+        _, trace, post_spikes, _ = obs
         normed = trace / max(trace.max(), np.finfo(np.float32).tiny)
         delta = (w - w_init)[None, :, :, None]
         change = np.exp(-delta) * (np.exp(normed) - a) - np.exp(delta) * (np.exp(1 - normed) - a)
+        if gated:
+            change = change * post_spikes[:, :, None, :]  # (B, O, K, L) · s[b, o, l]
         return w + lr * change.mean(axis=(0, 3))
 
     return ref_step
@@ -402,21 +407,6 @@ def test_fede_stdp_matches_reference(rng, kind, delay_kind):
     )
 
 
-def fede_gated_ref(lr, w_init, a):
-    """Paredes-Vallés et al.'s rule applied only where the postsynaptic neuron spiked (B22)."""
-
-    def ref_step(w, obs, state):
-        state.setdefault("w0", w)
-        _, trace, post_spikes, _ = obs
-        normed = trace / max(trace.max(), np.finfo(np.float32).tiny)
-        delta = (w - w_init)[None, :, :, None]
-        change = np.exp(-delta) * (np.exp(normed) - a) - np.exp(delta) * (np.exp(1 - normed) - a)
-        gated = change * post_spikes[:, :, None, :]  # (B, O, K, L) · s[b, o, l]
-        return w + lr * gated.mean(axis=(0, 3))
-
-    return ref_step
-
-
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("delay_kind", DELAYS)
 def test_fede_stdp_gated_by_post_spikes_matches_reference(rng, kind, delay_kind):
@@ -426,7 +416,7 @@ def test_fede_stdp_gated_by_post_spikes_matches_reference(rng, kind, delay_kind)
         delay_kind,
         rng,
         lambda net: FedeSTDP(net.layers, lr, w_init, a, post_spike_gated=True),
-        fede_gated_ref(lr, w_init, a),
+        fede_ref(lr, w_init, a, gated=True),
     )
     assert rule.defaults["post_spike_gated"] is True
 
