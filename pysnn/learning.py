@@ -30,6 +30,7 @@ are aliases of the buffers at the time they were taken (as in PySNN): build the 
 """
 
 import math
+import operator
 from collections import OrderedDict
 from collections.abc import Mapping
 from numbers import Real
@@ -93,7 +94,7 @@ class _Stack:
     ``(B, O)`` state is a contiguous copy; the matrix product reads it as a transposed view.
     """
 
-    __slots__ = ("p", "q", "p_terms", "q_terms", "p_matrix", "q_matrix")
+    __slots__ = ("p", "q", "p_terms", "q_terms", "p_matrix", "q_matrix", "native")
 
     def __init__(self, layer: "_Layer", n_terms: int, like: Tensor) -> None:
         n_post, batch, positions, fan_in = layer.n_post, layer.batch, layer.positions, layer.fan_in
@@ -109,6 +110,8 @@ class _Stack:
         n = batch * positions
         self.p_matrix = self.p.view(n_terms * n, n_post).t()
         self.q_matrix = self.q.view(n_terms * n, fan_in)
+        # (sources, their pointers, arguments) of the fused stacking kernel, see _Layer.stack
+        self.native: Optional[tuple] = None
 
 
 class _Layer(Mapping):
@@ -353,11 +356,11 @@ class _Layer(Mapping):
             stack = self._stacks[n_terms] = _Stack(self, n_terms, like)
         linear = self.type == "linear"
         if linear and native.enabled():
-            views = [
-                (pre.select(1, 0), post.reshape(self.batch, self.n_post), coef)
-                for pre, post, coef in terms
-            ]
-            if native.stack_terms(stack.p, stack.q, views):
+            arguments = self._native_stack_arguments(stack, terms)
+            if arguments is not None:
+                for t, (_, _, coef) in enumerate(terms):
+                    arguments[11 + 5 * t] = float(coef)
+                native.stack_terms(arguments)
                 if scale is not None:
                     stack.p.mul_(scale.view(-1, 1, 1) if scale.dim() else scale)
                 return stack
@@ -373,6 +376,29 @@ class _Layer(Mapping):
         if scale is not None:
             stack.p.mul_(scale.view(-1, 1, 1) if scale.dim() else scale)
         return stack
+
+    def _native_stack_arguments(self, stack: _Stack, terms: Sequence[tuple]) -> Optional[list]:
+        """The fused stacking kernel's arguments for these terms, checked once and kept while
+        the same tensors (same memory) are passed; None when the kernel does not apply."""
+        sources = tuple(tensor for pre, post, _ in terms for tensor in (pre, post))
+        pointers = tuple(tensor.data_ptr() for tensor in sources)
+        cached = stack.native
+        if (
+            cached is None
+            or len(cached[0]) != len(sources)
+            or not all(map(operator.is_, cached[0], sources))
+            or cached[1] != pointers
+        ):
+            views = [
+                (pre.select(1, 0), post.reshape(self.batch, self.n_post), coef)
+                for pre, post, coef in terms
+            ]
+            cached = stack.native = (
+                sources,
+                pointers,
+                native.stack_arguments(stack.p, stack.q, views),
+            )
+        return cached[2]
 
     def accumulate(
         self,

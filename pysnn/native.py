@@ -435,14 +435,14 @@ def _neuron_plan(neuron, kind: str) -> _Plan:
     return plan
 
 
-def stack_terms(p: Tensor, q: Tensor, terms: Sequence[tuple]) -> bool:
-    """Fill the stacked factors of a learning rule's matrix product (Linear layers).
+def stack_arguments(p: Tensor, q: Tensor, terms: Sequence[tuple]) -> Optional[list]:
+    """Check the operands of :func:`stack_terms` once and return its argument list (the
+    coefficients are at positions ``11 + 5·t``), or None when the kernel does not apply.
 
     :param p: ``(T, B, 1, O)`` contiguous scratch; ``p[t] = c_t · post_t``.
     :param q: ``(T, B, 1, I)`` contiguous scratch; ``q[t] = pre_t``.
     :param terms: ``T`` tuples ``(pre, post, c)``: ``pre`` ``(B, I)`` and ``post`` ``(B, O)``
         contiguous, bool or of ``p``'s dtype; ``c`` a number.
-    :returns: False (nothing done) when the kernel does not apply.
     """
     code = _DTYPE_CODES.get(p.dtype)
     n_terms, rows, _, n_post = p.shape
@@ -450,13 +450,18 @@ def stack_terms(p: Tensor, q: Tensor, terms: Sequence[tuple]) -> bool:
     if code is None or not (
         _fits(p, p.dtype, n_terms * rows * n_post) and _fits(q, p.dtype, n_terms * rows * n_pre)
     ):
-        return False
+        return None
     arguments = [n_terms, rows, n_post, n_pre, code, p.data_ptr(), q.data_ptr()]
     for pre, post, coef in terms:
         pre_is_bool = _spike_input(pre, p.dtype, rows * n_pre)
         post_is_bool = _spike_input(post, p.dtype, rows * n_post)
         if pre_is_bool is None or post_is_bool is None:
-            return False
+            return None
         arguments += [pre.data_ptr(), pre_is_bool, post.data_ptr(), post_is_bool, float(coef)]
+    return arguments
+
+
+def stack_terms(arguments: Sequence) -> None:
+    """Fill the stacked factors of a learning rule's matrix product (Linear layers):
+    ``p[t] = c_t · post_t``, ``q[t] = pre_t``, with arguments from :func:`stack_arguments`."""
     _extension.stack_terms(*arguments)
-    return True
