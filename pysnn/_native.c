@@ -286,7 +286,7 @@
         const T *dt, int32_t *counts, uint8_t *spikes, uint8_t *spikes_copy, T *trace,            \
         const T *alpha_t,                                                                         \
         const T *tau_t, const T *alpha_thresh, const T *tau_thresh, const T *thresh_center,       \
-        int center_is_scalar, int uniform, const T *scalars)                                      \
+        int center_is_scalar, int uniform, const T *scalars, T *scratch)                          \
     {                                                                                             \
         /* pysnn shares one update_type between voltage, trace and threshold, so the trace and \
          * threshold modes follow the model; only the used combinations are instantiated. */   \
@@ -294,15 +294,19 @@
         const int adaptive = thresh_mode != THRESH_FIXED;                                         \
         T *gathered = NULL;                                                                       \
         if (in_col_stride != 1 || in_row_stride != cols) {                                        \
-            /* e.g. the transposed output of W @ xT: one cache-friendly copy, then a          \
-             * contiguous loop the compiler vectorises */                                         \
-            gathered = (T *)malloc((size_t)(rows * cols) * sizeof(T));                            \
-            if (gathered == NULL)                                                                 \
-                return -1;                                                                        \
+            /* e.g. the transposed output of W @ xT: one cache-friendly copy (into the        \
+             * caller's scratch when given), then a contiguous loop the compiler vectorises */    \
+            T *target = scratch;                                                                  \
+            if (target == NULL) {                                                                 \
+                gathered = (T *)malloc((size_t)(rows * cols) * sizeof(T));                        \
+                if (gathered == NULL)                                                             \
+                    return -1;                                                                    \
+                target = gathered;                                                                \
+            }                                                                                     \
             for (Py_ssize_t c = 0; c < cols; ++c)                                                 \
                 for (Py_ssize_t r = 0; r < rows; ++r)                                             \
-                    gathered[r * cols + c] = in[r * in_row_stride + c * in_col_stride];           \
-            in = gathered;                                                                        \
+                    target[r * cols + c] = in[r * in_row_stride + c * in_col_stride];             \
+            in = target;                                                                          \
         }                                                                                         \
         if (uniform == 1 && model == MODEL_IF && linear)                                          \
             NEURON_CALL(SUFFIX, MODEL_IF, UPDATE_LINEAR, THRESH_FIXED, 0, 1);                     \
@@ -421,20 +425,20 @@ static PyObject *py_ingest(PyObject *self, PyObject *const *args, Py_ssize_t nar
 /* neuron_step(rows, cols, is_double, model, trace_mode, thresh_mode, relax_to_center,
  *             refrac_steps, v, thresh, v_rest, alpha_v, tau_v, dt, counts, spikes, trace,
  *             alpha_t, tau_t, alpha_thresh, tau_thresh, thresh_center, center_is_scalar,
- *             uniform, scalars,
+ *             uniform, scalars, scratch (rows*cols values, or None),
  *             in, in_row_stride, in_col_stride, spikes_copy) */
 static PyObject *py_neuron_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    void *a[29];
+    void *a[30];
     int status;
     (void)self;
-    if (parse_args(args, nargs, 29, "neuron_step", a) < 0)
+    if (parse_args(args, nargs, 30, "neuron_step", a) < 0)
         return NULL;
 #define NEURON_ARGS                                                                               \
-    AS_SIZE(a[0]), AS_SIZE(a[1]), a[25], AS_SIZE(a[26]), AS_SIZE(a[27]), AS_INT(a[3]),            \
+    AS_SIZE(a[0]), AS_SIZE(a[1]), a[26], AS_SIZE(a[27]), AS_SIZE(a[28]), AS_INT(a[3]),            \
         AS_INT(a[4]), AS_INT(a[5]), AS_INT(a[6]), AS_LONG(a[7]), a[8], a[9], a[10], a[11], a[12], \
-        a[13], a[14], a[15], a[28], a[16], a[17], a[18], a[19], a[20], a[21], AS_INT(a[22]),      \
-        AS_INT(a[23]), a[24]
+        a[13], a[14], a[15], a[29], a[16], a[17], a[18], a[19], a[20], a[21], AS_INT(a[22]),      \
+        AS_INT(a[23]), a[24], a[25]
     if (AS_INT(a[2]))
         status = neuron_step_f64(NEURON_ARGS);
     else

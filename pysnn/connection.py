@@ -419,7 +419,11 @@ class Linear(Connection):
             return None
         weight = self._parameters["weight"]
         workspace = self.__dict__.get("_native_workspace")
-        if workspace is None or workspace[0] != (weight.data_ptr(), weight.dtype):
+        if (
+            workspace is None
+            or workspace[0][0] != weight.data_ptr()
+            or workspace[0][1] != weight.dtype
+        ):
             workspace = self._native_workspace_for(weight)
         if weight.requires_grad:
             return None
@@ -439,7 +443,7 @@ class Linear(Connection):
         if self.reduction == "none":
             return self.activation_potential(spikes), self.fold(self.trace)
         # W @ xᵀ reads the (O, I) weight contiguously: faster than F.linear's x @ Wᵀ.
-        torch.mm(weight, spikes.view(self.batch_size, -1).t(), out=product)
+        torch.mm(weight, slots[-1], out=product)
         return activation, trace
 
     def _native_workspace_for(self, weight: Tensor) -> tuple:
@@ -451,8 +455,10 @@ class Linear(Connection):
         product = torch.empty(n_out, batch, **like)
         activation = product.t().unsqueeze(1).unsqueeze(-1)  # (B, 1, O, 1)
         trace = trace_sums.expand(-1, -1, n_out).unsqueeze(-1)  # (B, 1, O, 1)
-        # each slot of the delay line as the (I, B) right-hand side of the product
+        # each slot of the delay line, then the undelayed spikes, as the (I, B) right-hand
+        # side of the product
         slots = [slot.view(batch, -1).t() for slot in self.spike_queue]
+        slots.append(spikes.view(batch, -1).t())
         key = (weight.data_ptr(), weight.dtype)
         workspace = (key, spikes, trace_sums, product, activation, trace, slots)
         self.__dict__["_native_workspace"] = workspace

@@ -142,6 +142,7 @@ class _Plan:
         "rows",
         "cols",
         "scalars",
+        "scratch",
         "extra",
         "last_input",
         "last_input_pointer",
@@ -154,6 +155,7 @@ class _Plan:
         self.key: Optional[tuple] = None
         self.args: Optional[tuple] = None
         self.scalars: Optional[Tensor] = None
+        self.scratch: Optional[Tensor] = None
         self.extra: Any = None
         self.last_input: Optional[Tensor] = None
         self.last_input_pointer = 0
@@ -401,6 +403,7 @@ def _neuron_plan(neuron, kind: str) -> _Plan:
         model = _MODEL_LIF_LINEAR if linear else _MODEL_LIF_EXPONENTIAL
     thresh_mode = (_UPDATE_LINEAR if linear else _UPDATE_EXPONENTIAL) if adaptive else _THRESH_FIXED
     uniform, scalars = plan.uniform_scalars(named, dtype)
+    plan.scratch = torch.empty(n, dtype=dtype)  # a non-contiguous input is gathered here
     pointer = {name: buffers[name].data_ptr() for name in names}
     rows = v_cell.shape[0]
     plan.args = (
@@ -429,6 +432,7 @@ def _neuron_plan(neuron, kind: str) -> _Plan:
         int(center.numel() == 1),
         uniform,
         scalars,
+        plan.scratch.data_ptr(),
     )
     plan.dtype, plan.shape, plan.numel = dtype, v_cell.shape, n
     plan.rows, plan.cols = rows, n // rows
