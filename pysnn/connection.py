@@ -415,9 +415,9 @@ class Linear(Connection):
         With ``"sum"`` the product is written into a buffer kept between steps and the returned
         activation and trace are the same live views at every step (clone them to keep them).
         """
-        if type(self) is not Linear or not self.uniform_delay:
-            return None
         weight = self._parameters["weight"]
+        if type(self) is not Linear or not self.uniform_delay or not weight.is_cpu:
+            return None
         workspace = self.__dict__.get("_native_workspace")
         if (
             workspace is None
@@ -425,9 +425,9 @@ class Linear(Connection):
             or workspace[0][1] != weight.dtype
         ):
             workspace = self._native_workspace_for(weight)
-        if weight.requires_grad:
-            return None
         _, spikes, trace_sums, product, activation, trace, slots = workspace
+        if weight.requires_grad or slots is None:
+            return None
         if self.reduction == "sum" and self.max_delay:
             # The spikes leaving the delay line are read where they are, before the kernel
             # overwrites their slot with this step's input: no copy of them is made.
@@ -459,6 +459,8 @@ class Linear(Connection):
         # side of the product
         slots = [slot.view(batch, -1).t() for slot in self.spike_queue]
         slots.append(spikes.view(batch, -1).t())
+        if self.spike_queue.dtype != weight.dtype or self.spike_queue.device != weight.device:
+            slots = None  # a weight converted on its own: leave it to the eager code
         key = (weight.data_ptr(), weight.dtype)
         workspace = (key, spikes, trace_sums, product, activation, trace, slots)
         self.__dict__["_native_workspace"] = workspace
