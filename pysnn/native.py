@@ -6,15 +6,27 @@ of the connection. pysnn therefore ships a small C extension, ``pysnn._native`` 
 ``setup.py`` when a C compiler is present; the package works without it), that performs the
 step of :class:`~pysnn.neuron.Input`, :class:`~pysnn.neuron.IFNeuron`,
 :class:`~pysnn.neuron.LIFNeuron`, :class:`~pysnn.neuron.AdaptiveLIFNeuron` and the presynaptic
-side of :class:`~pysnn.connection.Linear` (trace copy, delay line, spike store) in one pass over
-the cells, with the same arithmetic in the same order and precision as the eager code in
-:mod:`pysnn.functional`.
+side of :class:`~pysnn.connection.Linear` (trace copy, delay line, spike store, trace sums)
+in one pass over the cells, with the same arithmetic in the same order and precision as the
+eager code in :mod:`pysnn.functional` (the results are equal bit for bit; the tests check it).
+The learning rules of :mod:`pysnn.learning` use it to fill the factors of their matrix product.
 
 The fused path is taken only when every tensor involved is a contiguous ``float32`` or
 ``float64`` CPU tensor of the expected shape, the module is one of the classes above (not a
 subclass, which may override a step), and no input requires a gradient. Anything else — CUDA,
 ``float16``, broadcast inputs, subclasses, :class:`~pysnn.neuron.FedeNeuron`,
 :class:`~pysnn.connection.Conv2d` — runs the eager PyTorch code, which gives the same numbers.
+
+Each module keeps its checked kernel arguments between steps and only verifies, at every step,
+that its buffers are the same memory, that the settings the kernel reads (``update_type``,
+the refractory period, ``relax_to_center``) are unchanged, and that no parameter was modified in
+place (version counters). A parameter that holds one value for every cell is passed to the
+kernel as that value; so change parameters in place (``neuron.tau_v.fill_(0.8)``, indexing,
+``load_state_dict``) or by assigning a new tensor, not through ``.data``, which PyTorch does not
+count as a modification. The threshold is always read per cell.
+
+With ``reduction="sum"`` the fused :class:`~pysnn.connection.Linear` returns the same live
+output buffers at every step (as the traces always are): clone them to keep them.
 
 Set the environment variable ``PYSNN_NATIVE=0`` before importing pysnn, call
 :func:`set_enabled` ``(False)``, or use the :func:`disabled` context manager to force the eager
