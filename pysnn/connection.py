@@ -384,8 +384,10 @@ class Linear(Connection):
             ``(B, 1, O, 1)`` with ``"sum"``. The trace is a live view: clone it to keep it.
         """
         expected = (self.batch_size, 1, self.in_features)
-        self._check_input(x, expected, "x")
-        self._check_input(trace_in, expected, "trace_in")
+        if not isinstance(x, Tensor) or x.shape != expected:
+            self._check_input(x, expected, "x")
+        if not isinstance(trace_in, Tensor) or trace_in.shape != expected:
+            self._check_input(trace_in, expected, "trace_in")
         if native.enabled():
             fused = self._native_ingest(x, trace_in)
             if fused is not None:

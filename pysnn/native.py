@@ -187,6 +187,7 @@ class _Plan:
 
 _DATA_POINTER = Tensor.data_ptr
 _VERSION = attrgetter("_version")
+_empty, _BOOL = torch.empty, torch.bool
 
 
 def _versions(tensors: Sequence[Tensor]) -> Optional[tuple]:
@@ -199,7 +200,11 @@ def _versions(tensors: Sequence[Tensor]) -> Optional[tuple]:
 def _key(module, plan: _Plan, settings: tuple) -> tuple:
     """What the plan's validity depends on (see :class:`_Plan`), read without Python loops."""
     pointers = tuple(map(_DATA_POINTER, plan.names(module._buffers)))
-    return pointers, settings, _versions(plan.parameters)
+    try:
+        versions = tuple(map(_VERSION, plan.parameters))
+    except RuntimeError:  # inference tensors keep no version counter
+        versions = None
+    return pointers, settings, versions
 
 
 def _current_plan(module, settings: tuple, build, *arguments) -> Optional[_Plan]:
@@ -352,7 +357,7 @@ def neuron_step(neuron, x: Any, kind: str) -> Optional[Tensor]:
         if current is None:
             return None
         tail = (current.data_ptr(), *current.stride())
-    fired = torch.empty(plan.shape, dtype=torch.bool)
+    fired = _empty(plan.shape, dtype=_BOOL)
     _extension.neuron_step(*plan.args, *tail, fired.data_ptr())
     return fired
 
