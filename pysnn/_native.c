@@ -5,9 +5,9 @@
  * tensor size, and one neuron step is a dozen of them, each a separate pass over memory. These
  * kernels do the same arithmetic, in the same order and precision as the eager code in
  * pysnn/functional.py, in one pass over the cells: products and sums are rounded separately
- * (-ffp-contract=off), except where torch's addcmul_ rounds a multiply-add once (fma()). They receive raw data pointers;
- * pysnn/native.py checks every dtype, shape, device and layout before calling, and falls back to
- * the eager code for anything these kernels do not cover.
+ * (-ffp-contract=off), except where torch's addcmul_ rounds a multiply-add once (fma()). They
+ * receive raw data pointers; pysnn/native.py checks every dtype, shape, device and layout before
+ * calling, and falls back to the eager code for anything these kernels do not cover.
  *
  * Parameters that hold one value for every cell (the usual case) are passed as scalars
  * (`uniform` = 1, values in `scalars`) so that the kernel does not stream them from memory.
@@ -46,8 +46,8 @@
 #else
 #define ALWAYS_INLINE inline
 #endif
-/* One build runs on every x86-64 CPU and uses AVX2/AVX-512 where the CPU has them (GCC picks
- * the clone when the module loads); elsewhere the portable build is used. */
+/* One build runs on every x86-64 CPU and uses AVX2 + FMA (x86-64-v3) where the CPU has them (GCC
+ * picks the clone when the module loads); elsewhere the portable build is used. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define TARGET_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
@@ -321,9 +321,11 @@
         else if (uniform == 1 && linear)                                                          \
             NEURON_CALL(SUFFIX, MODEL_LIF_LINEAR, UPDATE_LINEAR, UPDATE_LINEAR, 1, 1);            \
         else if (uniform == 1 && !relax)                                                          \
-            NEURON_CALL(SUFFIX, MODEL_LIF_EXPONENTIAL, UPDATE_EXPONENTIAL, UPDATE_EXPONENTIAL, 0, 1);\
+            NEURON_CALL(SUFFIX, MODEL_LIF_EXPONENTIAL, UPDATE_EXPONENTIAL,                        \
+                        UPDATE_EXPONENTIAL, 0, 1);                                                \
         else if (uniform == 1)                                                                    \
-            NEURON_CALL(SUFFIX, MODEL_LIF_EXPONENTIAL, UPDATE_EXPONENTIAL, UPDATE_EXPONENTIAL, 1, 1);\
+            NEURON_CALL(SUFFIX, MODEL_LIF_EXPONENTIAL, UPDATE_EXPONENTIAL,                        \
+                        UPDATE_EXPONENTIAL, 1, 1);                                                \
         else if (uniform == 0 && model == MODEL_IF && linear)                                     \
             NEURON_CALL(SUFFIX, MODEL_IF, UPDATE_LINEAR, THRESH_FIXED, 0, 0);                     \
         else if (uniform == 0 && model == MODEL_IF)                                               \
@@ -337,9 +339,11 @@
         else if (uniform == 0 && linear)                                                          \
             NEURON_CALL(SUFFIX, MODEL_LIF_LINEAR, UPDATE_LINEAR, UPDATE_LINEAR, 1, 0);            \
         else if (uniform == 0 && !relax)                                                          \
-            NEURON_CALL(SUFFIX, MODEL_LIF_EXPONENTIAL, UPDATE_EXPONENTIAL, UPDATE_EXPONENTIAL, 0, 0);\
+            NEURON_CALL(SUFFIX, MODEL_LIF_EXPONENTIAL, UPDATE_EXPONENTIAL,                        \
+                        UPDATE_EXPONENTIAL, 0, 0);                                                \
         else                                                                                      \
-            NEURON_CALL(SUFFIX, MODEL_LIF_EXPONENTIAL, UPDATE_EXPONENTIAL, UPDATE_EXPONENTIAL, 1, 0);\
+            NEURON_CALL(SUFFIX, MODEL_LIF_EXPONENTIAL, UPDATE_EXPONENTIAL,                        \
+                        UPDATE_EXPONENTIAL, 1, 0);                                                \
         free(gathered);                                                                           \
         return 0;                                                                                 \
     }
