@@ -384,10 +384,8 @@ class Linear(Connection):
             ``(B, 1, O, 1)`` with ``"sum"``. The trace is a live view: clone it to keep it.
         """
         expected = (self.batch_size, 1, self.in_features)
-        if not isinstance(x, Tensor) or x.shape != expected:
-            self._check_input(x, expected, "x")
-        if not isinstance(trace_in, Tensor) or trace_in.shape != expected:
-            self._check_input(trace_in, expected, "trace_in")
+        self._check_input(x, expected, "x")
+        self._check_input(trace_in, expected, "trace_in")
         if native.enabled():
             fused = self._native_ingest(x, trace_in)
             if fused is not None:
@@ -444,8 +442,7 @@ class Linear(Connection):
             self._cursor = (self._cursor + 1) % self.max_delay
         if self.reduction == "none":
             return self.activation_potential(spikes), self.fold(self.trace)
-        # W @ xᵀ reads the (O, I) weight contiguously: faster than F.linear's x @ Wᵀ.
-        torch.mm(weight, slots[-1], out=product)
+        torch.mm(weight, slots[-1], out=product)  # W @ xᵀ, as in _weigh_and_sum
         return activation, trace
 
     def _native_workspace_for(self, weight: Tensor) -> tuple:

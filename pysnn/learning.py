@@ -297,6 +297,15 @@ class _Layer(Mapping):
         """Neuron tensor as ``(B, O, L)``."""
         return tensor.reshape(self.batch, self.n_post, self.positions).to(dtype)
 
+    def _flat_factors(self, pre4: Tensor, post3: Tensor) -> Tuple[Tensor, Tensor]:
+        """The factors of a product summed over batch and positions (N = B·L): ``(p, q)``, the
+        postsynaptic ``post3 (B, O, L)`` as ``(O, N)`` and the compact presynaptic ``pre4
+        (B, 1, K, L)`` as ``(N, K)``."""
+        n = self.batch * self.positions
+        p = post3.transpose(0, 1).reshape(self.n_post, n)
+        q = pre4[:, 0].transpose(1, 2).reshape(n, self.fan_in)
+        return p, q
+
     def correlate(
         self,
         pre: Tensor,
@@ -322,8 +331,7 @@ class _Layer(Mapping):
         n = self.batch * self.positions
         if compact:
             # Σ_{b,l} post[b,o,l]·pre[b,k,l] is one matrix product over the (b, l) axis.
-            p = post3.transpose(0, 1).reshape(self.n_post, n)
-            q = pre4[:, 0].transpose(1, 2).reshape(n, self.fan_in)
+            p, q = self._flat_factors(pre4, post3)
             return out.addmm_(p, q, beta=beta, alpha=alpha / n)
         # Per-synapse delays: the delayed spikes are genuinely (B, O, K, L).
         prod = torch.einsum("bokl,bol->ok", pre4, post3)
@@ -355,31 +363,27 @@ class _Layer(Mapping):
         if stack is None or stack.p.dtype != like.dtype or stack.p.device != like.device:
             stack = self._stacks[n_terms] = _Stack(self, n_terms, like)
         linear = self.type == "linear"
-        if linear and native.enabled():
-            arguments = self._native_stack_arguments(stack, terms)
-            if arguments is not None:
-                for t, (_, _, coef) in enumerate(terms):
-                    arguments[11 + 5 * t] = float(coef)
-                native.stack_terms(arguments)
-                if scale is not None:
-                    stack.p.mul_(scale.view(-1, 1, 1) if scale.dim() else scale)
-                return stack
-        for (pre, post, coef), p_term, q_term in zip(terms, stack.p_terms, stack.q_terms):
-            if linear:
-                post_view = post.reshape(self.batch, self.n_post)
-                pre_view = pre.select(1, 0)
-            else:
-                post_view = post.reshape(self.batch, self.n_post, self.positions).transpose(1, 2)
-                pre_view = pre.select(1, 0).transpose(1, 2)
-            torch.mul(post_view, coef, out=p_term)
-            q_term.copy_(pre_view)
+        if not (linear and native.enabled() and self._stack_natively(stack, terms)):
+            for (pre, post, coef), p_term, q_term in zip(terms, stack.p_terms, stack.q_terms):
+                if linear:
+                    post_view = post.reshape(self.batch, self.n_post)
+                    pre_view = pre.select(1, 0)
+                else:
+                    post_view = post.reshape(self.batch, self.n_post, self.positions)
+                    post_view = post_view.transpose(1, 2)
+                    pre_view = pre.select(1, 0).transpose(1, 2)
+                torch.mul(post_view, coef, out=p_term)
+                q_term.copy_(pre_view)
         if scale is not None:
             stack.p.mul_(scale.view(-1, 1, 1) if scale.dim() else scale)
         return stack
 
-    def _native_stack_arguments(self, stack: _Stack, terms: Sequence[tuple]) -> Optional[list]:
-        """The fused stacking kernel's arguments for these terms, checked once and kept while
-        the same tensors (same memory) are passed; None when the kernel does not apply."""
+    def _stack_natively(self, stack: _Stack, terms: Sequence[tuple]) -> bool:
+        """Fill ``stack`` with the fused kernel (Linear layers); False when it does not apply.
+
+        The kernel's arguments are checked once and kept while the same tensors (same memory)
+        are passed; only the coefficients change from step to step.
+        """
         sources = tuple(tensor for pre, post, _ in terms for tensor in (pre, post))
         pointers = tuple(tensor.data_ptr() for tensor in sources)
         cached = stack.native
@@ -393,12 +397,15 @@ class _Layer(Mapping):
                 (pre.select(1, 0), post.reshape(self.batch, self.n_post), coef)
                 for pre, post, coef in terms
             ]
-            cached = stack.native = (
-                sources,
-                pointers,
-                native.stack_arguments(stack.p, stack.q, views),
-            )
-        return cached[2]
+            arguments = native.stack_arguments(stack.p, stack.q, views)
+            cached = stack.native = (sources, pointers, arguments)
+        arguments = cached[2]
+        if arguments is None:
+            return False
+        for t, (_, _, coef) in enumerate(terms):
+            arguments[11 + 5 * t] = float(coef)
+        native.stack_terms(arguments)
+        return True
 
     def accumulate(
         self,
@@ -911,7 +918,8 @@ class MSTDPET(LearningRule):
                 # products that scale their output take an extra pass over it).
                 scale = layer.state_scale = layer.state_scale * self.e_trace_decay
                 e_trace.addmm_(stack.p_matrix, stack.q_matrix, alpha=1.0 / (n * scale))
-                layer.settle = lambda layer=layer: self._settle(layer)
+                if layer.settle is None:
+                    layer.settle = lambda layer=layer: self._settle(layer)
                 if scale < _RESCALE_BELOW:
                     self._settle(layer)
 
@@ -1046,9 +1054,7 @@ class FedeSTDP(LearningRule):
         products of the postsynaptic spikes ``(O, N)`` and the per-input terms ``(N, K)``,
         N = B·L."""
         n = layer.batch * layer.positions
-        spikes = layer._post3(layer.post_spikes, dtype)  # (B, O, L)
-        p = spikes.transpose(0, 1).reshape(layer.n_post, n)
-        q = normed[:, 0].transpose(1, 2).reshape(n, layer.fan_in)  # (N, K)
+        p, q = layer._flat_factors(normed, layer._post3(layer.post_spikes, dtype))
         ltp = torch.mm(p, q.exp(), out=layer.buffer("gated_ltp", layer.weight_matrix()))
         ltd = torch.mm(p, q.neg().add_(1.0).exp_(), out=layer.buffer("gated_ltd", ltp))
         # the a-terms count the spikes only: a·⟨s⟩ per postsynaptic neuron

@@ -125,7 +125,7 @@ def _fits(tensor: Tensor, dtype: torch.dtype, numel: int) -> bool:
         tensor.dtype == dtype
         and tensor.numel() == numel
         and tensor.is_contiguous()
-        and tensor.device.type == "cpu"
+        and tensor.is_cpu
         and not tensor.requires_grad
     )
 
@@ -200,11 +200,7 @@ def _versions(tensors: Sequence[Tensor]) -> Optional[tuple]:
 def _key(module, plan: _Plan, settings: tuple) -> tuple:
     """What the plan's validity depends on (see :class:`_Plan`), read without Python loops."""
     pointers = tuple(map(_DATA_POINTER, plan.names(module._buffers)))
-    try:
-        versions = tuple(map(_VERSION, plan.parameters))
-    except RuntimeError:  # inference tensors keep no version counter
-        versions = None
-    return pointers, settings, versions
+    return pointers, settings, _versions(plan.parameters)
 
 
 def _current_plan(module, settings: tuple, build, *arguments) -> Optional[_Plan]:
@@ -228,11 +224,8 @@ def _uniform_value(tensor: Tensor) -> Optional[float]:
 
 def _spike_input(x: Tensor, dtype: torch.dtype, numel: int) -> Optional[int]:
     """1 for a bool input, 0 for one of ``dtype``, None when the kernel cannot read it."""
-    if not x.is_cpu or x.requires_grad or x.numel() != numel or not x.is_contiguous():
-        return None
-    if x.dtype == torch.bool:
-        return 1
-    return 0 if x.dtype == dtype else None
+    is_bool = x.dtype == torch.bool
+    return int(is_bool) if _fits(x, torch.bool if is_bool else dtype, numel) else None
 
 
 def input_step(layer, x: Tensor) -> bool:
@@ -279,7 +272,6 @@ def ingest(
     cursor. ``out`` may be None when the caller has read the slot (the spikes leaving the line)
     itself. Returns False (nothing done) when the kernel does not apply.
     """
-
     settings = (
         None if out is None else out.data_ptr(),
         None if trace_sums is None else trace_sums.data_ptr(),
@@ -289,7 +281,7 @@ def ingest(
         return False
     if trace_in is not plan.last_input or trace_in.data_ptr() != plan.last_input_pointer:
         # usually the presynaptic layer's own trace buffer: checked once, then recognised
-        if _spike_input(trace_in, plan.dtype, plan.numel) != 0:
+        if not _fits(trace_in, plan.dtype, plan.numel):
             return False
         plan.last_input, plan.last_input_pointer = trace_in, trace_in.data_ptr()
     x_is_bool = _spike_input(x, plan.dtype, plan.numel)

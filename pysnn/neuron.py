@@ -215,8 +215,7 @@ class Input(BaseInput):
         :param x: input spikes (bool) or graded input, broadcastable to ``cells_shape``.
         :returns: ``(x, trace)``: the input as given and the live trace buffer.
         """
-        if not isinstance(x, Tensor) or x.shape != self.cells_shape:
-            _check_input_shape(x, self.cells_shape, "x", type(self).__name__)
+        _check_input_shape(x, self.cells_shape, "x", type(self).__name__)
         if native.enabled() and type(self) is Input and native.input_step(self, x):
             return x, self._buffers["trace"]
         self._trace_update(self.trace, self.convert_input(x), self.alpha_t, self.tau_t, self.dt)
