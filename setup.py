@@ -1,5 +1,6 @@
 """Packaging for pysnn: spiking neural networks with correlation-based learning on PyTorch."""
 
+import tempfile
 from pathlib import Path
 
 from setuptools import Extension, find_packages, setup
@@ -29,15 +30,40 @@ class BuildNative(build_ext):
 
     ``-ffp-contract=off`` rounds every multiply and add separately, as eager PyTorch does (the
     kernels call ``fma()`` where torch's ``addcmul_`` rounds once);
-    ``-fno-trapping-math`` lets comparisons be vectorised (results are unchanged). The extension
-    is optional: without a compiler pysnn installs and runs on its eager PyTorch code.
+    ``-fno-trapping-math`` lets comparisons be vectorised (results are unchanged); ``-fopenmp``
+    where the compiler links it. The extension is optional: without a compiler pysnn installs and runs on its eager PyTorch code.
     """
 
     def build_extensions(self):
         if self.compiler.compiler_type == "unix":
+            threads = ["-fopenmp"] if self._links_openmp() else []
             for extension in self.extensions:
                 extension.extra_compile_args += ["-O3", "-ffp-contract=off", "-fno-trapping-math"]
+                extension.extra_compile_args += threads
+                extension.extra_link_args += threads
         super().build_extensions()
+
+    def _links_openmp(self) -> bool:
+        """Whether the compiler builds and links a shared object with ``-fopenmp``.
+
+        The kernels then split large steps over the OpenMP threads; the libgomp they link is
+        the one PyTorch has already loaded (same soname), so both share one thread team.
+        """
+        with tempfile.TemporaryDirectory() as scratch:
+            source = Path(scratch) / "probe.c"
+            source.write_text(
+                "#include <omp.h>\nint probe(void) { return omp_get_max_threads(); }\n"
+            )
+            try:
+                objects = self.compiler.compile(
+                    [str(source)], output_dir=scratch, extra_postargs=["-fopenmp", "-fPIC"]
+                )
+                self.compiler.link_shared_object(
+                    objects, str(Path(scratch) / "probe.so"), extra_postargs=["-fopenmp"]
+                )
+            except Exception:  # any compiler or linker failure: build without threads
+                return False
+        return True
 
 
 NATIVE = Extension("pysnn._native", sources=["pysnn/_native.c"], optional=True)

@@ -19,6 +19,9 @@
 #include <stdint.h>
 #include <math.h>
 #include <stdlib.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 /* Voltage models (neuron_step `model`). */
 #define MODEL_IF 0
@@ -385,6 +388,58 @@ static int parse_args(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t expect
     return 0;
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Threads. When built with OpenMP (setup.py links the libgomp that PyTorch itself loads, so
+ * both share one warm thread team), a large step is split into contiguous blocks of rows, one
+ * per thread. Each value is computed by the same arithmetic whichever thread runs it, so the
+ * results do not depend on the number of threads. Below PARALLEL_GRAIN values per thread the
+ * hand-off costs more than it saves and the caller's thread does all the work. The team size
+ * follows torch.set_num_threads (PyTorch sets OpenMP's maximum).
+ * ------------------------------------------------------------------------------------------- */
+#define PARALLEL_GRAIN 4096
+
+static int team_size(Py_ssize_t values, Py_ssize_t rows)
+{
+#ifdef _OPENMP
+    if (omp_in_parallel())
+        return 1;
+    Py_ssize_t threads = omp_get_max_threads();
+    if (threads > values / PARALLEL_GRAIN)
+        threads = values / PARALLEL_GRAIN;
+    if (threads > rows)
+        threads = rows;
+    return threads < 1 ? 1 : (int)threads;
+#else
+    (void)values;
+    (void)rows;
+    return 1;
+#endif
+}
+
+#ifdef _OPENMP
+#define THREAD_INDEX() omp_get_thread_num()
+#define THREAD_COUNT() omp_get_num_threads()
+#else
+#define THREAD_INDEX() 0
+#define THREAD_COUNT() 1
+#endif
+
+/* The first row of block `part` of `parts` over `rows` rows, rounded down to a multiple of
+ * `align` rows (so that blocks do not share cache lines of byte-sized arrays). */
+static Py_ssize_t block_start(Py_ssize_t rows, int part, int parts, Py_ssize_t align)
+{
+    if (part >= parts)
+        return rows;
+    Py_ssize_t start = (Py_ssize_t)((double)rows * part / parts);
+    return start - start % align;
+}
+
+/* A pointer moved by `count` elements of `size` bytes (NULL stays NULL). */
+static void *advance(void *pointer, Py_ssize_t count, Py_ssize_t size)
+{
+    return pointer == NULL ? NULL : (void *)((char *)pointer + count * size);
+}
+
 #define AS_SIZE(p) ((Py_ssize_t)(intptr_t)(p))
 #define AS_INT(p) ((int)(intptr_t)(p))
 #define AS_LONG(p) ((long)(intptr_t)(p))
@@ -400,12 +455,26 @@ static PyObject *py_input_step(PyObject *self, PyObject *const *args, Py_ssize_t
     (void)self;
     if (parse_args(args, nargs, 12, "input_step", a) < 0)
         return NULL;
-    if (AS_INT(a[1]))
-        input_step_f64(AS_SIZE(a[0]), a[10], AS_INT(a[11]), a[2], a[3], a[4], a[5], a[6],
-                       AS_INT(a[7]), AS_INT(a[8]), a[9]);
-    else
-        input_step_f32(AS_SIZE(a[0]), a[10], AS_INT(a[11]), a[2], a[3], a[4], a[5], a[6],
-                       AS_INT(a[7]), AS_INT(a[8]), a[9]);
+    const Py_ssize_t n = AS_SIZE(a[0]);
+    const int is_double = AS_INT(a[1]), x_is_bool = AS_INT(a[11]);
+    const Py_ssize_t size = is_double ? 8 : 4, x_size = x_is_bool ? 1 : size;
+    const int threads = team_size(n, n / 64);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        const int part = THREAD_INDEX(), parts = THREAD_COUNT();
+        const Py_ssize_t begin = block_start(n, part, parts, 64);
+        const Py_ssize_t count = block_start(n, part + 1, parts, 64) - begin;
+        /* alpha and tau hold one value per cell unless `uniform` (then unread) */
+        void *x = advance(a[10], begin, x_size), *trace = advance(a[2], begin, size);
+        void *alpha = advance(a[3], begin, size), *tau = advance(a[4], begin, size);
+        void *spikes = advance(a[6], begin, 1);
+        if (is_double)
+            input_step_f64(count, x, x_is_bool, trace, alpha, tau, a[5], spikes, AS_INT(a[7]),
+                           AS_INT(a[8]), a[9]);
+        else
+            input_step_f32(count, x, x_is_bool, trace, alpha, tau, a[5], spikes, AS_INT(a[7]),
+                           AS_INT(a[8]), a[9]);
+    }
     Py_RETURN_NONE;
 }
 
@@ -417,12 +486,27 @@ static PyObject *py_ingest(PyObject *self, PyObject *const *args, Py_ssize_t nar
     (void)self;
     if (parse_args(args, nargs, 11, "ingest", a) < 0)
         return NULL;
-    if (AS_INT(a[2]))
-        ingest_f64(AS_SIZE(a[0]), AS_SIZE(a[1]), a[8], AS_INT(a[9]), a[10], a[3], a[7], a[4],
-                   a[5], a[6]);
-    else
-        ingest_f32(AS_SIZE(a[0]), AS_SIZE(a[1]), a[8], AS_INT(a[9]), a[10], a[3], a[7], a[4],
-                   a[5], a[6]);
+    const Py_ssize_t rows = AS_SIZE(a[0]), cols = AS_SIZE(a[1]);
+    const int is_double = AS_INT(a[2]), x_is_bool = AS_INT(a[9]);
+    const Py_ssize_t size = is_double ? 8 : 4, x_size = x_is_bool ? 1 : size;
+    const int threads = team_size(rows * cols, rows);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        const int part = THREAD_INDEX(), parts = THREAD_COUNT();
+        const Py_ssize_t first = block_start(rows, part, parts, 1);
+        const Py_ssize_t count = block_start(rows, part + 1, parts, 1) - first;
+        const Py_ssize_t begin = first * cols;
+        void *x = advance(a[8], begin, x_size), *trace_in = advance(a[10], begin, size);
+        void *pre_trace = advance(a[3], begin, size), *slot = advance(a[7], begin, size);
+        void *out = advance(a[4], begin, size), *pre_spikes = advance(a[5], begin, 1);
+        void *sums = advance(a[6], first, size);
+        if (is_double)
+            ingest_f64(count, cols, x, x_is_bool, trace_in, pre_trace, slot, out, pre_spikes,
+                       sums);
+        else
+            ingest_f32(count, cols, x, x_is_bool, trace_in, pre_trace, slot, out, pre_spikes,
+                       sums);
+    }
     Py_RETURN_NONE;
 }
 
@@ -438,16 +522,36 @@ static PyObject *py_neuron_step(PyObject *self, PyObject *const *args, Py_ssize_
     (void)self;
     if (parse_args(args, nargs, 30, "neuron_step", a) < 0)
         return NULL;
+    const Py_ssize_t rows = AS_SIZE(a[0]), cols = AS_SIZE(a[1]);
+    const Py_ssize_t in_row_stride = AS_SIZE(a[27]);
+    const int is_double = AS_INT(a[2]), center_is_scalar = AS_INT(a[22]);
+    const Py_ssize_t size = is_double ? 8 : 4;
+    const int threads = team_size(rows * cols, rows);
+    status = 0;
+#pragma omp parallel num_threads(threads) if (threads > 1) reduction(| : status)
+    {
+        const int part = THREAD_INDEX(), parts = THREAD_COUNT();
+        const Py_ssize_t first = block_start(rows, part, parts, 1);
+        const Py_ssize_t count = block_start(rows, part + 1, parts, 1) - first;
+        const Py_ssize_t begin = first * cols;
+        /* per-cell arrays (the parameters too: unread when `uniform`); v_rest and dt are
+         * scalars, the threshold centre is one unless `center_is_scalar` is 0 */
+#define CELLS(k) advance(a[k], begin, size)
+        void *center = center_is_scalar ? a[21] : CELLS(21);
+        void *in = advance(a[26], first * in_row_stride, size);
 #define NEURON_ARGS                                                                               \
-    AS_SIZE(a[0]), AS_SIZE(a[1]), a[26], AS_SIZE(a[27]), AS_SIZE(a[28]), AS_INT(a[3]),            \
-        AS_INT(a[4]), AS_INT(a[5]), AS_INT(a[6]), AS_LONG(a[7]), a[8], a[9], a[10], a[11], a[12], \
-        a[13], a[14], a[15], a[29], a[16], a[17], a[18], a[19], a[20], a[21], AS_INT(a[22]),      \
-        AS_INT(a[23]), a[24], a[25]
-    if (AS_INT(a[2]))
-        status = neuron_step_f64(NEURON_ARGS);
-    else
-        status = neuron_step_f32(NEURON_ARGS);
+    count, cols, in, in_row_stride, AS_SIZE(a[28]), AS_INT(a[3]), AS_INT(a[4]), AS_INT(a[5]),     \
+        AS_INT(a[6]), AS_LONG(a[7]), CELLS(8), CELLS(9), a[10], CELLS(11), CELLS(12), a[13],      \
+        advance(a[14], begin, 4), advance(a[15], begin, 1), advance(a[29], begin, 1), CELLS(16),  \
+        CELLS(17), CELLS(18), CELLS(19), CELLS(20), center, center_is_scalar, AS_INT(a[23]),      \
+        a[24], CELLS(25)
+        if (is_double)
+            status |= neuron_step_f64(NEURON_ARGS);
+        else
+            status |= neuron_step_f32(NEURON_ARGS);
 #undef NEURON_ARGS
+#undef CELLS
+    }
     if (status != 0)
         return PyErr_NoMemory();
     Py_RETURN_NONE;
@@ -514,4 +618,18 @@ static struct PyModuleDef module = {
     NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__native(void)
+{
+    PyObject *extension = PyModule_Create(&module);
+#ifdef _OPENMP
+    const long openmp = 1;
+#else
+    const long openmp = 0;
+#endif
+    /* whether large steps are split over threads (see team_size) */
+    if (extension != NULL && PyModule_AddIntConstant(extension, "openmp", openmp) < 0) {
+        Py_DECREF(extension);
+        return NULL;
+    }
+    return extension;
+}

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -1086,3 +1087,77 @@ def test_state_dict_round_trip_mid_run(calls):
     assert_same_chain(fresh_eager, a, "end")
     assert fired > 0
     assert calls["neuron_step"] == 15 + 20 + 20
+
+
+# -- threads ------------------------------------------------------------------------------------
+# A step of more than 2 × 4096 values is split into blocks of rows, one per OpenMP thread (when
+# the extension is built with OpenMP). 9995 values: blocks of 2 and 3 batch rows, and an Input
+# split that is not at a row boundary.
+BIG_B, BIG_N = 5, 1999
+BIG_CELLS = (BIG_B, 1, BIG_N)
+
+
+@contextmanager
+def torch_threads(count):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@needs_native
+def test_extension_reports_openmp():
+    assert native._extension.openmp in (0, 1)
+    if sys.platform.startswith("linux") and os.environ.get("CI"):
+        assert native._extension.openmp == 1  # setup.py links libgomp on the CI machines
+
+
+@needs_native
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("kind", KINDS)
+def test_large_neuron_matches_eager_on_any_number_of_threads(calls, kind, threads):
+    with torch_threads(threads):
+        a = make_neuron(kind, "exponential", True, 2, cells=BIG_CELLS)
+        b = make_neuron(kind, "exponential", True, 2, cells=BIG_CELLS)
+        gen = generator(40)
+        fired = run_neuron_pair(
+            a, b, lambda _: neuron_input(gen, "transposed", torch.float32, BIG_CELLS), steps=12
+        )
+    assert calls["neuron_step"] == 12
+    assert 0 < fired < 12 * a.v_cell.numel()
+
+
+@needs_native
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("graded", [False, True], ids=["bool", "graded"])
+def test_large_input_matches_eager_on_any_number_of_threads(calls, graded, threads):
+    with torch_threads(threads):
+        a, b = make_input("exponential", True, BIG_CELLS), make_input(
+            "exponential", True, BIG_CELLS
+        )
+        gen = generator(41)
+        run_input_pair(
+            a, b, lambda _: input_spikes(gen, graded, torch.float32, BIG_CELLS), steps=12
+        )
+    assert calls["input_step"] == 12
+
+
+@needs_native
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("reduction", ["none", "sum"])
+@pytest.mark.parametrize("delay", [0, 3])
+def test_large_linear_matches_eager_on_any_number_of_threads(calls, delay, reduction, threads):
+    with torch_threads(threads):
+        a = make_linear(delay, reduction, in_features=BIG_N, out_features=7, batch=BIG_B)
+        b = make_linear(delay, reduction, in_features=BIG_N, out_features=7, batch=BIG_B)
+        gen = generator(42)
+        run_linear_pair(
+            a,
+            b,
+            lambda _: linear_inputs(gen, False, torch.float32, BIG_B, BIG_N),
+            reduction,
+            steps=12,
+        )
+    assert calls["ingest"] == 12
