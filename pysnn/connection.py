@@ -157,7 +157,6 @@ class Connection(nn.Module):
     def _apply(self, fn, recurse=True):
         # The fused kernels' cached buffers and checks belong to the old tensors.
         self.__dict__.pop("_native_plan", None)
-        self.__dict__.pop("_native_workspace", None)
         # Converting an expanded view would materialise it; convert the compact state only.
         for name in _VIEW_BUFFERS:
             self._buffers.pop(name, None)
@@ -383,13 +382,13 @@ class Linear(Connection):
         :returns: ``(activation, trace)``, each ``(B, 1, O, I)`` with ``reduction="none"`` or
             ``(B, 1, O, 1)`` with ``"sum"``. The trace is a live view: clone it to keep it.
         """
+        if native._enabled and type(self) is Linear and self.uniform_delay:
+            fused = native.linear_step(self, x, trace_in)
+            if fused is not None:
+                return fused
         expected = (self.batch_size, 1, self.in_features)
         self._check_input(x, expected, "x")
         self._check_input(trace_in, expected, "trace_in")
-        if native.enabled():
-            fused = self._native_ingest(x, trace_in)
-            if fused is not None:
-                return fused
         self.pre_trace.copy_(trace_in)
         spikes = self.propagate_spike(self.convert_spikes(x))
         if self.reduction == "none":
@@ -406,64 +405,6 @@ class Linear(Connection):
         # W @ xᵀ reads the (O, I) weight contiguously: faster than F.linear's x @ Wᵀ.
         summed = torch.matmul(self.weight, spikes.view(self.batch_size, -1).t()).t()
         return summed.unsqueeze(1)
-
-    def _native_ingest(self, x: Tensor, trace_in: Tensor) -> Optional[Tuple[Tensor, Tensor]]:
-        """The step with the presynaptic side (trace copy, delay line, spike store and, for
-        ``"sum"``, the trace sums) in one fused kernel; uniform delays on CPU only (see
-        :mod:`pysnn.native`). None, with nothing changed, when the kernel does not apply.
-
-        With ``"sum"`` the product is written into a buffer kept between steps and the returned
-        activation and trace are the same live views at every step (clone them to keep them).
-        """
-        weight = self._parameters["weight"]
-        if type(self) is not Linear or not self.uniform_delay or not weight.is_cpu:
-            return None
-        workspace = self.__dict__.get("_native_workspace")
-        if (
-            workspace is None
-            or workspace[0][0] != weight.data_ptr()
-            or workspace[0][1] != weight.dtype
-        ):
-            workspace = self._native_workspace_for(weight)
-        _, spikes, trace_sums, product, activation, trace, slots = workspace
-        if weight.requires_grad or slots is None:
-            return None
-        if self.reduction == "sum" and self.max_delay:
-            # The spikes leaving the delay line are read where they are, before the kernel
-            # overwrites their slot with this step's input: no copy of them is made.
-            torch.mm(weight, slots[self._cursor], out=product)
-            if not native.ingest(self, x, trace_in, None, trace_sums):
-                return None
-            self._cursor = (self._cursor + 1) % self.max_delay
-            return activation, trace
-        if not native.ingest(self, x, trace_in, spikes, trace_sums):
-            return None
-        if self.max_delay:
-            self._cursor = (self._cursor + 1) % self.max_delay
-        if self.reduction == "none":
-            return self.activation_potential(spikes), self.fold(self.trace)
-        torch.mm(weight, slots[-1], out=product)  # W @ xᵀ, as in _weigh_and_sum
-        return activation, trace
-
-    def _native_workspace_for(self, weight: Tensor) -> tuple:
-        """Buffers of the fused path (and views of them), kept until the weight moves."""
-        batch, n_out = self.batch_size, self.out_features
-        like = dict(dtype=weight.dtype, device=weight.device)
-        spikes = torch.empty(batch, 1, self.in_features, **like)
-        trace_sums = torch.empty(batch, 1, 1, **like)
-        product = torch.empty(n_out, batch, **like)
-        activation = product.t().unsqueeze(1).unsqueeze(-1)  # (B, 1, O, 1)
-        trace = trace_sums.expand(-1, -1, n_out).unsqueeze(-1)  # (B, 1, O, 1)
-        # each slot of the delay line, then the undelayed spikes, as the (I, B) right-hand
-        # side of the product
-        slots = [slot.view(batch, -1).t() for slot in self.spike_queue]
-        slots.append(spikes.view(batch, -1).t())
-        if self.spike_queue.dtype != weight.dtype or self.spike_queue.device != weight.device:
-            slots = None  # a weight converted on its own: leave it to the eager code
-        key = (weight.data_ptr(), weight.dtype)
-        workspace = (key, spikes, trace_sums, product, activation, trace, slots)
-        self.__dict__["_native_workspace"] = workspace
-        return workspace
 
     def extra_repr(self) -> str:
         return (

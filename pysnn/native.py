@@ -116,7 +116,6 @@ _SCALAR_SLOTS = (
     "thresh_center",
 )
 _INPUT_BUFFERS = ("trace", "alpha_t", "tau_t", "dt", "spikes")
-_INGEST_BUFFERS = ("pre_trace", "pre_spikes", "spike_queue")
 
 
 def _fits(tensor: Tensor, dtype: torch.dtype, numel: int) -> bool:
@@ -187,7 +186,7 @@ class _Plan:
 
 _DATA_POINTER = Tensor.data_ptr
 _VERSION = attrgetter("_version")
-_empty, _BOOL = torch.empty, torch.bool
+_empty, _mm, _BOOL = torch.empty, torch.mm, torch.bool
 
 
 def _versions(tensors: Sequence[Tensor]) -> Optional[tuple]:
@@ -231,12 +230,18 @@ def _spike_input(x: Tensor, dtype: torch.dtype, numel: int) -> Optional[int]:
 def input_step(layer, x: Tensor) -> bool:
     """Fused :meth:`pysnn.neuron.Input.forward` body; returns False when it does not apply."""
     plan = _current_plan(layer, (layer.__dict__["update_type"],), _input_plan, layer)
-    if plan is None:
+    if plan is None or not isinstance(x, Tensor):
         return False
-    x_is_bool = _spike_input(x, plan.dtype, plan.numel)
-    if x_is_bool is None:
+    is_bool = x.dtype is _BOOL
+    if not (
+        (is_bool or x.dtype is plan.dtype)
+        and x.shape == plan.shape  # an input that only broadcasts to the cells: eager code
+        and x.is_contiguous()
+        and x.is_cpu
+        and not x.requires_grad
+    ):
         return False
-    _extension.input_step(*plan.args, x.data_ptr(), x_is_bool)
+    _extension.input_step(*plan.args, x.data_ptr(), is_bool)
     return True
 
 
@@ -256,66 +261,159 @@ def _input_plan(layer) -> _Plan:
     uniform, scalars = plan.uniform_scalars({"alpha_t": alpha_t, "tau_t": tau_t}, trace.dtype)
     pointers = [buffers[name].data_ptr() for name in _INPUT_BUFFERS]
     plan.args = (n, code, *pointers, mode, uniform, scalars)
-    plan.dtype, plan.numel = trace.dtype, n
+    plan.dtype, plan.numel, plan.shape = trace.dtype, n, trace.shape
     return plan
 
 
-def ingest(
-    connection, x: Tensor, trace_in: Tensor, out: Optional[Tensor], trace_sums: Optional[Tensor]
-) -> bool:
-    """Fused presynaptic side of :class:`pysnn.connection.Linear` with a uniform delay.
+_LINEAR_BUFFERS = itemgetter("pre_trace", "pre_spikes", "spike_queue")
 
-    Copies ``trace_in`` into ``pre_trace``; pushes ``x`` into the delay line (the connection's
-    ``spike_queue`` at its cursor, when it has a delay) and writes what leaves it into ``out``;
-    stores those spikes (as bool) in ``pre_spikes``; writes the sum of each batch element's
-    trace into ``trace_sums`` (shape ``(B, 1, 1)``, or None to skip). The caller advances the
-    cursor. ``out`` may be None when the caller has read the slot (the spikes leaving the line)
-    itself. Returns False (nothing done) when the kernel does not apply.
+
+class _LinearPlan:
+    """Checked arguments and kept buffers of a :class:`~pysnn.connection.Linear`'s fused step.
+
+    ``key``: the data pointers of the buffers the kernel writes and of the weight, whether the
+    weight requires a gradient, and the settings read (reduction, delay). ``args`` are the
+    ingest kernel's fixed leading arguments (None: eager code). With ``"sum"`` the product
+    ``W @ xᵀ`` is written into ``product`` (O, B) and ``outputs`` are the live ``(B, 1, O, 1)``
+    views returned at every step.
     """
-    settings = (
-        None if out is None else out.data_ptr(),
-        None if trace_sums is None else trace_sums.data_ptr(),
+
+    __slots__ = (
+        "key",
+        "args",
+        "dtype",
+        "input_shape",
+        "numel",
+        "slots",
+        "slot_views",
+        "spikes",
+        "spikes_view",
+        "product",
+        "outputs",
+        "summed",
+        "max_delay",
+        "last_input",
+        "last_input_pointer",
     )
-    plan = _current_plan(connection, settings, _ingest_plan, connection, out, trace_sums)
-    if plan is None:
-        return False
+
+    def __init__(self, key: tuple) -> None:
+        self.key = key
+        self.args: Optional[tuple] = None
+        self.last_input: Optional[Tensor] = None
+        self.last_input_pointer = 0
+
+
+def _linear_key(connection, weight: Tensor) -> tuple:
+    attributes = connection.__dict__
+    return (
+        tuple(map(_DATA_POINTER, _LINEAR_BUFFERS(connection._buffers))),
+        weight.data_ptr(),
+        weight.requires_grad,
+        attributes["reduction"],
+        attributes["max_delay"],
+        attributes["uniform_delay"],
+    )
+
+
+def linear_step(connection, x: Tensor, trace_in: Tensor) -> Optional[Tuple[Tensor, Tensor]]:
+    """Fused step of a :class:`~pysnn.connection.Linear` (exact class) with a uniform delay.
+
+    One kernel copies ``trace_in`` into ``pre_trace``, pushes ``x`` into the delay line (the
+    ``spike_queue`` slot at the cursor), stores the spikes leaving it in ``pre_spikes`` and, for
+    ``"sum"``, each batch element's trace sum; ``"sum"`` then takes ``W @ xᵀ`` into a kept
+    buffer (with a delay, from the delay-line slot in place, before the kernel overwrites it).
+
+    :returns: the step's ``(activation, trace)``, or None (nothing done) when the fused path
+        does not apply (then the eager code runs, and raises for bad input).
+    """
+    weight = connection._parameters["weight"]
+    key = _linear_key(connection, weight)
+    plan = connection.__dict__.get("_native_plan")
+    if plan is None or plan.key != key:
+        plan = _linear_plan(connection, weight, key)
+        connection.__dict__["_native_plan"] = plan
+    if plan.args is None:
+        return None
+    if not isinstance(x, Tensor):
+        return None
+    is_bool = x.dtype is _BOOL
+    if not (
+        (is_bool or x.dtype is plan.dtype)
+        and x.shape == plan.input_shape
+        and x.is_contiguous()
+        and x.is_cpu
+        and not x.requires_grad
+    ):
+        return None
     if trace_in is not plan.last_input or trace_in.data_ptr() != plan.last_input_pointer:
         # usually the presynaptic layer's own trace buffer: checked once, then recognised
-        if not _fits(trace_in, plan.dtype, plan.numel):
-            return False
+        if not (
+            isinstance(trace_in, Tensor)
+            and trace_in.shape == plan.input_shape
+            and _fits(trace_in, plan.dtype, plan.numel)
+        ):
+            return None
         plan.last_input, plan.last_input_pointer = trace_in, trace_in.data_ptr()
-    x_is_bool = _spike_input(x, plan.dtype, plan.numel)
-    if x_is_bool is None:
-        return False
-    slot = plan.extra[connection._cursor] if plan.extra else None
-    _extension.ingest(*plan.args, slot, x.data_ptr(), x_is_bool, plan.last_input_pointer)
-    return True
+    cursor = connection._cursor
+    if plan.summed and plan.max_delay:
+        # the spikes leaving the delay line are read where they are, before the kernel
+        # overwrites their slot with this step's input
+        _mm(weight, plan.slot_views[cursor], out=plan.product)
+        _extension.ingest(
+            *plan.args, plan.slots[cursor], x.data_ptr(), is_bool, plan.last_input_pointer
+        )
+    else:
+        slot = plan.slots[cursor] if plan.max_delay else None
+        _extension.ingest(*plan.args, slot, x.data_ptr(), is_bool, plan.last_input_pointer)
+        if plan.summed:
+            _mm(weight, plan.spikes_view, out=plan.product)  # W @ xᵀ reads W contiguously
+    if plan.max_delay:
+        connection._cursor = (cursor + 1) % plan.max_delay
+    if plan.summed:
+        return plan.outputs
+    return connection.activation_potential(plan.spikes), connection.fold(connection.trace)
 
 
-def _ingest_plan(connection, out: Optional[Tensor], trace_sums: Optional[Tensor]) -> _Plan:
+def _linear_plan(connection, weight: Tensor, key: tuple) -> _LinearPlan:
+    plan = _LinearPlan(key)
     buffers = connection._buffers
-    pre_trace, pre_spikes, queue = (buffers[name] for name in _INGEST_BUFFERS)
-    plan = _Plan(_INGEST_BUFFERS, ())
+    pre_trace, pre_spikes, queue = _LINEAR_BUFFERS(buffers)
     dtype = pre_trace.dtype
     code = _DTYPE_CODES.get(dtype)
-    n = pre_trace.numel()
-    rows = pre_trace.shape[0]
-    if code is None or not (
-        _fits(pre_trace, dtype, n)
-        and (out is None or _fits(out, dtype, n))
-        and _fits(pre_spikes, torch.bool, n)
-        and _fits(queue, dtype, queue.numel())
-        and queue.numel() == connection.max_delay * n
-        and (trace_sums is None or _fits(trace_sums, dtype, rows))
+    n, rows = pre_trace.numel(), pre_trace.shape[0]
+    if (
+        code is None
+        or not connection.uniform_delay
+        or weight.requires_grad
+        or weight.dtype != dtype
+        or not weight.is_cpu
+        or not (
+            _fits(pre_trace, dtype, n)
+            and _fits(pre_spikes, _BOOL, n)
+            and _fits(queue, dtype, connection.max_delay * n)
+        )
     ):
         return plan
-    # the delay line's slot k for every cursor position k
-    plan.extra = tuple(queue[k].data_ptr() for k in range(connection.max_delay))
+    batch, n_out = connection.batch_size, connection.out_features
+    spikes = torch.empty(batch, 1, connection.in_features, dtype=dtype)
+    plan.spikes, plan.spikes_view = spikes, spikes.view(batch, -1).t()  # (I, B) operand
+    plan.summed = connection.reduction == "sum"
+    plan.max_delay = connection.max_delay
+    # the delay line's slot for every cursor position, as pointers and as (I, B) operands
+    plan.slots = tuple(queue[k].data_ptr() for k in range(plan.max_delay))
+    plan.slot_views = tuple(slot.view(batch, -1).t() for slot in queue)
+    trace_sums = None
+    if plan.summed:
+        trace_sums = torch.empty(batch, 1, 1, dtype=dtype)
+        plan.product = torch.empty(n_out, batch, dtype=dtype)
+        activation = plan.product.t().unsqueeze(1).unsqueeze(-1)  # (B, 1, O, 1)
+        trace = trace_sums.expand(-1, -1, n_out).unsqueeze(-1)  # (B, 1, O, 1)
+        plan.outputs = (activation, trace)
+    # with "sum" and a delay the product reads the slot itself: the kernel stores no copy
+    out = None if plan.summed and plan.max_delay else spikes.data_ptr()
     sums = None if trace_sums is None else trace_sums.data_ptr()
-    out_pointer = None if out is None else out.data_ptr()
-    plan.args = (rows, n // rows, code, pre_trace.data_ptr(), out_pointer)
-    plan.args += (pre_spikes.data_ptr(), sums)
-    plan.dtype, plan.numel = dtype, n
+    plan.args = (rows, n // rows, code, pre_trace.data_ptr(), out, pre_spikes.data_ptr(), sums)
+    plan.dtype, plan.input_shape, plan.numel = dtype, tuple(pre_trace.shape), n
     return plan
 
 

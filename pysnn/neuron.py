@@ -215,9 +215,9 @@ class Input(BaseInput):
         :param x: input spikes (bool) or graded input, broadcastable to ``cells_shape``.
         :returns: ``(x, trace)``: the input as given and the live trace buffer.
         """
-        _check_input_shape(x, self.cells_shape, "x", type(self).__name__)
-        if native.enabled() and type(self) is Input and native.input_step(self, x):
+        if native._enabled and type(self) is Input and native.input_step(self, x):
             return x, self._buffers["trace"]
+        _check_input_shape(x, self.cells_shape, "x", type(self).__name__)
         self._trace_update(self.trace, self.convert_input(x), self.alpha_t, self.tau_t, self.dt)
         self.spikes.copy_(x)
         return x, self.trace
@@ -405,7 +405,7 @@ class BaseNeuron(_StateMixin, nn.Module):
             (updated in place on the next step; clone it to keep it).
         """
         kind = type(self).__dict__.get("_native_kind")
-        if kind is not None and native.enabled():
+        if kind is not None and native._enabled:
             fired = native.neuron_step(self, x, kind)
             if fired is not None:
                 if self.store_trace:
