@@ -18,7 +18,9 @@
 #include <Python.h>
 #include <stdint.h>
 #include <math.h>
+#include <limits.h>
 #include <stdlib.h>
+#include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -480,34 +482,122 @@ static PyObject *py_input_step(PyObject *self, PyObject *const *args, Py_ssize_t
 
 /* ingest(rows, cols, is_double, pre_trace, out, pre_spikes, trace_sums,
  *        slot, x, x_is_bool, trace_in) */
+/* One thread's block of rows of the ingest step; `a` holds ingest's 11 arguments. */
+static void ingest_block(void *const *a, int part, int parts)
+{
+    const Py_ssize_t rows = AS_SIZE(a[0]), cols = AS_SIZE(a[1]);
+    const int is_double = AS_INT(a[2]), x_is_bool = AS_INT(a[9]);
+    const Py_ssize_t size = is_double ? 8 : 4, x_size = x_is_bool ? 1 : size;
+    const Py_ssize_t first = block_start(rows, part, parts, 1);
+    const Py_ssize_t count = block_start(rows, part + 1, parts, 1) - first;
+    const Py_ssize_t begin = first * cols;
+    void *x = advance(a[8], begin, x_size), *trace_in = advance(a[10], begin, size);
+    void *pre_trace = advance(a[3], begin, size), *slot = advance(a[7], begin, size);
+    void *out = advance(a[4], begin, size), *pre_spikes = advance(a[5], begin, 1);
+    void *sums = advance(a[6], first, size);
+    if (is_double)
+        ingest_f64(count, cols, x, x_is_bool, trace_in, pre_trace, slot, out, pre_spikes, sums);
+    else
+        ingest_f32(count, cols, x, x_is_bool, trace_in, pre_trace, slot, out, pre_spikes, sums);
+}
+
+/* ingest(rows, cols, is_double, pre_trace, out, pre_spikes, trace_sums,
+ *        slot, x, x_is_bool, trace_in) */
 static PyObject *py_ingest(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     void *a[11];
     (void)self;
     if (parse_args(args, nargs, 11, "ingest", a) < 0)
         return NULL;
-    const Py_ssize_t rows = AS_SIZE(a[0]), cols = AS_SIZE(a[1]);
-    const int is_double = AS_INT(a[2]), x_is_bool = AS_INT(a[9]);
-    const Py_ssize_t size = is_double ? 8 : 4, x_size = x_is_bool ? 1 : size;
-    const int threads = team_size(rows * cols, rows);
+    const int threads = team_size(AS_SIZE(a[0]) * AS_SIZE(a[1]), AS_SIZE(a[0]));
 #pragma omp parallel num_threads(threads) if (threads > 1)
+    ingest_block(a, THREAD_INDEX(), THREAD_COUNT());
+    Py_RETURN_NONE;
+}
+
+/* The Fortran BLAS ?gemm_ PyTorch itself calls (column-major; the two trailing lengths of the
+ * character arguments are ignored by BLAS builds that do not expect them). */
+typedef void (*sgemm_function)(const char *, const char *, const int *, const int *, const int *,
+                               const float *, const float *, const int *, const float *,
+                               const int *, const float *, float *, const int *, size_t, size_t);
+typedef void (*dgemm_function)(const char *, const char *, const int *, const int *, const int *,
+                               const double *, const double *, const int *, const double *,
+                               const int *, const double *, double *, const int *, size_t,
+                               size_t);
+
+/* Convert `values` spikes (bool, or already of the float type) into `operand`. */
+static void store_operand(char *operand, const void *x, int x_is_bool, int is_double,
+                          Py_ssize_t values)
+{
+    if (!x_is_bool)
+        memcpy(operand, x, (size_t)(values * (is_double ? 8 : 4)));
+    else if (is_double)
+        for (Py_ssize_t i = 0; i < values; ++i)
+            ((double *)operand)[i] = (double)((const uint8_t *)x)[i];
+    else
+        for (Py_ssize_t i = 0; i < values; ++i)
+            ((float *)operand)[i] = (float)((const uint8_t *)x)[i];
+}
+
+/* ingest_product(the 11 arguments of ingest, with out None, cursor,
+ *                gemm, weight, n_out, product, operands, capacity, depth)
+ *
+ * The whole "sum" step of a Linear connection on all threads at once: the ingest step, and
+ * product = W @ sᵀ ((O, B), row-major; W (O, I); s the spikes leaving the delay line, (B, I)).
+ * Why: when one thread writes the spikes and the BLAS threads then read them, every core but
+ * the writer's fetches them from another core's cache, which costs as much as a sizeable part
+ * of the product. Here every thread keeps its own copy of the spikes: `operands` holds, for
+ * each of `capacity` threads, `depth` slots of B x I values (depth 1 without a delay; with a
+ * delay, a private mirror of the delay line, indexed by the same cursor, that the caller fills
+ * from spike_queue whenever the latter changes outside these kernels). Each thread takes its
+ * own block of rows of W, as the BLAS splits the product itself, so every output value is the
+ * same BLAS dot product as in one call for the whole product; the ingest rows are split as in
+ * ingest. Returns False, with nothing done, when the step is too small to split. */
+static PyObject *py_ingest_product(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    void *a[19];
+    (void)self;
+    if (parse_args(args, nargs, 19, "ingest_product", a) < 0)
+        return NULL;
+    const Py_ssize_t rows = AS_SIZE(a[0]), cols = AS_SIZE(a[1]), n_out = AS_SIZE(a[14]);
+    const int is_double = AS_INT(a[2]), x_is_bool = AS_INT(a[9]);
+    const Py_ssize_t size = is_double ? 8 : 4, values = rows * cols;
+    const Py_ssize_t cursor = AS_SIZE(a[11]), depth = AS_SIZE(a[18]);
+    const int delayed = a[7] != NULL;
+    void *const x = a[8], *const gemm = a[12], *const product = a[15];
+    const char *const weight = a[13];
+    char *const operands = a[16];
+    int threads = team_size(values, rows);
+    if (threads > AS_INT(a[17]))
+        threads = AS_INT(a[17]);
+    if (threads < 2 || rows > INT_MAX || cols > INT_MAX || n_out > INT_MAX)
+        Py_RETURN_FALSE;
+#pragma omp parallel num_threads(threads)
     {
         const int part = THREAD_INDEX(), parts = THREAD_COUNT();
-        const Py_ssize_t first = block_start(rows, part, parts, 1);
-        const Py_ssize_t count = block_start(rows, part + 1, parts, 1) - first;
-        const Py_ssize_t begin = first * cols;
-        void *x = advance(a[8], begin, x_size), *trace_in = advance(a[10], begin, size);
-        void *pre_trace = advance(a[3], begin, size), *slot = advance(a[7], begin, size);
-        void *out = advance(a[4], begin, size), *pre_spikes = advance(a[5], begin, 1);
-        void *sums = advance(a[6], first, size);
-        if (is_double)
-            ingest_f64(count, cols, x, x_is_bool, trace_in, pre_trace, slot, out, pre_spikes,
-                       sums);
-        else
-            ingest_f32(count, cols, x, x_is_bool, trace_in, pre_trace, slot, out, pre_spikes,
-                       sums);
+        char *const operand = operands + ((Py_ssize_t)part * depth + cursor) * values * size;
+        if (!delayed)
+            store_operand(operand, x, x_is_bool, is_double, values);
+        ingest_block(a, part, parts);
+        const Py_ssize_t first = block_start(n_out, part, parts, 1);
+        const int m = (int)rows, n = (int)(block_start(n_out, part + 1, parts, 1) - first);
+        const int k = (int)cols, ldc = (int)rows;
+        /* column-major: productᵀ (B x n) = operandᵀᵀ (B x I) @ W[first:first + n]ᵀ (I x n) */
+        if (n > 0 && is_double) {
+            const double one = 1.0, zero = 0.0;
+            ((dgemm_function)gemm)("T", "N", &m, &n, &k, &one, (const double *)operand, &k,
+                                   (const double *)(weight + first * cols * size), &k, &zero,
+                                   (double *)product + first * rows, &ldc, 1, 1);
+        } else if (n > 0) {
+            const float one = 1.0f, zero = 0.0f;
+            ((sgemm_function)gemm)("T", "N", &m, &n, &k, &one, (const float *)operand, &k,
+                                   (const float *)(weight + first * cols * size), &k, &zero,
+                                   (float *)product + first * rows, &ldc, 1, 1);
+        }
+        if (delayed) /* the slot just read now holds this step's input, as spike_queue does */
+            store_operand(operand, x, x_is_bool, is_double, values);
     }
-    Py_RETURN_NONE;
+    Py_RETURN_TRUE;
 }
 
 /* neuron_step(rows, cols, is_double, model, trace_mode, thresh_mode, relax_to_center,
@@ -606,6 +696,8 @@ static PyMethodDef methods[] = {
      "Fused Input step (trace update and spike store)."},
     {"ingest", (PyCFunction)(void (*)(void))py_ingest, METH_FASTCALL,
      "Fused presynaptic side of a Linear connection (trace copy, delay slot, spikes)."},
+    {"ingest_product", (PyCFunction)(void (*)(void))py_ingest_product, METH_FASTCALL,
+     "Ingest and W @ spikes on all threads, each with its own copy of the spikes."},
     {"stack_terms", (PyCFunction)(void (*)(void))py_stack_terms, METH_FASTCALL,
      "Fill the stacked factor matrices of a learning rule's matrix product."},
     {"neuron_step", (PyCFunction)(void (*)(void))py_neuron_step, METH_FASTCALL,

@@ -33,7 +33,9 @@ Set the environment variable ``PYSNN_NATIVE=0`` before importing pysnn, call
 code (e.g. to compare both).
 """
 
+import ctypes
 import os
+import sys
 from contextlib import contextmanager
 from operator import attrgetter, itemgetter
 from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
@@ -292,6 +294,9 @@ class _LinearPlan:
         "outputs",
         "summed",
         "max_delay",
+        "gemm_head",
+        "gemm_args",
+        "operands",
         "last_input",
         "last_input_pointer",
     )
@@ -299,14 +304,45 @@ class _LinearPlan:
     def __init__(self, key: tuple) -> None:
         self.key = key
         self.args: Optional[tuple] = None
+        self.gemm_args: Optional[tuple] = None
         self.last_input: Optional[Tensor] = None
         self.last_input_pointer = 0
 
 
+_GEMM_SYMBOLS = {torch.float32: "sgemm_", torch.float64: "dgemm_"}
+_gemm_cache: Dict[torch.dtype, Optional[int]] = {}
+
+
+def _blas_gemm(dtype: torch.dtype) -> Optional[int]:
+    """Address of the BLAS ``?gemm_`` PyTorch calls for ``torch.mm`` on the CPU (the MKL that
+    x86-64 Linux wheels link and export), or None where it cannot be found: then the product is
+    taken with ``torch.mm``."""
+    if dtype not in _gemm_cache:
+        address = None
+        if torch.backends.mkl.is_available() and sys.platform.startswith("linux"):
+            library = os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so")
+            try:
+                address = ctypes.cast(
+                    getattr(ctypes.CDLL(library), _GEMM_SYMBOLS[dtype]), ctypes.c_void_p
+                ).value
+            except (OSError, AttributeError):
+                address = None
+        _gemm_cache[dtype] = address
+    return _gemm_cache[dtype]
+
+
 def _linear_key(connection, weight: Tensor) -> tuple:
     attributes = connection.__dict__
+    buffers = connection._buffers
+    try:
+        # in-place changes of the delay line outside the kernels (reset_state, loading a
+        # state, eager steps) refresh the threads' copies of it
+        queue_version = buffers["spike_queue"]._version
+    except RuntimeError:  # an inference tensor keeps no version counter
+        queue_version = None
     return (
-        tuple(map(_DATA_POINTER, _LINEAR_BUFFERS(connection._buffers))),
+        tuple(map(_DATA_POINTER, _LINEAR_BUFFERS(buffers))),
+        queue_version,
         weight.data_ptr(),
         weight.requires_grad,
         attributes["reduction"],
@@ -355,16 +391,19 @@ def linear_step(connection, x: Tensor, trace_in: Tensor) -> Optional[Tuple[Tenso
             return None
         plan.last_input, plan.last_input_pointer = trace_in, trace_in.data_ptr()
     cursor = connection._cursor
-    if plan.summed and plan.max_delay:
+    slot = plan.slots[cursor] if plan.max_delay else None
+    x_pointer, trace_pointer = x.data_ptr(), plan.last_input_pointer
+    if plan.gemm_args is not None and _extension.ingest_product(
+        *plan.gemm_head, slot, x_pointer, is_bool, trace_pointer, cursor, *plan.gemm_args
+    ):
+        pass  # ingest and product on all threads (see _native.c)
+    elif plan.summed and plan.max_delay:
         # the spikes leaving the delay line are read where they are, before the kernel
         # overwrites their slot with this step's input
         _mm(weight, plan.slot_views[cursor], out=plan.product)
-        _extension.ingest(
-            *plan.args, plan.slots[cursor], x.data_ptr(), is_bool, plan.last_input_pointer
-        )
+        _extension.ingest(*plan.args, slot, x_pointer, is_bool, trace_pointer)
     else:
-        slot = plan.slots[cursor] if plan.max_delay else None
-        _extension.ingest(*plan.args, slot, x.data_ptr(), is_bool, plan.last_input_pointer)
+        _extension.ingest(*plan.args, slot, x_pointer, is_bool, trace_pointer)
         if plan.summed:
             _mm(weight, plan.spikes_view, out=plan.product)  # W @ xᵀ reads W contiguously
     if plan.max_delay:
@@ -413,6 +452,18 @@ def _linear_plan(connection, weight: Tensor, key: tuple) -> _LinearPlan:
     out = None if plan.summed and plan.max_delay else spikes.data_ptr()
     sums = None if trace_sums is None else trace_sums.data_ptr()
     plan.args = (rows, n // rows, code, pre_trace.data_ptr(), out, pre_spikes.data_ptr(), sums)
+    gemm = _blas_gemm(dtype) if plan.summed else None
+    capacity = torch.get_num_threads()  # PyTorch sets the OpenMP team size the kernels use
+    copies_follow = key[1] is not None or not plan.max_delay  # see _linear_key
+    if gemm is not None and capacity > 1 and _extension.openmp and copies_follow:
+        # each thread's own copy of the spikes, or of the whole delay line (see _native.c)
+        depth = max(plan.max_delay, 1)
+        plan.operands = torch.empty(capacity, depth, n, dtype=dtype)
+        if plan.max_delay:
+            plan.operands.copy_(queue.view(1, depth, n).expand_as(plan.operands))
+        plan.gemm_head = plan.args[:4] + (None,) + plan.args[5:]
+        plan.gemm_args = (gemm, weight.data_ptr(), n_out, plan.product.data_ptr())
+        plan.gemm_args += (plan.operands.data_ptr(), capacity, depth)
     plan.dtype, plan.input_shape, plan.numel = dtype, tuple(pre_trace.shape), n
     return plan
 

@@ -1145,19 +1145,75 @@ def test_large_input_matches_eager_on_any_number_of_threads(calls, graded, threa
 
 
 @needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("reduction", ["none", "sum"])
 @pytest.mark.parametrize("delay", [0, 3])
-def test_large_linear_matches_eager_on_any_number_of_threads(calls, delay, reduction, threads):
+def test_large_linear_matches_eager_on_any_number_of_threads(
+    calls, delay, reduction, threads, dtype
+):
+    """With "sum" on several threads, each thread takes its rows of W @ sᵀ with the BLAS
+    (ingest_product): the activation still equals torch.mm's bit for bit."""
     with torch_threads(threads):
         a = make_linear(delay, reduction, in_features=BIG_N, out_features=7, batch=BIG_B)
         b = make_linear(delay, reduction, in_features=BIG_N, out_features=7, batch=BIG_B)
+        a, b = a.to(dtype), b.to(dtype)
         gen = generator(42)
         run_linear_pair(
             a,
             b,
-            lambda _: linear_inputs(gen, False, torch.float32, BIG_B, BIG_N),
+            lambda _: linear_inputs(gen, False, dtype, BIG_B, BIG_N),
             reduction,
             steps=12,
         )
-    assert calls["ingest"] == 12
+    threaded_product = (
+        threads == 2
+        and reduction == "sum"
+        and native._extension.openmp
+        and native._blas_gemm(dtype) is not None
+    )
+    assert calls["ingest_product"] == (12 if threaded_product else 0)
+    assert calls["ingest"] == (0 if threaded_product else 12)
+    if delay:
+        assert bool(a.spike_queue.any())
+
+
+@needs_native
+def test_threaded_product_uses_the_blas_of_torch_on_linux_ci():
+    if (
+        sys.platform.startswith("linux")
+        and os.environ.get("CI")
+        and torch.backends.mkl.is_available()
+    ):
+        assert native._blas_gemm(torch.float32) is not None
+        assert native._blas_gemm(torch.float64) is not None
+
+
+@needs_native
+def test_threads_copies_of_the_delay_line_follow_outside_changes(calls):
+    """The threads' own copies of the delay line (ingest_product) follow every change made to
+    spike_queue outside the kernels: an eager step, reset_state, a loaded state."""
+    with torch_threads(2):
+        a = make_linear(3, "sum", in_features=BIG_N, out_features=7, batch=BIG_B)
+        b = make_linear(3, "sum", in_features=BIG_N, out_features=7, batch=BIG_B)
+        gen = generator(43)
+
+        def make_inputs(_):
+            return linear_inputs(gen, False, torch.float32, BIG_B, BIG_N)
+
+        run_linear_pair(a, b, make_inputs, "sum", steps=5)
+        x, trace_in = make_inputs(0)
+        with native.disabled():  # one eager step on both
+            a(x, trace_in)
+            b(x, trace_in)
+        run_linear_pair(a, b, make_inputs, "sum", steps=5)
+        saved = copy.deepcopy(a.state_dict())
+        run_linear_pair(a, b, make_inputs, "sum", steps=2)
+        a.reset_state()
+        b.reset_state()
+        run_linear_pair(a, b, make_inputs, "sum", steps=5)
+        a.load_state_dict(saved)
+        b.load_state_dict(saved)
+        run_linear_pair(a, b, make_inputs, "sum", steps=5)
+    if native._extension.openmp and native._blas_gemm(torch.float32) is not None:
+        assert calls["ingest_product"] == 22
