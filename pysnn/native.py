@@ -188,7 +188,7 @@ class _Plan:
 
 _DATA_POINTER = Tensor.data_ptr
 _VERSION = attrgetter("_version")
-_empty, _mm, _BOOL = torch.empty, torch.mm, torch.bool
+_empty_like, _mm, _BOOL = torch.empty_like, torch.mm, torch.bool
 
 
 def _versions(tensors: Sequence[Tensor]) -> Optional[tuple]:
@@ -498,7 +498,7 @@ def neuron_step(neuron, x: Any, kind: str) -> Optional[Tensor]:
         if current is None:
             return None
         tail = (current.data_ptr(), *current.stride())
-    fired = _empty(plan.shape, dtype=_BOOL)
+    fired = _empty_like(plan.extra)  # empty_like of the spikes buffer: the cheapest allocation
     _extension.neuron_step(*plan.args, *tail, fired.data_ptr())
     return fired
 
@@ -552,6 +552,7 @@ def _neuron_plan(neuron, kind: str) -> _Plan:
         and (not relax or center.numel() == 1 or center.shape == v_cell.shape)
         and _fits(buffers["refrac_counts"], torch.int32, n)
         and _fits(buffers["spikes"], torch.bool, n)
+        and buffers["spikes"].shape == v_cell.shape
     ):
         return plan  # e.g. a threshold centre that only broadcasts: eager code
     linear = neuron.update_type == "linear"
@@ -562,6 +563,7 @@ def _neuron_plan(neuron, kind: str) -> _Plan:
     thresh_mode = (_UPDATE_LINEAR if linear else _UPDATE_EXPONENTIAL) if adaptive else _THRESH_FIXED
     uniform, scalars = plan.uniform_scalars(named, dtype)
     plan.scratch = torch.empty(n, dtype=dtype)  # a non-contiguous input is gathered here
+    plan.extra = buffers["spikes"]  # bool, contiguous, of the cells' shape
     pointer = {name: buffers[name].data_ptr() for name in names}
     rows = v_cell.shape[0]
     plan.args = (
