@@ -365,7 +365,9 @@ DEFINE_KERNELS(double, f64, fma)
 
 /* ---------------------------------------------------------------------------------------------
  * Python bindings (METH_FASTCALL). Every argument is a Python int: a data pointer, a size, a
- * stride or a flag; None stands for a NULL pointer.
+ * stride or a flag; None stands for a NULL pointer. The step kernels take their fixed
+ * arguments packed once by the caller into a bytes object of native int64 values (0 for NULL;
+ * see parse_packed): reading 30 separate int objects at every step costs cache misses.
  * ------------------------------------------------------------------------------------------- */
 static int parse_args(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t expected,
                       const char *name, void **out)
@@ -442,6 +444,30 @@ static void *advance(void *pointer, Py_ssize_t count, Py_ssize_t size)
     return pointer == NULL ? NULL : (void *)((char *)pointer + count * size);
 }
 
+/* args[0]: a bytes object of `fixed` int64 values, stored into out[0 .. fixed); then `varying`
+ * ints (or None) into out[fixed ...]. */
+static int parse_packed(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t fixed,
+                        Py_ssize_t varying, const char *name, void **out)
+{
+    if (nargs != 1 + varying) {
+        PyErr_Format(PyExc_TypeError, "%s expects %zd arguments, got %zd", name, 1 + varying,
+                     nargs);
+        return -1;
+    }
+    if (!PyBytes_Check(args[0]) || PyBytes_GET_SIZE(args[0]) != fixed * 8) {
+        PyErr_Format(PyExc_TypeError, "%s: argument 0 must be %zd packed int64 values", name,
+                     fixed);
+        return -1;
+    }
+    const char *packed = PyBytes_AS_STRING(args[0]);
+    for (Py_ssize_t k = 0; k < fixed; ++k) {
+        int64_t value;
+        memcpy(&value, packed + 8 * k, sizeof value); /* bytes data need not be aligned */
+        out[k] = (void *)(intptr_t)value;
+    }
+    return parse_args(args + 1, nargs - 1, varying, name, out + fixed);
+}
+
 #define AS_SIZE(p) ((Py_ssize_t)(intptr_t)(p))
 #define AS_INT(p) ((int)(intptr_t)(p))
 #define AS_LONG(p) ((long)(intptr_t)(p))
@@ -449,13 +475,13 @@ static void *advance(void *pointer, Py_ssize_t count, Py_ssize_t size)
 /* The arguments that change from step to step (input pointers) come last, so that Python can
  * pass a tuple of the fixed ones, prepared once, followed by the few that change. */
 
-/* input_step(n, is_double, trace, alpha, tau, dt, spikes, mode, uniform, scalars,
+/* input_step(packed(n, is_double, trace, alpha, tau, dt, spikes, mode, uniform, scalars),
  *            x, x_is_bool) */
 static PyObject *py_input_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     void *a[12];
     (void)self;
-    if (parse_args(args, nargs, 12, "input_step", a) < 0)
+    if (parse_packed(args, nargs, 10, 2, "input_step", a) < 0)
         return NULL;
     const Py_ssize_t n = AS_SIZE(a[0]);
     const int is_double = AS_INT(a[1]), x_is_bool = AS_INT(a[11]);
@@ -480,8 +506,6 @@ static PyObject *py_input_step(PyObject *self, PyObject *const *args, Py_ssize_t
     Py_RETURN_NONE;
 }
 
-/* ingest(rows, cols, is_double, pre_trace, out, pre_spikes, trace_sums,
- *        slot, x, x_is_bool, trace_in) */
 /* One thread's block of rows of the ingest step; `a` holds ingest's 11 arguments. */
 static void ingest_block(void *const *a, int part, int parts)
 {
@@ -501,13 +525,13 @@ static void ingest_block(void *const *a, int part, int parts)
         ingest_f32(count, cols, x, x_is_bool, trace_in, pre_trace, slot, out, pre_spikes, sums);
 }
 
-/* ingest(rows, cols, is_double, pre_trace, out, pre_spikes, trace_sums,
+/* ingest(packed(rows, cols, is_double, pre_trace, out, pre_spikes, trace_sums),
  *        slot, x, x_is_bool, trace_in) */
 static PyObject *py_ingest(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     void *a[11];
     (void)self;
-    if (parse_args(args, nargs, 11, "ingest", a) < 0)
+    if (parse_packed(args, nargs, 7, 4, "ingest", a) < 0)
         return NULL;
     const int threads = team_size(AS_SIZE(a[0]) * AS_SIZE(a[1]), AS_SIZE(a[0]));
 #pragma omp parallel num_threads(threads) if (threads > 1)
@@ -539,8 +563,9 @@ static void store_operand(char *operand, const void *x, int x_is_bool, int is_do
             ((float *)operand)[i] = (float)((const uint8_t *)x)[i];
 }
 
-/* ingest_product(the 11 arguments of ingest, with out None, cursor,
- *                gemm, weight, n_out, product, operands, capacity, depth)
+/* ingest_product(packed(ingest's 7 fixed arguments with out None,
+ *                       gemm, weight, n_out, product, operands, capacity, depth),
+ *                slot, x, x_is_bool, trace_in, cursor)
  *
  * The whole "sum" step of a Linear connection on all threads at once: the ingest step, and
  * product = W @ sᵀ ((O, B), row-major; W (O, I); s the spikes leaving the delay line, (B, I)).
@@ -555,10 +580,17 @@ static void store_operand(char *operand, const void *x, int x_is_bool, int is_do
  * ingest. Returns False, with nothing done, when the step is too small to split. */
 static PyObject *py_ingest_product(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    void *a[19];
+    void *a[19], *fixed[19];
     (void)self;
-    if (parse_args(args, nargs, 19, "ingest_product", a) < 0)
+    /* packed: ingest's 7 fixed arguments, then gemm ... depth; varying: slot ... cursor */
+    if (parse_packed(args, nargs, 14, 5, "ingest_product", fixed) < 0)
         return NULL;
+    for (int k = 0; k < 7; ++k)
+        a[k] = fixed[k];
+    for (int k = 0; k < 5; ++k)
+        a[7 + k] = fixed[14 + k];
+    for (int k = 0; k < 7; ++k)
+        a[12 + k] = fixed[7 + k];
     const Py_ssize_t rows = AS_SIZE(a[0]), cols = AS_SIZE(a[1]), n_out = AS_SIZE(a[14]);
     const int is_double = AS_INT(a[2]), x_is_bool = AS_INT(a[9]);
     const Py_ssize_t size = is_double ? 8 : 4, values = rows * cols;
@@ -600,17 +632,17 @@ static PyObject *py_ingest_product(PyObject *self, PyObject *const *args, Py_ssi
     Py_RETURN_TRUE;
 }
 
-/* neuron_step(rows, cols, is_double, model, trace_mode, thresh_mode, relax_to_center,
- *             refrac_steps, v, thresh, v_rest, alpha_v, tau_v, dt, counts, spikes, trace,
- *             alpha_t, tau_t, alpha_thresh, tau_thresh, thresh_center, center_is_scalar,
- *             uniform, scalars, scratch (rows*cols values, or None),
+/* neuron_step(packed(rows, cols, is_double, model, trace_mode, thresh_mode, relax_to_center,
+ *                    refrac_steps, v, thresh, v_rest, alpha_v, tau_v, dt, counts, spikes,
+ *                    trace, alpha_t, tau_t, alpha_thresh, tau_thresh, thresh_center,
+ *                    center_is_scalar, uniform, scalars, scratch (rows*cols values, or 0)),
  *             in, in_row_stride, in_col_stride, spikes_copy) */
 static PyObject *py_neuron_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     void *a[30];
     int status;
     (void)self;
-    if (parse_args(args, nargs, 30, "neuron_step", a) < 0)
+    if (parse_packed(args, nargs, 26, 4, "neuron_step", a) < 0)
         return NULL;
     const Py_ssize_t rows = AS_SIZE(a[0]), cols = AS_SIZE(a[1]);
     const Py_ssize_t in_row_stride = AS_SIZE(a[27]);

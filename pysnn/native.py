@@ -35,6 +35,7 @@ code (e.g. to compare both).
 
 import ctypes
 import os
+import struct
 import sys
 from contextlib import contextmanager
 from operator import attrgetter, itemgetter
@@ -118,6 +119,12 @@ _SCALAR_SLOTS = (
     "thresh_center",
 )
 _INPUT_BUFFERS = ("trace", "alpha_t", "tau_t", "dt", "spikes")
+
+
+def _pack(*values: Optional[int]) -> bytes:
+    """A kernel's fixed arguments as one bytes object of native int64 values (None as 0): the
+    extension reads them without touching one Python int per argument at every step."""
+    return struct.pack(f"{len(values)}q", *(0 if value is None else value for value in values))
 
 
 def _fits(tensor: Tensor, dtype: torch.dtype, numel: int) -> bool:
@@ -243,7 +250,7 @@ def input_step(layer, x: Tensor) -> bool:
         and not x.requires_grad
     ):
         return False
-    _extension.input_step(*plan.args, x.data_ptr(), is_bool)
+    _extension.input_step(plan.args, x.data_ptr(), is_bool)
     return True
 
 
@@ -262,7 +269,7 @@ def _input_plan(layer) -> _Plan:
     mode = _UPDATE_LINEAR if layer.update_type == "linear" else _UPDATE_EXPONENTIAL
     uniform, scalars = plan.uniform_scalars({"alpha_t": alpha_t, "tau_t": tau_t}, trace.dtype)
     pointers = [buffers[name].data_ptr() for name in _INPUT_BUFFERS]
-    plan.args = (n, code, *pointers, mode, uniform, scalars)
+    plan.args = _pack(n, code, *pointers, mode, uniform, scalars)
     plan.dtype, plan.numel, plan.shape = trace.dtype, n, trace.shape
     return plan
 
@@ -294,7 +301,6 @@ class _LinearPlan:
         "outputs",
         "summed",
         "max_delay",
-        "gemm_head",
         "gemm_args",
         "operands",
         "last_input",
@@ -394,16 +400,16 @@ def linear_step(connection, x: Tensor, trace_in: Tensor) -> Optional[Tuple[Tenso
     slot = plan.slots[cursor] if plan.max_delay else None
     x_pointer, trace_pointer = x.data_ptr(), plan.last_input_pointer
     if plan.gemm_args is not None and _extension.ingest_product(
-        *plan.gemm_head, slot, x_pointer, is_bool, trace_pointer, cursor, *plan.gemm_args
+        plan.gemm_args, slot, x_pointer, is_bool, trace_pointer, cursor
     ):
         pass  # ingest and product on all threads (see _native.c)
     elif plan.summed and plan.max_delay:
         # the spikes leaving the delay line are read where they are, before the kernel
         # overwrites their slot with this step's input
         _mm(weight, plan.slot_views[cursor], out=plan.product)
-        _extension.ingest(*plan.args, slot, x_pointer, is_bool, trace_pointer)
+        _extension.ingest(plan.args, slot, x_pointer, is_bool, trace_pointer)
     else:
-        _extension.ingest(*plan.args, slot, x_pointer, is_bool, trace_pointer)
+        _extension.ingest(plan.args, slot, x_pointer, is_bool, trace_pointer)
         if plan.summed:
             _mm(weight, plan.spikes_view, out=plan.product)  # W @ xᵀ reads W contiguously
     if plan.max_delay:
@@ -451,7 +457,8 @@ def _linear_plan(connection, weight: Tensor, key: tuple) -> _LinearPlan:
     # with "sum" and a delay the product reads the slot itself: the kernel stores no copy
     out = None if plan.summed and plan.max_delay else spikes.data_ptr()
     sums = None if trace_sums is None else trace_sums.data_ptr()
-    plan.args = (rows, n // rows, code, pre_trace.data_ptr(), out, pre_spikes.data_ptr(), sums)
+    arguments = (rows, n // rows, code, pre_trace.data_ptr(), out, pre_spikes.data_ptr(), sums)
+    plan.args = _pack(*arguments)
     gemm = _blas_gemm(dtype) if plan.summed else None
     capacity = torch.get_num_threads()  # PyTorch sets the OpenMP team size the kernels use
     copies_follow = key[1] is not None or not plan.max_delay  # see _linear_key
@@ -461,9 +468,9 @@ def _linear_plan(connection, weight: Tensor, key: tuple) -> _LinearPlan:
         plan.operands = torch.empty(capacity, depth, n, dtype=dtype)
         if plan.max_delay:
             plan.operands.copy_(queue.view(1, depth, n).expand_as(plan.operands))
-        plan.gemm_head = plan.args[:4] + (None,) + plan.args[5:]
-        plan.gemm_args = (gemm, weight.data_ptr(), n_out, plan.product.data_ptr())
-        plan.gemm_args += (plan.operands.data_ptr(), capacity, depth)
+        head = arguments[:4] + (None,) + arguments[5:]  # the product reads its own copies
+        tail = (gemm, weight.data_ptr(), n_out, plan.product.data_ptr())
+        plan.gemm_args = _pack(*head, *tail, plan.operands.data_ptr(), capacity, depth)
     plan.dtype, plan.input_shape, plan.numel = dtype, tuple(pre_trace.shape), n
     return plan
 
@@ -499,7 +506,7 @@ def neuron_step(neuron, x: Any, kind: str) -> Optional[Tensor]:
             return None
         tail = (current.data_ptr(), *current.stride())
     fired = _empty_like(plan.extra)  # empty_like of the spikes buffer: the cheapest allocation
-    _extension.neuron_step(*plan.args, *tail, fired.data_ptr())
+    _extension.neuron_step(plan.args, *tail, fired.data_ptr())
     return fired
 
 
@@ -566,7 +573,7 @@ def _neuron_plan(neuron, kind: str) -> _Plan:
     plan.extra = buffers["spikes"]  # bool, contiguous, of the cells' shape
     pointer = {name: buffers[name].data_ptr() for name in names}
     rows = v_cell.shape[0]
-    plan.args = (
+    plan.args = _pack(
         rows,
         n // rows,
         code,
