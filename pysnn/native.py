@@ -28,6 +28,14 @@ count as a modification. The threshold is always read per cell.
 With ``reduction="sum"`` the fused :class:`~pysnn.connection.Linear` returns the same live
 output buffers at every step (as the traces always are): clone them to keep them.
 
+Where the extension is built with OpenMP, steps of more than 8192 values are split over
+PyTorch's threads (``torch.set_num_threads``); each value is computed the same way whatever the
+number of threads. ``Linear`` with ``"sum"`` then runs its presynaptic kernel and its product in
+one parallel region in which every thread keeps its own copy of the spikes (and of the delay
+line) and takes its block of rows of ``W @ sᵀ`` with the BLAS ``?gemm_`` that ``torch.mm`` uses,
+so that no spikes travel between cores (see ``docs/performance.rst``); the product equals
+``torch.mm``'s bit for bit. Without that BLAS (PyTorch builds without MKL) ``torch.mm`` is used.
+
 Set the environment variable ``PYSNN_NATIVE=0`` before importing pysnn, call
 :func:`set_enabled` ``(False)``, or use the :func:`disabled` context manager to force the eager
 code (e.g. to compare both).
@@ -145,7 +153,8 @@ class _Plan:
     when the plan's ``key`` changes: the data pointers of the module's buffers (``.to()``,
     ``.double()``, a buffer or ``.data`` replaced), settings the kernel reads, and the version
     counters of the parameters (modified in place). ``args`` are the kernel's fixed leading
-    arguments; None means "use the eager code" for this module as it is.
+    arguments, packed by :func:`_pack`; None means "use the eager code" for this module as it
+    is.
 
     When every parameter holds a single value for all cells, ``scalars`` carries the values and
     the kernel reads no parameter array.
