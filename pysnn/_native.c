@@ -679,6 +679,85 @@ static PyObject *py_neuron_step(PyObject *self, PyObject *const *args, Py_ssize_
     Py_RETURN_NONE;
 }
 
+/* product_bounded(gemm, is_double, out, n_out, n_in, depth, p, q, alpha, beta, w_min, w_max)
+ *
+ * out ← clamp(beta·out + alpha·pᵀ q, w_min, w_max), out (O, I), p (depth, O) and q (depth, I)
+ * row-major; w_min / w_max a float or None (no bound). A learning rule's weight update: each
+ * thread takes its block of rows of `out` with the BLAS (as torch's addmm_ would split it) and
+ * applies the bounds to that block while it is still in its core's cache, instead of a second
+ * pass over the whole weight. The clamp is torch.clamp's: max with w_min, then min with w_max,
+ * NaN kept. Returns False, with nothing done, when the product is too small to split. */
+static PyObject *py_product_bounded(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    void *a[8];
+    double value[4];
+    int has[4] = {1, 1, 0, 0};
+    (void)self;
+    if (nargs != 12) {
+        PyErr_Format(PyExc_TypeError, "product_bounded expects 12 arguments, got %zd", nargs);
+        return NULL;
+    }
+    if (parse_args(args, 8, 8, "product_bounded", a) < 0)
+        return NULL;
+    for (int k = 0; k < 4; ++k) {
+        if (args[8 + k] == Py_None) {
+            has[k] = 0;
+            continue;
+        }
+        has[k] = 1;
+        value[k] = PyFloat_AsDouble(args[8 + k]);
+        if (value[k] == -1.0 && PyErr_Occurred())
+            return NULL;
+    }
+    if (!has[0] || !has[1]) {
+        PyErr_SetString(PyExc_TypeError, "product_bounded: alpha and beta must be floats");
+        return NULL;
+    }
+    const int is_double = AS_INT(a[1]);
+    const Py_ssize_t n_out = AS_SIZE(a[3]), n_in = AS_SIZE(a[4]), depth = AS_SIZE(a[5]);
+    void *const gemm = a[0];
+    char *const out = a[2];
+    const char *const p = a[6], *const q = a[7];
+    const int threads = team_size(n_out * n_in, n_out);
+    if (threads < 2 || n_out > INT_MAX || n_in > INT_MAX || depth > INT_MAX)
+        Py_RETURN_FALSE;
+#pragma omp parallel num_threads(threads)
+    {
+        const int part = THREAD_INDEX(), parts = THREAD_COUNT();
+        const Py_ssize_t first = block_start(n_out, part, parts, 1);
+        const Py_ssize_t rows = block_start(n_out, part + 1, parts, 1) - first;
+        const int m = (int)n_in, n = (int)rows, k = (int)depth, ldb = (int)n_out;
+        /* column-major: out[first:]ᵀ (I x n) = beta·out[first:]ᵀ + alpha·qᵀ (I x k) @ p[:, first:] */
+        if (rows > 0 && is_double) {
+            const double alpha = value[0], beta = value[1];
+            ((dgemm_function)gemm)("N", "T", &m, &n, &k, &alpha, (const double *)q, &m,
+                                   (const double *)p + first, &ldb, &beta,
+                                   (double *)out + first * n_in, &m, 1, 1);
+        } else if (rows > 0) {
+            const float alpha = (float)value[0], beta = (float)value[1];
+            ((sgemm_function)gemm)("N", "T", &m, &n, &k, &alpha, (const float *)q, &m,
+                                   (const float *)p + first, &ldb, &beta,
+                                   (float *)out + first * n_in, &m, 1, 1);
+        }
+        const Py_ssize_t begin = first * n_in, end = (first + rows) * n_in;
+        if (is_double) {
+            double *w = (double *)out;
+            for (Py_ssize_t i = begin; has[2] && i < end; ++i)
+                w[i] = w[i] < value[2] ? value[2] : w[i];
+            for (Py_ssize_t i = begin; has[3] && i < end; ++i)
+                w[i] = w[i] > value[3] ? value[3] : w[i];
+        } else {
+            float *w = (float *)out;
+            const float low = (float)value[2], high = (float)value[3];
+            for (Py_ssize_t i = begin; has[2] && i < end; ++i)
+                w[i] = w[i] < low ? low : w[i];
+            for (Py_ssize_t i = begin; has[3] && i < end; ++i)
+                w[i] = w[i] > high ? high : w[i];
+        }
+    }
+    Py_RETURN_TRUE;
+}
+
 /* stack_terms(n_terms, rows, n_post, n_pre, is_double, p, q,
  *             then per term: pre, pre_is_bool, post, post_is_bool, coef (a float))
  * p[t] = coef_t * post_t (rows x n_post), q[t] = pre_t (rows x n_pre). */
@@ -730,6 +809,8 @@ static PyMethodDef methods[] = {
      "Fused presynaptic side of a Linear connection (trace copy, delay slot, spikes)."},
     {"ingest_product", (PyCFunction)(void (*)(void))py_ingest_product, METH_FASTCALL,
      "Ingest and W @ spikes on all threads, each with its own copy of the spikes."},
+    {"product_bounded", (PyCFunction)(void (*)(void))py_product_bounded, METH_FASTCALL,
+     "A learning rule's weight product and bounds, on all threads."},
     {"stack_terms", (PyCFunction)(void (*)(void))py_stack_terms, METH_FASTCALL,
      "Fill the stacked factor matrices of a learning rule's matrix product."},
     {"neuron_step", (PyCFunction)(void (*)(void))py_neuron_step, METH_FASTCALL,

@@ -413,14 +413,24 @@ class _Layer(Mapping):
         terms: Sequence[Tuple[Tensor, Tensor, float]],
         beta: float = 1.0,
         scale: Optional[Tensor] = None,
+        bounds: Tuple[Optional[float], Optional[float]] = (None, None),
     ) -> Tensor:
-        r"""``out ← beta·out + Σ_t c_t⟨pre_t ⊗ post_t⟩`` for ``(O, K)`` ``out``, in place."""
+        r"""``out ← clamp(beta·out + Σ_t c_t⟨pre_t ⊗ post_t⟩, *bounds)`` for ``(O, K)`` ``out``,
+        in place (a bound of None is not applied)."""
         stack = self.stack(terms, out, scale)
         if stack is not None:
             n = self.batch * self.positions
-            return out.addmm_(stack.p_matrix, stack.q_matrix, beta=beta, alpha=1.0 / n)
-        for t, (pre, post, coef) in enumerate(terms):
-            self.correlate(pre, post, out, coef, beta if t == 0 else 1.0, scale)
+            if (
+                self.type == "linear"
+                and native.enabled()
+                and native.product_bounded(out, stack.p, stack.q, 1.0 / n, beta, *bounds)
+            ):
+                return out  # product and bounds per block of rows, on all threads
+            out.addmm_(stack.p_matrix, stack.q_matrix, beta=beta, alpha=1.0 / n)
+        else:
+            for t, (pre, post, coef) in enumerate(terms):
+                self.correlate(pre, post, out, coef, beta if t == 0 else 1.0, scale)
+        _clamp_bounds(out, *bounds)
         return out
 
     def correlate_per_sample(
@@ -715,10 +725,10 @@ class STDP(LearningRule):
                     (layer.pre_trace, layer.post_spikes, potentiate),
                     (layer.pre_spikes, layer.post_trace, -depress),
                 ]
-                layer.accumulate(weight, terms)
+                layer.accumulate(weight, terms, bounds=(self.w_min, self.w_max))
             else:
                 self._soft_bound_step(layer, weight, potentiate, depress)
-            weight.clamp_(self.w_min, self.w_max)
+                weight.clamp_(self.w_min, self.w_max)
 
     def _soft_bound_step(
         self, layer: _Layer, weight: Tensor, potentiate: float, depress: float
@@ -809,8 +819,7 @@ class MSTDP(LearningRule):
                 (layer.pre_trace, layer.post_spikes, gain * self.a_pre),
                 (layer.pre_spikes, layer.post_trace, -gain * self.a_post),
             ]
-            layer.accumulate(weight, terms, scale=scale)
-            _clamp_bounds(weight, self.w_min, self.w_max)
+            layer.accumulate(weight, terms, scale=scale, bounds=(self.w_min, self.w_max))
 
 
 # MSTDPET folds its running scale into the eligibility trace before it falls below this: the

@@ -641,6 +641,56 @@ def stack_arguments(p: Tensor, q: Tensor, terms: Sequence[tuple]) -> Optional[li
     return arguments
 
 
+def product_bounded(
+    out: Tensor,
+    p: Tensor,
+    q: Tensor,
+    alpha: float,
+    beta: float,
+    w_min: Optional[float],
+    w_max: Optional[float],
+) -> bool:
+    """``out ← clamp(beta·out + alpha·pᵀq, w_min, w_max)`` on all threads, each clamping its
+    block of rows of ``out`` right after its BLAS product (no second pass over the weight).
+
+    :param out: ``(O, I)`` contiguous weight.
+    :param p: ``(T, B, 1, O)`` contiguous, read as ``(T·B, O)``.
+    :param q: ``(T, B, 1, I)`` contiguous, read as ``(T·B, I)``.
+    :returns: False, with nothing done, when this path does not apply (no OpenMP or BLAS, one
+        thread, a small product, other dtypes or layouts): use ``addmm_`` and ``clamp_``.
+    """
+    dtype = out.dtype
+    code = _DTYPE_CODES.get(dtype)
+    if code is None or out.dim() != 2 or not _extension.openmp or torch.get_num_threads() < 2:
+        return False
+    n_out, n_in = out.shape
+    depth = p.numel() // max(n_out, 1)
+    gemm = _blas_gemm(dtype)
+    if (
+        gemm is None
+        or not _fits(out, dtype, n_out * n_in)
+        or not _fits(p, dtype, depth * n_out)
+        or not _fits(q, dtype, depth * n_in)
+        or p.shape[-1] != n_out
+        or q.shape[-1] != n_in
+    ):
+        return False
+    return _extension.product_bounded(
+        gemm,
+        code,
+        out.data_ptr(),
+        n_out,
+        n_in,
+        depth,
+        p.data_ptr(),
+        q.data_ptr(),
+        float(alpha),
+        float(beta),
+        None if w_min is None else float(w_min),
+        None if w_max is None else float(w_max),
+    )
+
+
 def stack_terms(arguments: Sequence) -> None:
     """Fill the stacked factors of a learning rule's matrix product (Linear layers):
     ``p[t] = c_t · post_t``, ``q[t] = pre_t``, with arguments from :func:`stack_arguments`."""

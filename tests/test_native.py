@@ -6,6 +6,7 @@ and compares every state buffer bit for bit after every step. A wrapper around t
 counts its calls, so each test also checks that the fused path was (or was not) taken.
 """
 
+import contextlib
 import copy
 import os
 import subprocess
@@ -1217,3 +1218,48 @@ def test_threads_copies_of_the_delay_line_follow_outside_changes(calls):
         run_linear_pair(a, b, make_inputs, "sum", steps=5)
     if native._extension.openmp and native._blas_gemm(torch.float32) is not None:
         assert calls["ingest_product"] == 22
+
+
+@needs_native
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("rule_name", ["stdp", "stdp_soft", "mstdp", "mstdpet"])
+def test_large_learning_rules_match_eager_on_any_number_of_threads(calls, rule_name, threads):
+    """Weight products of more than 8192 values run on all threads (product_bounded), each
+    clamping its rows right after its BLAS product: the weights still equal the eager ones bit
+    for bit, and the bounds bind."""
+    from collections import OrderedDict
+
+    from pysnn.learning import MSTDP, MSTDPET, STDP
+
+    def build():
+        inp = Input(BIG_CELLS, 1.0, 0.5, 0.8, "linear")
+        conn = make_linear(0, "sum", seed=44, in_features=BIG_N, out_features=7, batch=BIG_B)
+        conn.reset_weights("uniform", a=0.0, b=0.02)
+        neuron = LIFNeuron((BIG_B, 1, 7), 0.3, 0.0, 1.0, 1.0, 1.0, 0.0, 0.8, 0.7)
+        layers = OrderedDict(fc={"connection": conn, "neuron": neuron, "type": "linear"})
+        rule = {
+            "stdp": lambda: STDP(layers, 0.002, 1.0, 0.8, 0.0, 0.021),
+            "stdp_soft": lambda: STDP(layers, 0.002, 1.0, 0.8, 0.0, 0.021, "multiplicative"),
+            "mstdp": lambda: MSTDP(layers, 1.0, 0.8, 0.002, w_min=0.0, w_max=0.021),
+            "mstdpet": lambda: MSTDPET(layers, 1.0, 0.8, 0.002, 0.5, w_min=0.0, w_max=0.021),
+        }[rule_name]()
+        return (inp, conn, neuron), rule
+
+    with torch_threads(threads):
+        (chain_a, rule_a), (chain_b, rule_b) = build(), build()
+        gen = generator(45)
+        for step in range(12):
+            x = torch.rand(BIG_CELLS, generator=gen) < 0.3
+            reward = float(torch.randn((), generator=gen))
+            arguments = () if rule_name.startswith("stdp") else (reward,)
+            for (inp, conn, neuron), rule in ((chain_a, rule_a), (chain_b, rule_b)):
+                with contextlib.nullcontext() if rule is rule_a else native.disabled():
+                    neuron(conn(*inp(x))[0])
+                    rule.update_state()
+                    rule.step(*arguments)
+            assert_same(chain_a[1].weight, chain_b[1].weight, f"step {step}: weight")
+    weight = chain_a[1].weight
+    assert bool((weight == 0.021).any()) or rule_name == "stdp_soft"  # an upper bound bound
+    threaded = threads == 2 and native._extension.openmp and native._blas_gemm(torch.float32)
+    uses_product = rule_name != "mstdpet"  # MSTDPET's weight update is not a product
+    assert (calls["product_bounded"] > 0) == bool(threaded and uses_product)
