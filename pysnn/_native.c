@@ -540,14 +540,26 @@ static PyObject *py_ingest(PyObject *self, PyObject *const *args, Py_ssize_t nar
 }
 
 /* The Fortran BLAS ?gemm_ PyTorch itself calls (column-major; the two trailing lengths of the
- * character arguments are ignored by BLAS builds that do not expect them). */
-typedef void (*sgemm_function)(const char *, const char *, const int *, const int *, const int *,
-                               const float *, const float *, const int *, const float *,
-                               const int *, const float *, float *, const int *, size_t, size_t);
-typedef void (*dgemm_function)(const char *, const char *, const int *, const int *, const int *,
-                               const double *, const double *, const int *, const double *,
-                               const int *, const double *, double *, const int *, size_t,
-                               size_t);
+ * character arguments are ignored by BLAS builds that do not expect them). Its integer
+ * arguments are passed as pointers to 64-bit values below 2^31: a 32-bit-integer BLAS (LP64,
+ * PyTorch's) reads their low half, which on a little-endian CPU is the value, and a 64-bit
+ * one (ILP64) reads the whole value. */
+typedef int64_t blas_int_slot;
+typedef void (*sgemm_function)(const char *, const char *, const blas_int_slot *,
+                               const blas_int_slot *, const blas_int_slot *, const float *,
+                               const float *, const blas_int_slot *, const float *,
+                               const blas_int_slot *, const float *, float *,
+                               const blas_int_slot *, size_t, size_t);
+typedef void (*dgemm_function)(const char *, const char *, const blas_int_slot *,
+                               const blas_int_slot *, const blas_int_slot *, const double *,
+                               const double *, const blas_int_slot *, const double *,
+                               const blas_int_slot *, const double *, double *,
+                               const blas_int_slot *, size_t, size_t);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#define BLAS_CALLS 0 /* big-endian: the callers return False and PyTorch takes the products */
+#else
+#define BLAS_CALLS 1
+#endif
 
 /* Convert `values` spikes (bool, or already of the float type) into `operand`. */
 static void store_operand(char *operand, const void *x, int x_is_bool, int is_double,
@@ -602,7 +614,7 @@ static PyObject *py_ingest_product(PyObject *self, PyObject *const *args, Py_ssi
     int threads = team_size(values, rows);
     if (threads > AS_INT(a[17]))
         threads = AS_INT(a[17]);
-    if (threads < 2 || rows > INT_MAX || cols > INT_MAX || n_out > INT_MAX)
+    if (!BLAS_CALLS || threads < 2 || rows > INT_MAX || cols > INT_MAX || n_out > INT_MAX)
         Py_RETURN_FALSE;
 #pragma omp parallel num_threads(threads)
     {
@@ -612,8 +624,8 @@ static PyObject *py_ingest_product(PyObject *self, PyObject *const *args, Py_ssi
             store_operand(operand, x, x_is_bool, is_double, values);
         ingest_block(a, part, parts);
         const Py_ssize_t first = block_start(n_out, part, parts, 1);
-        const int m = (int)rows, n = (int)(block_start(n_out, part + 1, parts, 1) - first);
-        const int k = (int)cols, ldc = (int)rows;
+        const blas_int_slot m = rows, n = block_start(n_out, part + 1, parts, 1) - first;
+        const blas_int_slot k = cols, ldc = rows;
         /* column-major: productᵀ (B x n) = operandᵀᵀ (B x I) @ W[first:first + n]ᵀ (I x n) */
         if (n > 0 && is_double) {
             const double one = 1.0, zero = 0.0;
@@ -719,14 +731,14 @@ static PyObject *py_product_bounded(PyObject *self, PyObject *const *args, Py_ss
     char *const out = a[2];
     const char *const p = a[6], *const q = a[7];
     const int threads = team_size(n_out * n_in, n_out);
-    if (threads < 2 || n_out > INT_MAX || n_in > INT_MAX || depth > INT_MAX)
+    if (!BLAS_CALLS || threads < 2 || n_out > INT_MAX || n_in > INT_MAX || depth > INT_MAX)
         Py_RETURN_FALSE;
 #pragma omp parallel num_threads(threads)
     {
         const int part = THREAD_INDEX(), parts = THREAD_COUNT();
         const Py_ssize_t first = block_start(n_out, part, parts, 1);
         const Py_ssize_t rows = block_start(n_out, part + 1, parts, 1) - first;
-        const int m = (int)n_in, n = (int)rows, k = (int)depth, ldb = (int)n_out;
+        const blas_int_slot m = n_in, n = rows, k = depth, ldb = n_out;
         /* column-major: out[first:]ᵀ (I x n) = beta·out[first:]ᵀ + alpha·qᵀ (I x k) @ p[:, first:] */
         if (rows > 0 && is_double) {
             const double alpha = value[0], beta = value[1];
