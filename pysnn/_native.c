@@ -583,10 +583,11 @@ static void store_operand(char *operand, const void *x, int x_is_bool, int is_do
  * product = W @ sᵀ ((O, B), row-major; W (O, I); s the spikes leaving the delay line, (B, I)).
  * Why: when one thread writes the spikes and the BLAS threads then read them, every core but
  * the writer's fetches them from another core's cache, which costs as much as a sizeable part
- * of the product. Here every thread keeps its own copy of the spikes: `operands` holds, for
- * each of `capacity` threads, `depth` slots of B x I values (depth 1 without a delay; with a
- * delay, a private mirror of the delay line, indexed by the same cursor, that the caller fills
- * from spike_queue whenever the latter changes outside these kernels). Each thread takes its
+ * of the product. Here every thread keeps its own copy of the spikes: without a delay,
+ * `operands` holds one B x I operand for each of `capacity` threads (depth 1); with a delay,
+ * thread 0 works on spike_queue itself and `operands` holds, for each other thread, a copy of
+ * the delay line (`depth` slots, indexed by the same cursor) that the caller refills from
+ * spike_queue whenever the latter changes outside these kernels. Each thread takes its
  * own block of rows of W, as the BLAS splits the product itself, so every output value is the
  * same BLAS dot product as in one call for the whole product; the ingest rows are split as in
  * ingest. Returns False, with nothing done, when the step is too small to split. */
@@ -619,10 +620,16 @@ static PyObject *py_ingest_product(PyObject *self, PyObject *const *args, Py_ssi
 #pragma omp parallel num_threads(threads)
     {
         const int part = THREAD_INDEX(), parts = THREAD_COUNT();
-        char *const operand = operands + ((Py_ssize_t)part * depth + cursor) * values * size;
-        if (!delayed)
+        /* this thread's spikes: with a delay, the slot of its copy of the delay line (thread
+         * 0's copy is spike_queue itself), else its own operand */
+        char *const operand =
+            !delayed    ? operands + (Py_ssize_t)part * values * size
+            : part == 0 ? (char *)a[7]
+                        : operands + ((Py_ssize_t)(part - 1) * depth + cursor) * values * size;
+        if (!delayed) {
             store_operand(operand, x, x_is_bool, is_double, values);
-        ingest_block(a, part, parts);
+            ingest_block(a, part, parts);
+        }
         const Py_ssize_t first = block_start(n_out, part, parts, 1);
         const blas_int_slot m = rows, n = block_start(n_out, part + 1, parts, 1) - first;
         const blas_int_slot k = cols, ldc = rows;
@@ -638,8 +645,20 @@ static PyObject *py_ingest_product(PyObject *self, PyObject *const *args, Py_ssi
                                    (const float *)(weight + first * cols * size), &k, &zero,
                                    (float *)product + first * rows, &ldc, 1, 1);
         }
-        if (delayed) /* the slot just read now holds this step's input, as spike_queue does */
-            store_operand(operand, x, x_is_bool, is_double, values);
+        if (delayed) {
+            /* the slot just read now takes this step's input: this thread's rows through
+             * ingest (which reads what leaves from the same copy), the other rows here */
+            void *own[11];
+            memcpy(own, a, sizeof own);
+            own[7] = operand;
+            ingest_block(own, part, parts);
+            const Py_ssize_t begin = block_start(rows, part, parts, 1) * cols;
+            const Py_ssize_t end = block_start(rows, part + 1, parts, 1) * cols;
+            const Py_ssize_t x_size = x_is_bool ? 1 : size;
+            store_operand(operand, x, x_is_bool, is_double, begin);
+            store_operand(operand + end * size, (const char *)x + end * x_size, x_is_bool,
+                          is_double, values - end);
+        }
     }
     Py_RETURN_TRUE;
 }

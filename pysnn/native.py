@@ -472,9 +472,11 @@ def _linear_plan(connection, weight: Tensor, key: tuple) -> _LinearPlan:
     capacity = torch.get_num_threads()  # PyTorch sets the OpenMP team size the kernels use
     copies_follow = key[1] is not None or not plan.max_delay  # see _linear_key
     if gemm is not None and capacity > 1 and _extension.openmp and copies_follow:
-        # each thread's own copy of the spikes, or of the whole delay line (see _native.c)
+        # each thread's own copy of the spikes or, with a delay, of the delay line (thread 0
+        # works on spike_queue itself; see _native.c)
         depth = max(plan.max_delay, 1)
-        plan.operands = torch.empty(capacity, depth, n, dtype=dtype)
+        copies = capacity - 1 if plan.max_delay else capacity
+        plan.operands = torch.empty(copies, depth, n, dtype=dtype)
         if plan.max_delay:
             plan.operands.copy_(queue.view(1, depth, n).expand_as(plan.operands))
         head = arguments[:4] + (None,) + arguments[5:]  # the product reads its own copies
