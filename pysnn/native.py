@@ -205,6 +205,7 @@ class _Plan:
 _DATA_POINTER = Tensor.data_ptr
 _VERSION = attrgetter("_version")
 _empty_like, _mm, _BOOL = torch.empty_like, torch.mm, torch.bool
+_get_num_threads = torch.get_num_threads
 
 
 def _versions(tensors: Sequence[Tensor]) -> Optional[tuple]:
@@ -363,6 +364,7 @@ def _linear_key(connection, weight: Tensor) -> tuple:
         attributes["reduction"],
         attributes["max_delay"],
         attributes["uniform_delay"],
+        _get_num_threads(),  # the threads' copies of the spikes are made for this many
     )
 
 
