@@ -375,6 +375,8 @@ def linear_step(connection, x: Tensor, trace_in: Tensor) -> Optional[Tuple[Tenso
     ``spike_queue`` slot at the cursor), stores the spikes leaving it in ``pre_spikes`` and, for
     ``"sum"``, each batch element's trace sum; ``"sum"`` then takes ``W @ xᵀ`` into a kept
     buffer (with a delay, from the delay-line slot in place, before the kernel overwrites it).
+    On several threads, ``"sum"`` runs both in one parallel region in which each thread works
+    on its own copy of the spikes (``ingest_product`` in ``_native.c``).
 
     :returns: the step's ``(activation, trace)``, or None (nothing done) when the fused path
         does not apply (then the eager code runs, and raises for bad input).
