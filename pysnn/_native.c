@@ -472,8 +472,8 @@ static int parse_packed(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t fixe
 #define AS_INT(p) ((int)(intptr_t)(p))
 #define AS_LONG(p) ((long)(intptr_t)(p))
 
-/* The arguments that change from step to step (input pointers) come last, so that Python can
- * pass a tuple of the fixed ones, prepared once, followed by the few that change. */
+/* The arguments that change from step to step (input pointers) come last, after the fixed
+ * ones that Python packs once (parse_packed). */
 
 /* input_step(packed(n, is_double, trace, alpha, tau, dt, spikes, mode, uniform, scalars),
  *            x, x_is_bool) */
@@ -561,6 +561,23 @@ typedef void (*dgemm_function)(const char *, const char *, const blas_int_slot *
 #define BLAS_CALLS 1
 #endif
 
+/* c ← alpha·op(a) @ op(b) + beta·c (column-major) with the BLAS ?gemm_ at `gemm`: dgemm_ when
+ * `is_double`, else sgemm_ (alpha and beta then rounded to float, as torch does). */
+static void blas_gemm(void *gemm, int is_double, const char *transa, const char *transb,
+                      blas_int_slot m, blas_int_slot n, blas_int_slot k, double alpha,
+                      const void *a, blas_int_slot lda, const void *b, blas_int_slot ldb,
+                      double beta, void *c, blas_int_slot ldc)
+{
+    if (is_double) {
+        ((dgemm_function)gemm)(transa, transb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c,
+                               &ldc, 1, 1);
+    } else {
+        const float alpha_f = (float)alpha, beta_f = (float)beta;
+        ((sgemm_function)gemm)(transa, transb, &m, &n, &k, &alpha_f, a, &lda, b, &ldb, &beta_f,
+                               c, &ldc, 1, 1);
+    }
+}
+
 /* Convert `values` spikes (bool, or already of the float type) into `operand`. */
 static void store_operand(char *operand, const void *x, int x_is_bool, int is_double,
                           Py_ssize_t values)
@@ -609,7 +626,8 @@ static PyObject *py_ingest_product(PyObject *self, PyObject *const *args, Py_ssi
     const Py_ssize_t size = is_double ? 8 : 4, values = rows * cols;
     const Py_ssize_t cursor = AS_SIZE(a[11]), depth = AS_SIZE(a[18]);
     const int delayed = a[7] != NULL;
-    void *const x = a[8], *const gemm = a[12], *const product = a[15];
+    void *const x = a[8], *const gemm = a[12];
+    char *const product = a[15];
     const char *const weight = a[13];
     char *const operands = a[16];
     int threads = team_size(values, rows);
@@ -631,20 +649,12 @@ static PyObject *py_ingest_product(PyObject *self, PyObject *const *args, Py_ssi
             ingest_block(a, part, parts);
         }
         const Py_ssize_t first = block_start(n_out, part, parts, 1);
-        const blas_int_slot m = rows, n = block_start(n_out, part + 1, parts, 1) - first;
-        const blas_int_slot k = cols, ldc = rows;
+        const Py_ssize_t n = block_start(n_out, part + 1, parts, 1) - first;
         /* column-major: productᵀ (B x n) = operandᵀᵀ (B x I) @ W[first:first + n]ᵀ (I x n) */
-        if (n > 0 && is_double) {
-            const double one = 1.0, zero = 0.0;
-            ((dgemm_function)gemm)("T", "N", &m, &n, &k, &one, (const double *)operand, &k,
-                                   (const double *)(weight + first * cols * size), &k, &zero,
-                                   (double *)product + first * rows, &ldc, 1, 1);
-        } else if (n > 0) {
-            const float one = 1.0f, zero = 0.0f;
-            ((sgemm_function)gemm)("T", "N", &m, &n, &k, &one, (const float *)operand, &k,
-                                   (const float *)(weight + first * cols * size), &k, &zero,
-                                   (float *)product + first * rows, &ldc, 1, 1);
-        }
+        if (n > 0)
+            blas_gemm(gemm, is_double, "T", "N", rows, n, cols, 1.0, operand, cols,
+                      weight + first * cols * size, cols, 0.0, product + first * rows * size,
+                      rows);
         if (delayed) {
             /* the slot just read now takes this step's input: this thread's rows through
              * ingest (which reads what leaves from the same copy), the other rows here */
@@ -749,6 +759,7 @@ static PyObject *py_product_bounded(PyObject *self, PyObject *const *args, Py_ss
     void *const gemm = a[0];
     char *const out = a[2];
     const char *const p = a[6], *const q = a[7];
+    const Py_ssize_t size = is_double ? 8 : 4;
     const int threads = team_size(n_out * n_in, n_out);
     if (!BLAS_CALLS || threads < 2 || n_out > INT_MAX || n_in > INT_MAX || depth > INT_MAX)
         Py_RETURN_FALSE;
@@ -757,19 +768,10 @@ static PyObject *py_product_bounded(PyObject *self, PyObject *const *args, Py_ss
         const int part = THREAD_INDEX(), parts = THREAD_COUNT();
         const Py_ssize_t first = block_start(n_out, part, parts, 1);
         const Py_ssize_t rows = block_start(n_out, part + 1, parts, 1) - first;
-        const blas_int_slot m = n_in, n = rows, k = depth, ldb = n_out;
         /* column-major: out[first:]ᵀ (I x n) = beta·out[first:]ᵀ + alpha·qᵀ (I x k) @ p[:, first:] */
-        if (rows > 0 && is_double) {
-            const double alpha = value[0], beta = value[1];
-            ((dgemm_function)gemm)("N", "T", &m, &n, &k, &alpha, (const double *)q, &m,
-                                   (const double *)p + first, &ldb, &beta,
-                                   (double *)out + first * n_in, &m, 1, 1);
-        } else if (rows > 0) {
-            const float alpha = (float)value[0], beta = (float)value[1];
-            ((sgemm_function)gemm)("N", "T", &m, &n, &k, &alpha, (const float *)q, &m,
-                                   (const float *)p + first, &ldb, &beta,
-                                   (float *)out + first * n_in, &m, 1, 1);
-        }
+        if (rows > 0)
+            blas_gemm(gemm, is_double, "N", "T", n_in, rows, depth, value[0], q, n_in,
+                      p + first * size, n_out, value[1], out + first * n_in * size, n_in);
         const Py_ssize_t begin = first * n_in, end = (first + rows) * n_in;
         if (is_double) {
             double *w = (double *)out;
