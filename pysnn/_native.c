@@ -1,21 +1,24 @@
 /*
- * Fused CPU kernels for one simulation step of pysnn's inputs, neurons and Linear connections.
+ * Fused CPU kernels for one simulation step of pysnn's inputs, neurons and Linear connections,
+ * and the factor stacking and bounded product of its learning rules.
  *
  * Why this exists: on a CPU, eager PyTorch pays 3-8 us per elementwise operation whatever the
- * tensor size, and one neuron step is a dozen of them, each a separate pass over memory. These
- * kernels do the same arithmetic, in the same order and precision as the eager code in
- * pysnn/functional.py, in one pass over the cells: products and sums are rounded separately
- * (-ffp-contract=off), except where torch's addcmul_ rounds a multiply-add once (fma()). They
- * receive raw data pointers; pysnn/native.py checks every dtype, shape, device and layout before
- * calling, and falls back to the eager code for anything these kernels do not cover.
+ * tensor size, and one neuron step is a dozen of them, each a separate pass over memory. Each
+ * kernel here (written once in _native_kernels.h, instantiated for float and double) is the twin
+ * of a whole-step function of pysnn/functional.py: the same arithmetic in the same order and
+ * precision, in one pass over the cells.
  *
- * Parameters that hold one value for every cell (the usual case) are passed as scalars
- * (`uniform` = 1, values in `scalars`) so that the kernel does not stream them from memory.
+ * Arguments arrive as one named struct per kernel (input_args, ingest_args, neuron_args below),
+ * filled by pysnn/native.py through ctypes structures with the same fields; `layout()` returns
+ * the sizes and offsets of these structs, which the tests compare with the ctypes mirrors. The
+ * kernels read every parameter from its array at every call: nothing a user can edit is
+ * cached. pysnn/native.py checks dtypes, shapes, devices and layouts before each call.
  *
  * Built as an optional extension by setup.py; nothing here links against libtorch.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <math.h>
 #include <limits.h>
@@ -25,23 +28,12 @@
 #include <omp.h>
 #endif
 
-/* Voltage models (neuron_step `model`). */
+/* Neuron models (neuron_args.model); pysnn/native.py reads them from constants(). */
 #define MODEL_IF 0
-#define MODEL_LIF_LINEAR 1
-#define MODEL_LIF_EXPONENTIAL 2
-/* Trace and threshold updates (`trace_mode`, `thresh_mode`). */
-#define UPDATE_LINEAR 0
-#define UPDATE_EXPONENTIAL 1
-#define THRESH_FIXED 2
-/* Order of the values in `scalars` when `uniform` is set. */
-#define S_ALPHA_V 0
-#define S_TAU_V 1
-#define S_ALPHA_T 2
-#define S_TAU_T 3
-#define S_ALPHA_THRESH 4
-#define S_TAU_THRESH 5
-#define S_CENTER 6
-#define N_SCALARS 7 /* length of `scalars` */
+#define MODEL_LIF 1
+#define MODEL_ADAPTIVE_LIF 2
+/* The longest refractory period in steps (functional.REFRAC_MAX_STEPS, checked by a test). */
+#define REFRAC_MAX_STEPS (1 << 29)
 
 #if defined(_MSC_VER)
 #define restrict __restrict
@@ -59,315 +51,96 @@
 #define TARGET_CLONES
 #endif
 
-/* A per-cell parameter: the scalar (hoisted out of the loop) when uniform, else the cell's own
- * value. */
-#define PARAM(uniform, hoisted, slot, array, i) ((uniform) ? (hoisted)[slot] : (array)[i])
-/* Copy the scalars to a local array before the loop so the compiler sees loop invariants. */
-#define HOIST_SCALARS(T, uniform, scalars, hoisted)                                               \
-    T hoisted[N_SCALARS] = {0, 0, 0, 0, 0, 0, 0};                                                 \
-    if (uniform)                                                                                  \
-        for (int k = 0; k < N_SCALARS; ++k)                                                       \
-            hoisted[k] = (scalars)[k];
+/* Input.forward: trace update and spike store. Fields the caller refreshes each step: x,
+ * x_is_bool. */
+struct input_args {
+    int64_t n;         /* cells */
+    int64_t is_double; /* float64 (1) or float32 (0) */
+    int64_t x_is_bool;
+    int64_t linear; /* update_type: "linear" (1) or "exponential" (0) */
+    const void *x;
+    void *trace;
+    const void *alpha_t;
+    const void *tau_t;
+    const void *dt;
+    uint8_t *spikes;
+};
 
-#define DEFINE_KERNELS(T, SUFFIX, FMA)                                                            \
-    static ALWAYS_INLINE void input_loop_##SUFFIX(                                                \
-        const int x_is_bool, const int mode, const int uniform, Py_ssize_t n,                     \
-        const void *restrict x, T *restrict trace, const T *restrict alpha,                       \
-        const T *restrict tau, const T *restrict dt, uint8_t *restrict spikes,                    \
-        const T *restrict scalars)                                                                \
-    {                                                                                             \
-        const T step = *dt;                                                                       \
-        HOIST_SCALARS(T, uniform, scalars, hoisted)                                               \
-        for (Py_ssize_t i = 0; i < n; ++i) {                                                      \
-            const T xi = x_is_bool ? (T)((const uint8_t *)x)[i] : ((const T *)x)[i];             \
-            const T a = PARAM(uniform, hoisted, S_ALPHA_T, alpha, i);                             \
-            const T decay = PARAM(uniform, hoisted, S_TAU_T, tau, i);                             \
-            if (mode == UPDATE_LINEAR) {                                                          \
-                const T t = trace[i] * decay;                                                     \
-                trace[i] = FMA(a, xi, t); /* torch's addcmul_ rounds once */                      \
-            } else {                                                                              \
-                const T ratio = step / decay;                                                     \
-                const T drive = a * xi - trace[i];                                                \
-                trace[i] = trace[i] + ratio * drive;                                              \
-            }                                                                                     \
-            spikes[i] = xi != (T)0;                                                               \
-        }                                                                                         \
-    }                                                                                             \
-                                                                                                  \
-    TARGET_CLONES static void input_step_##SUFFIX(Py_ssize_t n, const void *x, int x_is_bool,     \
-                                                  T *trace, const T *alpha, const T *tau,         \
-                                                  const T *dt, uint8_t *spikes, int mode,         \
-                                                  int uniform, const T *scalars)                  \
-    {                                                                                             \
-        if (x_is_bool == 0 && mode == 0 && uniform == 0)                                          \
-            input_loop_##SUFFIX(0, 0, 0, n, x, trace, alpha, tau, dt, spikes, scalars);           \
-        else if (x_is_bool == 0 && mode == 0 && uniform == 1)                                     \
-            input_loop_##SUFFIX(0, 0, 1, n, x, trace, alpha, tau, dt, spikes, scalars);           \
-        else if (x_is_bool == 0 && mode == 1 && uniform == 0)                                     \
-            input_loop_##SUFFIX(0, 1, 0, n, x, trace, alpha, tau, dt, spikes, scalars);           \
-        else if (x_is_bool == 0 && mode == 1 && uniform == 1)                                     \
-            input_loop_##SUFFIX(0, 1, 1, n, x, trace, alpha, tau, dt, spikes, scalars);           \
-        else if (x_is_bool == 1 && mode == 0 && uniform == 0)                                     \
-            input_loop_##SUFFIX(1, 0, 0, n, x, trace, alpha, tau, dt, spikes, scalars);           \
-        else if (x_is_bool == 1 && mode == 0 && uniform == 1)                                     \
-            input_loop_##SUFFIX(1, 0, 1, n, x, trace, alpha, tau, dt, spikes, scalars);           \
-        else if (x_is_bool == 1 && mode == 1 && uniform == 0)                                     \
-            input_loop_##SUFFIX(1, 1, 0, n, x, trace, alpha, tau, dt, spikes, scalars);           \
-        else if (x_is_bool == 1 && mode == 1 && uniform == 1)                                     \
-            input_loop_##SUFFIX(1, 1, 1, n, x, trace, alpha, tau, dt, spikes, scalars);           \
-    }                                                                                             \
-                                                                                                  \
-    static ALWAYS_INLINE void ingest_loop_##SUFFIX(                                               \
-        const int x_is_bool, const int delayed, const int has_out, Py_ssize_t rows,               \
-        Py_ssize_t cols,                                                                          \
-        const void *restrict x, const T *restrict trace_in, T *restrict pre_trace,                \
-        T *restrict slot, T *restrict out, uint8_t *restrict pre_spikes, T *restrict trace_sums)  \
-    {                                                                                             \
-        for (Py_ssize_t r = 0; r < rows; ++r) {                                                   \
-            const Py_ssize_t base = r * cols;                                                     \
-            for (Py_ssize_t c = 0; c < cols; ++c) {                                               \
-                const Py_ssize_t i = base + c;                                                    \
-                const T xi = x_is_bool ? (T)((const uint8_t *)x)[i] : ((const T *)x)[i];         \
-                pre_trace[i] = trace_in[i];                                                       \
-                T leaving = xi;                                                                   \
-                if (delayed) {                                                                    \
-                    leaving = slot[i];                                                            \
-                    slot[i] = xi;                                                                 \
-                }                                                                                 \
-                if (has_out) /* without: the caller read the slot before this call */           \
-                    out[i] = leaving;                                                             \
-                pre_spikes[i] = leaving != (T)0;                                                  \
-            }                                                                                     \
-            if (trace_sums) {                                                                     \
-                /* eight independent partial sums in double: vectorisable, and at least as     \
-                 * accurate as torch's float32 sum */                                             \
-                double partial[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                     \
-                Py_ssize_t c = 0;                                                                 \
-                for (; c + 8 <= cols; c += 8)                                                     \
-                    for (int k = 0; k < 8; ++k)                                                   \
-                        partial[k] += (double)trace_in[base + c + k];                             \
-                for (; c < cols; ++c)                                                             \
-                    partial[0] += (double)trace_in[base + c];                                     \
-                trace_sums[r] = (T)(((partial[0] + partial[1]) + (partial[2] + partial[3])) +     \
-                                    ((partial[4] + partial[5]) + (partial[6] + partial[7])));     \
-            }                                                                                     \
-        }                                                                                         \
-    }                                                                                             \
-                                                                                                  \
-    TARGET_CLONES static void ingest_##SUFFIX(Py_ssize_t rows, Py_ssize_t cols, const void *x,    \
-                                              int x_is_bool, const T *trace_in, T *pre_trace,     \
-                                              T *slot, T *out, uint8_t *pre_spikes,               \
-                                              T *trace_sums)                                      \
-    {                                                                                             \
-        if (x_is_bool == 0 && (slot != NULL) == 0 && (out != NULL) == 0)                          \
-            ingest_loop_##SUFFIX(0, 0, 0, rows, cols, x, trace_in, pre_trace, slot, out,          \
-                                 pre_spikes, trace_sums);                                         \
-        else if (x_is_bool == 0 && (slot != NULL) == 0 && (out != NULL) == 1)                     \
-            ingest_loop_##SUFFIX(0, 0, 1, rows, cols, x, trace_in, pre_trace, slot, out,          \
-                                 pre_spikes, trace_sums);                                         \
-        else if (x_is_bool == 0 && (slot != NULL) == 1 && (out != NULL) == 0)                     \
-            ingest_loop_##SUFFIX(0, 1, 0, rows, cols, x, trace_in, pre_trace, slot, out,          \
-                                 pre_spikes, trace_sums);                                         \
-        else if (x_is_bool == 0 && (slot != NULL) == 1 && (out != NULL) == 1)                     \
-            ingest_loop_##SUFFIX(0, 1, 1, rows, cols, x, trace_in, pre_trace, slot, out,          \
-                                 pre_spikes, trace_sums);                                         \
-        else if (x_is_bool == 1 && (slot != NULL) == 0 && (out != NULL) == 0)                     \
-            ingest_loop_##SUFFIX(1, 0, 0, rows, cols, x, trace_in, pre_trace, slot, out,          \
-                                 pre_spikes, trace_sums);                                         \
-        else if (x_is_bool == 1 && (slot != NULL) == 0 && (out != NULL) == 1)                     \
-            ingest_loop_##SUFFIX(1, 0, 1, rows, cols, x, trace_in, pre_trace, slot, out,          \
-                                 pre_spikes, trace_sums);                                         \
-        else if (x_is_bool == 1 && (slot != NULL) == 1 && (out != NULL) == 0)                     \
-            ingest_loop_##SUFFIX(1, 1, 0, rows, cols, x, trace_in, pre_trace, slot, out,          \
-                                 pre_spikes, trace_sums);                                         \
-        else if (x_is_bool == 1 && (slot != NULL) == 1 && (out != NULL) == 1)                     \
-            ingest_loop_##SUFFIX(1, 1, 1, rows, cols, x, trace_in, pre_trace, slot, out,          \
-                                 pre_spikes, trace_sums);                                         \
-    }                                                                                             \
-                                                                                                  \
-    static void stack_term_##SUFFIX(Py_ssize_t count, T *restrict out, const void *restrict src, \
-                                    int src_is_bool, T coef, int scaled)                          \
-    {                                                                                             \
-        if (src_is_bool) {                                                                        \
-            const uint8_t *restrict bits = (const uint8_t *)src;                                  \
-            for (Py_ssize_t i = 0; i < count; ++i)                                                \
-                out[i] = scaled ? (T)bits[i] * coef : (T)bits[i];                                 \
-        } else {                                                                                  \
-            const T *restrict values = (const T *)src;                                            \
-            for (Py_ssize_t i = 0; i < count; ++i)                                                \
-                out[i] = scaled ? values[i] * coef : values[i];                                   \
-        }                                                                                         \
-    }                                                                                             \
-                                                                                                  \
-    /* The loop body with the model choices as arguments: the dispatcher below calls it with   \
-     * literal constants, so each combination becomes its own branch-free, vectorisable loop. */ \
-    static ALWAYS_INLINE void neuron_loop_##SUFFIX(                                               \
-        const int model, const int trace_mode, const int thresh_mode, const int relax,           \
-        const int uniform, Py_ssize_t rows, Py_ssize_t cols, const T *restrict in,               \
-        Py_ssize_t in_row_stride, Py_ssize_t in_col_stride, long refrac_steps, T *restrict v,    \
-        T *restrict thresh, const T *restrict v_rest, const T *restrict alpha_v,                 \
-        const T *restrict tau_v, const T *restrict dt, int32_t *restrict counts,                 \
-        uint8_t *restrict spikes, uint8_t *restrict spikes_copy, T *restrict trace,              \
-        const T *restrict alpha_t,                                                               \
-        const T *restrict tau_t, const T *restrict alpha_thresh, const T *restrict tau_thresh,   \
-        const T *restrict thresh_center, int center_is_scalar, const T *restrict scalars)        \
-    {                                                                                             \
-        const T rest = *v_rest;                                                                   \
-        const T step = *dt;                                                                       \
-        (void)in_row_stride;                                                                      \
-        (void)in_col_stride;                                                                      \
-        HOIST_SCALARS(T, uniform, scalars, hoisted)                                               \
-        const int32_t refractory = refrac_steps > 0;                                              \
-        const int32_t period = (int32_t)refrac_steps;                                             \
-        const Py_ssize_t center_step = center_is_scalar ? 0 : 1;                                  \
-        const Py_ssize_t n = rows * cols;                                                         \
-        for (Py_ssize_t i = 0; i < n; ++i) {                                                      \
-            {                                                                                     \
-                const T current = in[i];                                                          \
-                const int32_t count = refractory ? counts[i] : 0;                                 \
-                const T a_v = PARAM(uniform, hoisted, S_ALPHA_V, alpha_v, i);                     \
-                T volt = v[i];                                                                    \
-                if (model == MODEL_IF) {                                                          \
-                    const T integrating = count == 0 ? (T)1 : (T)0;                               \
-                    volt = volt + integrating * a_v * current;                                    \
-                } else if (model == MODEL_LIF_LINEAR) {                                           \
-                    T u = (volt - rest) * PARAM(uniform, hoisted, S_TAU_V, tau_v, i);             \
-                    u = FMA(a_v, current, u); /* torch's addcmul_ rounds once */                  \
-                    u = count != 0 ? (T)0 : u;                                                    \
-                    volt = u + rest;                                                              \
-                } else {                                                                          \
-                    const T integrating = count == 0 ? (T)1 : (T)0;                               \
-                    const T ratio = step / PARAM(uniform, hoisted, S_TAU_V, tau_v, i);            \
-                    const T drive = (a_v * current - (volt - rest)) * ratio;                      \
-                    volt = volt + integrating * drive;                                            \
-                }                                                                                 \
-                T th = thresh[i];                                                                 \
-                const T s = volt >= th ? (T)1 : (T)0;                                             \
-                spikes[i] = (uint8_t)(s != (T)0);                                                 \
-                spikes_copy[i] = (uint8_t)(s != (T)0);                                            \
-                const T a_t = PARAM(uniform, hoisted, S_ALPHA_T, alpha_t, i);                     \
-                const T tau_trace = PARAM(uniform, hoisted, S_TAU_T, tau_t, i);                   \
-                if (trace_mode == UPDATE_LINEAR) {                                                \
-                    const T t = trace[i] * tau_trace;                                             \
-                    trace[i] = t + a_t * s;                                                       \
-                } else {                                                                          \
-                    const T ratio = step / tau_trace;                                             \
-                    const T drive = a_t * s - trace[i];                                           \
-                    trace[i] = trace[i] + ratio * drive;                                          \
-                }                                                                                 \
-                if (thresh_mode != THRESH_FIXED) {                                                \
-                    const T a_th = PARAM(uniform, hoisted, S_ALPHA_THRESH, alpha_thresh, i);      \
-                    const T tau_th = PARAM(uniform, hoisted, S_TAU_THRESH, tau_thresh, i);        \
-                    const T center = relax ? PARAM(uniform, hoisted, S_CENTER, thresh_center,     \
-                                                   i * center_step)                               \
-                                           : (T)0;                                                \
-                    if (relax)                                                                    \
-                        th = th - center;                                                         \
-                    if (thresh_mode == UPDATE_LINEAR) {                                           \
-                        const T t = th * tau_th;                                                  \
-                        th = t + a_th * s;                                                        \
-                    } else {                                                                      \
-                        const T ratio = step / tau_th;                                            \
-                        const T drive = a_th * s - th;                                            \
-                        th = th + ratio * drive;                                                  \
-                    }                                                                             \
-                    if (relax)                                                                    \
-                        th = th + center;                                                         \
-                    thresh[i] = th;                                                               \
-                }                                                                                 \
-                /* without a refractory period the counters stay as they are */                 \
-                const int32_t left = count > 0 ? count - 1 : 0;                                   \
-                const int32_t next = left + (s != (T)0 ? period : 0);                             \
-                counts[i] = refractory ? next : counts[i];                                        \
-                v[i] = s != (T)0 ? rest : volt;                                                   \
-            }                                                                                     \
-        }                                                                                         \
-    }                                                                                             \
-                                                                                                  \
-    TARGET_CLONES static int neuron_step_##SUFFIX(                                               \
-        Py_ssize_t rows, Py_ssize_t cols, const T *in, Py_ssize_t in_row_stride,                  \
-        Py_ssize_t in_col_stride, int model, int trace_mode, int thresh_mode, int relax,          \
-        long refrac_steps, T *v, T *thresh, const T *v_rest, const T *alpha_v, const T *tau_v,    \
-        const T *dt, int32_t *counts, uint8_t *spikes, uint8_t *spikes_copy, T *trace,            \
-        const T *alpha_t,                                                                         \
-        const T *tau_t, const T *alpha_thresh, const T *tau_thresh, const T *thresh_center,       \
-        int center_is_scalar, int uniform, const T *scalars, T *scratch)                          \
-    {                                                                                             \
-        /* pysnn shares one update_type between voltage, trace and threshold, so the trace and \
-         * threshold modes follow the model; only the used combinations are instantiated. */   \
-        const int linear = trace_mode == UPDATE_LINEAR;                                           \
-        const int adaptive = thresh_mode != THRESH_FIXED;                                         \
-        T *gathered = NULL;                                                                       \
-        if (in_col_stride != 1 || in_row_stride != cols) {                                        \
-            /* e.g. the transposed output of W @ xT: one cache-friendly copy (into the        \
-             * caller's scratch when given), then a contiguous loop the compiler vectorises */    \
-            T *target = scratch;                                                                  \
-            if (target == NULL) {                                                                 \
-                gathered = (T *)malloc((size_t)(rows * cols) * sizeof(T));                        \
-                if (gathered == NULL)                                                             \
-                    return -1;                                                                    \
-                target = gathered;                                                                \
-            }                                                                                     \
-            for (Py_ssize_t c = 0; c < cols; ++c)                                                 \
-                for (Py_ssize_t r = 0; r < rows; ++r)                                             \
-                    target[r * cols + c] = in[r * in_row_stride + c * in_col_stride];             \
-            in = target;                                                                          \
-        }                                                                                         \
-        if (uniform == 1 && model == MODEL_IF && linear)                                          \
-            NEURON_CALL(SUFFIX, MODEL_IF, UPDATE_LINEAR, THRESH_FIXED, 0, 1);                     \
-        else if (uniform == 1 && model == MODEL_IF)                                               \
-            NEURON_CALL(SUFFIX, MODEL_IF, UPDATE_EXPONENTIAL, THRESH_FIXED, 0, 1);                \
-        else if (uniform == 1 && linear && !adaptive)                                             \
-            NEURON_CALL(SUFFIX, MODEL_LIF_LINEAR, UPDATE_LINEAR, THRESH_FIXED, 0, 1);             \
-        else if (uniform == 1 && !adaptive)                                                       \
-            NEURON_CALL(SUFFIX, MODEL_LIF_EXPONENTIAL, UPDATE_EXPONENTIAL, THRESH_FIXED, 0, 1);   \
-        else if (uniform == 1 && linear && !relax)                                                \
-            NEURON_CALL(SUFFIX, MODEL_LIF_LINEAR, UPDATE_LINEAR, UPDATE_LINEAR, 0, 1);            \
-        else if (uniform == 1 && linear)                                                          \
-            NEURON_CALL(SUFFIX, MODEL_LIF_LINEAR, UPDATE_LINEAR, UPDATE_LINEAR, 1, 1);            \
-        else if (uniform == 1 && !relax)                                                          \
-            NEURON_CALL(SUFFIX, MODEL_LIF_EXPONENTIAL, UPDATE_EXPONENTIAL,                        \
-                        UPDATE_EXPONENTIAL, 0, 1);                                                \
-        else if (uniform == 1)                                                                    \
-            NEURON_CALL(SUFFIX, MODEL_LIF_EXPONENTIAL, UPDATE_EXPONENTIAL,                        \
-                        UPDATE_EXPONENTIAL, 1, 1);                                                \
-        else if (uniform == 0 && model == MODEL_IF && linear)                                     \
-            NEURON_CALL(SUFFIX, MODEL_IF, UPDATE_LINEAR, THRESH_FIXED, 0, 0);                     \
-        else if (uniform == 0 && model == MODEL_IF)                                               \
-            NEURON_CALL(SUFFIX, MODEL_IF, UPDATE_EXPONENTIAL, THRESH_FIXED, 0, 0);                \
-        else if (uniform == 0 && linear && !adaptive)                                             \
-            NEURON_CALL(SUFFIX, MODEL_LIF_LINEAR, UPDATE_LINEAR, THRESH_FIXED, 0, 0);             \
-        else if (uniform == 0 && !adaptive)                                                       \
-            NEURON_CALL(SUFFIX, MODEL_LIF_EXPONENTIAL, UPDATE_EXPONENTIAL, THRESH_FIXED, 0, 0);   \
-        else if (uniform == 0 && linear && !relax)                                                \
-            NEURON_CALL(SUFFIX, MODEL_LIF_LINEAR, UPDATE_LINEAR, UPDATE_LINEAR, 0, 0);            \
-        else if (uniform == 0 && linear)                                                          \
-            NEURON_CALL(SUFFIX, MODEL_LIF_LINEAR, UPDATE_LINEAR, UPDATE_LINEAR, 1, 0);            \
-        else if (uniform == 0 && !relax)                                                          \
-            NEURON_CALL(SUFFIX, MODEL_LIF_EXPONENTIAL, UPDATE_EXPONENTIAL,                        \
-                        UPDATE_EXPONENTIAL, 0, 0);                                                \
-        else                                                                                      \
-            NEURON_CALL(SUFFIX, MODEL_LIF_EXPONENTIAL, UPDATE_EXPONENTIAL,                        \
-                        UPDATE_EXPONENTIAL, 1, 0);                                                \
-        free(gathered);                                                                           \
-        return 0;                                                                                 \
-    }
+/* Linear.forward's presynaptic side and, with reduction="sum", product = W @ sᵀ ((O, B)). */
+struct ingest_args {
+    int64_t rows; /* batch */
+    int64_t cols; /* inputs */
+    int64_t is_double;
+    int64_t x_is_bool;
+    const void *x;
+    const void *trace_in;
+    void *pre_trace;
+    void *slot; /* the delay line's slot at the cursor, NULL without a delay */
+    void *out;  /* the leaving spikes as floats (rows x cols), or NULL */
+    uint8_t *pre_spikes;
+    void *gemm; /* the BLAS ?gemm_ (ingest_product only) */
+    const void *weight;
+    int64_t n_out;
+    void *product;
+    void *operands; /* capacity x rows x cols: each thread's own copy of the input */
+    int64_t capacity;
+};
 
-#define NEURON_CALL(SUFFIX, MODEL, TRACE, THRESH, RELAX, UNIFORM)                                 \
-    neuron_loop_##SUFFIX(MODEL, TRACE, THRESH, RELAX, UNIFORM, rows, cols, in, in_row_stride,     \
-                         in_col_stride, refrac_steps, v, thresh, v_rest, alpha_v, tau_v, dt,      \
-                         counts, spikes, spikes_copy, trace, alpha_t, tau_t, alpha_thresh,        \
-                         tau_thresh,                                                              \
-                         thresh_center, center_is_scalar, scalars)
+/* IF / LIF / adaptive LIF step. Fields the caller refreshes each step: input, in_row_stride,
+ * in_col_stride, fired, linear. */
+struct neuron_args {
+    int64_t rows; /* batch */
+    int64_t cols; /* cells per batch element */
+    int64_t is_double;
+    int64_t model;
+    int64_t linear;
+    int64_t relax;           /* adaptive threshold relaxes to thresh_center */
+    int64_t center_per_cell; /* thresh_center holds one value per cell (else one) */
+    const void *input;       /* folded input, rows x cols with the strides below */
+    int64_t in_row_stride;
+    int64_t in_col_stride;
+    void *v;
+    void *thresh;
+    const void *v_rest;
+    const void *alpha_v;
+    const void *tau_v;
+    const void *dt;
+    const void *duration_refrac;
+    int32_t *counts;
+    uint8_t *spikes;
+    uint8_t *fired; /* the returned copy of the spikes */
+    void *trace;
+    const void *alpha_t;
+    const void *tau_t;
+    const void *alpha_thresh;
+    const void *tau_thresh;
+    const void *thresh_center;
+    void *scratch; /* rows x cols values: a strided input is gathered here */
+};
 
-DEFINE_KERNELS(float, f32, fmaf)
-DEFINE_KERNELS(double, f64, fma)
+#define T float
+#define SUFFIX f32
+#define FMA fmaf
+#define NEARBYINT nearbyintf
+#include "_native_kernels.h"
+#undef T
+#undef SUFFIX
+#undef FMA
+#undef NEARBYINT
+
+#define T double
+#define SUFFIX f64
+#define FMA fma
+#define NEARBYINT nearbyint
+#include "_native_kernels.h"
+#undef T
+#undef SUFFIX
+#undef FMA
+#undef NEARBYINT
 
 /* ---------------------------------------------------------------------------------------------
- * Python bindings (METH_FASTCALL). Every argument is a Python int: a data pointer, a size, a
- * stride or a flag; None stands for a NULL pointer. The step kernels take their fixed
- * arguments packed once by the caller into a bytes object of native int64 values (0 for NULL;
- * see parse_packed): reading 30 separate int objects at every step costs cache misses.
+ * Python bindings (METH_FASTCALL). The step kernels take the address of their argument struct
+ * (a Python int); the learning helpers take ints (pointers, sizes, flags; None for NULL).
  * ------------------------------------------------------------------------------------------- */
 static int parse_args(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t expected,
                       const char *name, void **out)
@@ -438,104 +211,62 @@ static Py_ssize_t block_start(Py_ssize_t rows, int part, int parts, Py_ssize_t a
     return start - start % align;
 }
 
-/* A pointer moved by `count` elements of `size` bytes (NULL stays NULL). */
-static void *advance(void *pointer, Py_ssize_t count, Py_ssize_t size)
+/* The struct at the address given as the only argument. */
+static void *struct_argument(PyObject *const *args, Py_ssize_t nargs, const char *name)
 {
-    return pointer == NULL ? NULL : (void *)((char *)pointer + count * size);
+    if (nargs != 1 || !PyLong_Check(args[0])) {
+        PyErr_Format(PyExc_TypeError, "%s expects the address of its argument struct", name);
+        return NULL;
+    }
+    void *address = PyLong_AsVoidPtr(args[0]);
+    if (address == NULL && !PyErr_Occurred())
+        PyErr_Format(PyExc_ValueError, "%s: NULL argument struct", name);
+    return address;
 }
 
-/* args[0]: a bytes object of `fixed` int64 values, stored into out[0 .. fixed); then `varying`
- * ints (or None) into out[fixed ...]. */
-static int parse_packed(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t fixed,
-                        Py_ssize_t varying, const char *name, void **out)
-{
-    if (nargs != 1 + varying) {
-        PyErr_Format(PyExc_TypeError, "%s expects %zd arguments, got %zd", name, 1 + varying,
-                     nargs);
-        return -1;
-    }
-    if (!PyBytes_Check(args[0]) || PyBytes_GET_SIZE(args[0]) != fixed * 8) {
-        PyErr_Format(PyExc_TypeError, "%s: argument 0 must be %zd packed int64 values", name,
-                     fixed);
-        return -1;
-    }
-    const char *packed = PyBytes_AS_STRING(args[0]);
-    for (Py_ssize_t k = 0; k < fixed; ++k) {
-        int64_t value;
-        memcpy(&value, packed + 8 * k, sizeof value); /* bytes data need not be aligned */
-        out[k] = (void *)(intptr_t)value;
-    }
-    return parse_args(args + 1, nargs - 1, varying, name, out + fixed);
-}
-
-#define AS_SIZE(p) ((Py_ssize_t)(intptr_t)(p))
-#define AS_INT(p) ((int)(intptr_t)(p))
-#define AS_LONG(p) ((long)(intptr_t)(p))
-
-/* The arguments that change from step to step (input pointers) come last, after the fixed
- * ones that Python packs once (parse_packed). */
-
-/* input_step(packed(n, is_double, trace, alpha, tau, dt, spikes, mode, uniform, scalars),
- *            x, x_is_bool) */
+/* input_step(address of struct input_args) */
 static PyObject *py_input_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    void *a[12];
     (void)self;
-    if (parse_packed(args, nargs, 10, 2, "input_step", a) < 0)
+    const struct input_args *a = struct_argument(args, nargs, "input_step");
+    if (a == NULL)
         return NULL;
-    const Py_ssize_t n = AS_SIZE(a[0]);
-    const int is_double = AS_INT(a[1]), x_is_bool = AS_INT(a[11]);
-    const Py_ssize_t size = is_double ? 8 : 4, x_size = x_is_bool ? 1 : size;
+    const Py_ssize_t n = (Py_ssize_t)a->n;
     const int threads = team_size(n, n / 64);
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
         const int part = THREAD_INDEX(), parts = THREAD_COUNT();
         const Py_ssize_t begin = block_start(n, part, parts, 64);
         const Py_ssize_t count = block_start(n, part + 1, parts, 64) - begin;
-        /* alpha and tau hold one value per cell unless `uniform` (then unread) */
-        void *x = advance(a[10], begin, x_size), *trace = advance(a[2], begin, size);
-        void *alpha = advance(a[3], begin, size), *tau = advance(a[4], begin, size);
-        void *spikes = advance(a[6], begin, 1);
-        if (is_double)
-            input_step_f64(count, x, x_is_bool, trace, alpha, tau, a[5], spikes, AS_INT(a[7]),
-                           AS_INT(a[8]), a[9]);
+        if (a->is_double)
+            input_block_f64(a, begin, count);
         else
-            input_step_f32(count, x, x_is_bool, trace, alpha, tau, a[5], spikes, AS_INT(a[7]),
-                           AS_INT(a[8]), a[9]);
+            input_block_f32(a, begin, count);
     }
     Py_RETURN_NONE;
 }
 
-/* One thread's block of rows of the ingest step; `a` holds ingest's 11 arguments. */
-static void ingest_block(void *const *a, int part, int parts)
+/* One thread's block of rows of the presynaptic step. */
+static void ingest_rows(const struct ingest_args *a, int part, int parts)
 {
-    const Py_ssize_t rows = AS_SIZE(a[0]), cols = AS_SIZE(a[1]);
-    const int is_double = AS_INT(a[2]), x_is_bool = AS_INT(a[9]);
-    const Py_ssize_t size = is_double ? 8 : 4, x_size = x_is_bool ? 1 : size;
-    const Py_ssize_t first = block_start(rows, part, parts, 1);
-    const Py_ssize_t count = block_start(rows, part + 1, parts, 1) - first;
-    const Py_ssize_t begin = first * cols;
-    void *x = advance(a[8], begin, x_size), *trace_in = advance(a[10], begin, size);
-    void *pre_trace = advance(a[3], begin, size), *slot = advance(a[7], begin, size);
-    void *out = advance(a[4], begin, size), *pre_spikes = advance(a[5], begin, 1);
-    void *sums = advance(a[6], first, size);
-    if (is_double)
-        ingest_f64(count, cols, x, x_is_bool, trace_in, pre_trace, slot, out, pre_spikes, sums);
+    const Py_ssize_t first = block_start((Py_ssize_t)a->rows, part, parts, 1);
+    const Py_ssize_t count = block_start((Py_ssize_t)a->rows, part + 1, parts, 1) - first;
+    if (a->is_double)
+        ingest_block_f64(a, first * a->cols, count * a->cols);
     else
-        ingest_f32(count, cols, x, x_is_bool, trace_in, pre_trace, slot, out, pre_spikes, sums);
+        ingest_block_f32(a, first * a->cols, count * a->cols);
 }
 
-/* ingest(packed(rows, cols, is_double, pre_trace, out, pre_spikes, trace_sums),
- *        slot, x, x_is_bool, trace_in) */
+/* ingest(address of struct ingest_args): the presynaptic step alone. */
 static PyObject *py_ingest(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    void *a[11];
     (void)self;
-    if (parse_packed(args, nargs, 7, 4, "ingest", a) < 0)
+    const struct ingest_args *a = struct_argument(args, nargs, "ingest");
+    if (a == NULL)
         return NULL;
-    const int threads = team_size(AS_SIZE(a[0]) * AS_SIZE(a[1]), AS_SIZE(a[0]));
+    const int threads = team_size((Py_ssize_t)(a->rows * a->cols), (Py_ssize_t)a->rows);
 #pragma omp parallel num_threads(threads) if (threads > 1)
-    ingest_block(a, THREAD_INDEX(), THREAD_COUNT());
+    ingest_rows(a, THREAD_INDEX(), THREAD_COUNT());
     Py_RETURN_NONE;
 }
 
@@ -592,133 +323,91 @@ static void store_operand(char *operand, const void *x, int x_is_bool, int is_do
             ((float *)operand)[i] = (float)((const uint8_t *)x)[i];
 }
 
-/* ingest_product(packed(ingest's 7 fixed arguments with out None,
- *                       gemm, weight, n_out, product, operands, capacity, depth),
- *                slot, x, x_is_bool, trace_in, cursor)
+/* ingest_product(address of struct ingest_args)
  *
- * The whole "sum" step of a Linear connection on all threads at once: the ingest step, and
+ * The whole "sum" step of a Linear connection on all threads at once: the presynaptic step and
  * product = W @ sᵀ ((O, B), row-major; W (O, I); s the spikes leaving the delay line, (B, I)).
- * Why: when one thread writes the spikes and the BLAS threads then read them, every core but
- * the writer's fetches them from another core's cache, which costs as much as a sizeable part
- * of the product. Here every thread keeps its own copy of the spikes: without a delay,
- * `operands` holds one B x I operand for each of `capacity` threads (depth 1); with a delay,
- * thread 0 works on spike_queue itself and `operands` holds, for each other thread, a copy of
- * the delay line (`depth` slots, indexed by the same cursor) that the caller refills from
- * spike_queue whenever the latter changes outside these kernels. Each thread takes its
- * own block of rows of W, as the BLAS splits the product itself, so every output value is the
- * same BLAS dot product as in one call for the whole product; the ingest rows are split as in
- * ingest. Returns False, with nothing done, when the step is too small to split. */
+ * Why: when one thread writes the spikes and the BLAS threads then read them, every core but the
+ * writer's fetches them from another core's cache. Without a delay each thread converts this
+ * step's input into its own operand (made anew at every step, so nothing can go stale); with a
+ * delay every thread reads the delay line's slot itself, and the slot takes the new input after
+ * all threads have read it. Each thread takes its own block of rows of W, so a product value is
+ * one BLAS dot product, as in a single call; the BLAS may round a block's dot products
+ * differently from a call for the whole product (MKL does not promise equality across row
+ * partitions or CPUs), which is why the split product is held to a rounding bound, not to
+ * equality, in the tests. Returns False, with nothing done, when the step is too small to split. */
 static PyObject *py_ingest_product(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    void *a[19], *fixed[19];
     (void)self;
-    /* packed: ingest's 7 fixed arguments, then gemm ... depth; varying: slot ... cursor */
-    if (parse_packed(args, nargs, 14, 5, "ingest_product", fixed) < 0)
+    const struct ingest_args *a = struct_argument(args, nargs, "ingest_product");
+    if (a == NULL)
         return NULL;
-    for (int k = 0; k < 7; ++k)
-        a[k] = fixed[k];
-    for (int k = 0; k < 5; ++k)
-        a[7 + k] = fixed[14 + k];
-    for (int k = 0; k < 7; ++k)
-        a[12 + k] = fixed[7 + k];
-    const Py_ssize_t rows = AS_SIZE(a[0]), cols = AS_SIZE(a[1]), n_out = AS_SIZE(a[14]);
-    const int is_double = AS_INT(a[2]), x_is_bool = AS_INT(a[9]);
-    const Py_ssize_t size = is_double ? 8 : 4, values = rows * cols;
-    const Py_ssize_t cursor = AS_SIZE(a[11]), depth = AS_SIZE(a[18]);
-    const int delayed = a[7] != NULL;
-    void *const x = a[8], *const gemm = a[12];
-    char *const product = a[15];
-    const char *const weight = a[13];
-    char *const operands = a[16];
+    const Py_ssize_t rows = (Py_ssize_t)a->rows, cols = (Py_ssize_t)a->cols;
+    const Py_ssize_t n_out = (Py_ssize_t)a->n_out, values = rows * cols;
+    const int is_double = (int)a->is_double;
+    const Py_ssize_t size = is_double ? 8 : 4;
+    const int delayed = a->slot != NULL;
     int threads = team_size(values, rows);
-    if (threads > AS_INT(a[17]))
-        threads = AS_INT(a[17]);
+    if (threads > a->capacity)
+        threads = (int)a->capacity;
     if (!BLAS_CALLS || threads < 2 || rows > INT_MAX || cols > INT_MAX || n_out > INT_MAX)
         Py_RETURN_FALSE;
 #pragma omp parallel num_threads(threads)
     {
         const int part = THREAD_INDEX(), parts = THREAD_COUNT();
-        /* this thread's spikes: with a delay, the slot of its copy of the delay line (thread
-         * 0's copy is spike_queue itself), else its own operand */
-        char *const operand =
-            !delayed    ? operands + (Py_ssize_t)part * values * size
-            : part == 0 ? (char *)a[7]
-                        : operands + ((Py_ssize_t)(part - 1) * depth + cursor) * values * size;
+        char *operand = delayed ? (char *)a->slot : (char *)a->operands + part * values * size;
         if (!delayed) {
-            store_operand(operand, x, x_is_bool, is_double, values);
-            ingest_block(a, part, parts);
+            store_operand(operand, a->x, (int)a->x_is_bool, is_double, values);
+            ingest_rows(a, part, parts);
         }
         const Py_ssize_t first = block_start(n_out, part, parts, 1);
         const Py_ssize_t n = block_start(n_out, part + 1, parts, 1) - first;
         /* column-major: productᵀ (B x n) = operandᵀᵀ (B x I) @ W[first:first + n]ᵀ (I x n) */
         if (n > 0)
-            blas_gemm(gemm, is_double, "T", "N", rows, n, cols, 1.0, operand, cols,
-                      weight + first * cols * size, cols, 0.0, product + first * rows * size,
-                      rows);
+            blas_gemm(a->gemm, is_double, "T", "N", rows, n, cols, 1.0, operand, cols,
+                      (const char *)a->weight + first * cols * size, cols, 0.0,
+                      (char *)a->product + first * rows * size, rows);
         if (delayed) {
-            /* the slot just read now takes this step's input: this thread's rows through
-             * ingest (which reads what leaves from the same copy), the other rows here */
-            void *own[11];
-            memcpy(own, a, sizeof own);
-            own[7] = operand;
-            ingest_block(own, part, parts);
-            const Py_ssize_t begin = block_start(rows, part, parts, 1) * cols;
-            const Py_ssize_t end = block_start(rows, part + 1, parts, 1) * cols;
-            const Py_ssize_t x_size = x_is_bool ? 1 : size;
-            store_operand(operand, x, x_is_bool, is_double, begin);
-            store_operand(operand + end * size, (const char *)x + end * x_size, x_is_bool,
-                          is_double, values - end);
+#pragma omp barrier
+            ingest_rows(a, part, parts); /* the slot now takes this step's input */
         }
     }
     Py_RETURN_TRUE;
 }
 
-/* neuron_step(packed(rows, cols, is_double, model, trace_mode, thresh_mode, relax_to_center,
- *                    refrac_steps, v, thresh, v_rest, alpha_v, tau_v, dt, counts, spikes,
- *                    trace, alpha_t, tau_t, alpha_thresh, tau_thresh, thresh_center,
- *                    center_is_scalar, uniform, scalars, scratch (rows*cols values, or 0)),
- *             in, in_row_stride, in_col_stride, spikes_copy) */
+/* neuron_step(address of struct neuron_args) */
 static PyObject *py_neuron_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    void *a[30];
-    int status;
     (void)self;
-    if (parse_packed(args, nargs, 26, 4, "neuron_step", a) < 0)
+    const struct neuron_args *a = struct_argument(args, nargs, "neuron_step");
+    if (a == NULL)
         return NULL;
-    const Py_ssize_t rows = AS_SIZE(a[0]), cols = AS_SIZE(a[1]);
-    const Py_ssize_t in_row_stride = AS_SIZE(a[27]);
-    const int is_double = AS_INT(a[2]), center_is_scalar = AS_INT(a[22]);
-    const Py_ssize_t size = is_double ? 8 : 4;
+    const Py_ssize_t rows = (Py_ssize_t)a->rows, cols = (Py_ssize_t)a->cols;
+    const int strided = a->in_col_stride != 1 || a->in_row_stride != a->cols;
     const int threads = team_size(rows * cols, rows);
-    status = 0;
-#pragma omp parallel num_threads(threads) if (threads > 1) reduction(| : status)
+#pragma omp parallel num_threads(threads) if (threads > 1)
     {
         const int part = THREAD_INDEX(), parts = THREAD_COUNT();
         const Py_ssize_t first = block_start(rows, part, parts, 1);
         const Py_ssize_t count = block_start(rows, part + 1, parts, 1) - first;
-        const Py_ssize_t begin = first * cols;
-        /* per-cell arrays (the parameters too: unread when `uniform`); v_rest and dt are
-         * scalars, the threshold centre is one unless `center_is_scalar` is 0 */
-#define CELLS(k) advance(a[k], begin, size)
-        void *center = center_is_scalar ? a[21] : CELLS(21);
-        void *in = advance(a[26], first * in_row_stride, size);
-#define NEURON_ARGS                                                                               \
-    count, cols, in, in_row_stride, AS_SIZE(a[28]), AS_INT(a[3]), AS_INT(a[4]), AS_INT(a[5]),     \
-        AS_INT(a[6]), AS_LONG(a[7]), CELLS(8), CELLS(9), a[10], CELLS(11), CELLS(12), a[13],      \
-        advance(a[14], begin, 4), advance(a[15], begin, 1), advance(a[29], begin, 1), CELLS(16),  \
-        CELLS(17), CELLS(18), CELLS(19), CELLS(20), center, center_is_scalar, AS_INT(a[23]),      \
-        a[24], CELLS(25)
-        if (is_double)
-            status |= neuron_step_f64(NEURON_ARGS);
-        else
-            status |= neuron_step_f32(NEURON_ARGS);
-#undef NEURON_ARGS
-#undef CELLS
+        if (a->is_double) {
+            /* e.g. the transposed output of W @ sᵀ: gathered into the scratch rows first */
+            if (strided)
+                gather_f64(a, (double *)a->scratch, first, count);
+            neuron_block_f64(a, strided ? (const double *)a->scratch : (const double *)a->input,
+                             first * cols, count * cols);
+        } else {
+            if (strided)
+                gather_f32(a, (float *)a->scratch, first, count);
+            neuron_block_f32(a, strided ? (const float *)a->scratch : (const float *)a->input,
+                             first * cols, count * cols);
+        }
     }
-    if (status != 0)
-        return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
+
+#define AS_SIZE(p) ((Py_ssize_t)(intptr_t)(p))
+#define AS_INT(p) ((int)(intptr_t)(p))
 
 /* product_bounded(gemm, is_double, out, n_out, n_in, depth, p, q, alpha, beta, w_min, w_max)
  *
@@ -835,19 +524,106 @@ static PyObject *py_stack_terms(PyObject *self, PyObject *const *args, Py_ssize_
     Py_RETURN_NONE;
 }
 
+
+/* layout(): {struct name: (sizeof, {field: offset})}, to check the ctypes mirrors. */
+#define FIELD(S, F)                                                                               \
+    if (add_field(fields, #F, offsetof(struct S, F)) < 0)                                         \
+        goto fail;
+
+static int add_field(PyObject *fields, const char *name, size_t offset)
+{
+    PyObject *value = PyLong_FromSize_t(offset);
+    if (value == NULL)
+        return -1;
+    const int status = PyDict_SetItemString(fields, name, value);
+    Py_DECREF(value);
+    return status;
+}
+
+static int add_layout(PyObject *result, const char *name, size_t size, PyObject *fields)
+{
+    PyObject *entry = Py_BuildValue("(nO)", (Py_ssize_t)size, fields);
+    if (entry == NULL)
+        return -1;
+    const int status = PyDict_SetItemString(result, name, entry);
+    Py_DECREF(entry);
+    return status;
+}
+
+static PyObject *py_layout(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    PyObject *result = PyDict_New(), *fields = NULL;
+    if (result == NULL)
+        return NULL;
+    if ((fields = PyDict_New()) == NULL)
+        goto fail;
+    FIELD(input_args, n) FIELD(input_args, is_double) FIELD(input_args, x_is_bool)
+    FIELD(input_args, linear) FIELD(input_args, x) FIELD(input_args, trace)
+    FIELD(input_args, alpha_t) FIELD(input_args, tau_t) FIELD(input_args, dt)
+    FIELD(input_args, spikes)
+    if (add_layout(result, "input_args", sizeof(struct input_args), fields) < 0)
+        goto fail;
+    Py_CLEAR(fields);
+    if ((fields = PyDict_New()) == NULL)
+        goto fail;
+    FIELD(ingest_args, rows) FIELD(ingest_args, cols) FIELD(ingest_args, is_double)
+    FIELD(ingest_args, x_is_bool) FIELD(ingest_args, x) FIELD(ingest_args, trace_in)
+    FIELD(ingest_args, pre_trace) FIELD(ingest_args, slot) FIELD(ingest_args, out)
+    FIELD(ingest_args, pre_spikes) FIELD(ingest_args, gemm) FIELD(ingest_args, weight)
+    FIELD(ingest_args, n_out) FIELD(ingest_args, product) FIELD(ingest_args, operands)
+    FIELD(ingest_args, capacity)
+    if (add_layout(result, "ingest_args", sizeof(struct ingest_args), fields) < 0)
+        goto fail;
+    Py_CLEAR(fields);
+    if ((fields = PyDict_New()) == NULL)
+        goto fail;
+    FIELD(neuron_args, rows) FIELD(neuron_args, cols) FIELD(neuron_args, is_double)
+    FIELD(neuron_args, model) FIELD(neuron_args, linear) FIELD(neuron_args, relax)
+    FIELD(neuron_args, center_per_cell) FIELD(neuron_args, input) FIELD(neuron_args, in_row_stride)
+    FIELD(neuron_args, in_col_stride) FIELD(neuron_args, v) FIELD(neuron_args, thresh)
+    FIELD(neuron_args, v_rest) FIELD(neuron_args, alpha_v) FIELD(neuron_args, tau_v)
+    FIELD(neuron_args, dt) FIELD(neuron_args, duration_refrac) FIELD(neuron_args, counts)
+    FIELD(neuron_args, spikes) FIELD(neuron_args, fired) FIELD(neuron_args, trace)
+    FIELD(neuron_args, alpha_t) FIELD(neuron_args, tau_t) FIELD(neuron_args, alpha_thresh)
+    FIELD(neuron_args, tau_thresh) FIELD(neuron_args, thresh_center) FIELD(neuron_args, scratch)
+    if (add_layout(result, "neuron_args", sizeof(struct neuron_args), fields) < 0)
+        goto fail;
+    Py_CLEAR(fields);
+    return result;
+fail:
+    Py_XDECREF(fields);
+    Py_DECREF(result);
+    return NULL;
+}
+#undef FIELD
+
+/* constants(): the values pysnn/native.py and pysnn/functional.py share with this file. */
+static PyObject *py_constants(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    return Py_BuildValue("{s:i,s:i,s:i,s:i}", "MODEL_IF", MODEL_IF, "MODEL_LIF", MODEL_LIF,
+                         "MODEL_ADAPTIVE_LIF", MODEL_ADAPTIVE_LIF, "REFRAC_MAX_STEPS",
+                         REFRAC_MAX_STEPS);
+}
+
 static PyMethodDef methods[] = {
     {"input_step", (PyCFunction)(void (*)(void))py_input_step, METH_FASTCALL,
      "Fused Input step (trace update and spike store)."},
     {"ingest", (PyCFunction)(void (*)(void))py_ingest, METH_FASTCALL,
      "Fused presynaptic side of a Linear connection (trace copy, delay slot, spikes)."},
     {"ingest_product", (PyCFunction)(void (*)(void))py_ingest_product, METH_FASTCALL,
-     "Ingest and W @ spikes on all threads, each with its own copy of the spikes."},
+     "Presynaptic step and W @ spikes on all threads."},
     {"product_bounded", (PyCFunction)(void (*)(void))py_product_bounded, METH_FASTCALL,
      "A learning rule's weight product and bounds, on all threads."},
     {"stack_terms", (PyCFunction)(void (*)(void))py_stack_terms, METH_FASTCALL,
      "Fill the stacked factor matrices of a learning rule's matrix product."},
     {"neuron_step", (PyCFunction)(void (*)(void))py_neuron_step, METH_FASTCALL,
      "Fused IF/LIF/adaptive LIF step."},
+    {"layout", py_layout, METH_NOARGS, "Sizes and field offsets of the argument structs."},
+    {"constants", py_constants, METH_NOARGS, "Constants shared with pysnn/native.py."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -26,7 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pysnn import functional as sf
 from pysnn import native
+from pysnn._backend import BackendMixin
 from pysnn.utils import (
     IntOrPair,
     _check_positive_int,
@@ -155,8 +157,8 @@ class Connection(nn.Module):
         self._buffers["delay"] = self.delay_init.expand(self.synapse_shape)
 
     def _apply(self, fn, recurse=True):
-        # The fused kernels' cached buffers and checks belong to the old tensors.
-        self.__dict__.pop("_native_plan", None)
+        # the kernels' argument structs point to the old tensors (they would be rebuilt anyway)
+        self.__dict__["_native_cache"] = {}
         # Converting an expanded view would materialise it; convert the compact state only.
         for name in _VIEW_BUFFERS:
             self._buffers.pop(name, None)
@@ -325,9 +327,14 @@ class Connection(nn.Module):
             raise ValueError(
                 f"{type(self).__name__}: {name} must have shape {expected}, got {tuple(x.shape)}"
             )
+        if x.requires_grad:
+            raise TypeError(
+                f"{type(self).__name__}: {name} requires grad; pysnn keeps no autograd graph in "
+                f"its state (pass {name}.detach())"
+            )
 
 
-class Linear(Connection):
+class Linear(BackendMixin, Connection):
     r"""All-to-all connection between a layer of I and a layer of O neurons.
 
     ``activation[b, 0, o, i] = W[o, i] · s[b, i](t - d[o, i])`` with ``reduction="none"``;
@@ -339,9 +346,17 @@ class Linear(Connection):
     :param dt: time step in ms.
     :param delay: delay in steps (int, or tensor broadcastable to ``(O, I)``).
     :param reduction: keyword-only, ``"none"`` (PySNN layout) or ``"sum"``.
+    :param backend: keyword-only, ``"auto"``, ``"torch"`` or ``"native"`` (see
+        :mod:`pysnn._backend`); the C twin covers one delay for every synapse.
 
     ``weight`` has shape ``(O, I)``; synapse buffers ``(B, O, I)``.
+
+    Outputs: with ``"none"`` the activation is a buffer reused at every step and the trace a
+    live view of the presynaptic trace; with ``"sum"`` both are new tensors at every step. The
+    same holds on both backends.
     """
+
+    _step_methods = ("forward", "propagate_spike", "activation_potential", "convert_spikes")
 
     def __init__(
         self,
@@ -352,6 +367,7 @@ class Linear(Connection):
         delay: Delay,
         *,
         reduction: str = "none",
+        backend: str = "auto",
     ) -> None:
         owner = type(self).__name__
         self.in_features = _check_positive_int(in_features, "in_features", owner)
@@ -360,6 +376,7 @@ class Linear(Connection):
         self.reduction = _check_reduction(reduction, owner)
         super().__init__((batch_size, out_features, in_features), dt, delay)
         self.weight = nn.Parameter(torch.empty(out_features, in_features), requires_grad=False)
+        self._init_backend(backend)
         self.init_connection()
 
     def fold(self, x: Tensor) -> Tensor:
@@ -382,13 +399,37 @@ class Linear(Connection):
         :returns: ``(activation, trace)``, each ``(B, 1, O, I)`` with ``reduction="none"`` or
             ``(B, 1, O, 1)`` with ``"sum"``. The trace is a live view: clone it to keep it.
         """
-        if native._enabled and type(self) is Linear and self.uniform_delay:
-            fused = native.linear_step(self, x, trace_in)
-            if fused is not None:
-                return fused
         expected = (self.batch_size, 1, self.in_features)
         self._check_input(x, expected, "x")
         self._check_input(trace_in, expected, "trace_in")
+        weight = self._parameters["weight"]
+        self._check_weight(weight)
+        if self.uniform_delay and not self._overrides_step():
+            buffers = self._buffers
+            out = self._output_buffer(self.synapse_shape) if self.reduction == "none" else None
+            cursor = self._cursor
+            result = self._dispatch(
+                sf.linear_step,
+                native.linear_step,
+                x,
+                trace_in,
+                weight,
+                buffers["pre_trace"],
+                buffers["pre_spikes"],
+                buffers["spike_queue"],
+                cursor,
+                self.reduction,
+                out,
+            )
+            if self.max_delay:
+                self._cursor = (cursor + 1) % self.max_delay
+            return result
+        if self._backend == "native":
+            self._native_failed(
+                "per-synapse delay tensors"
+                if not self.uniform_delay
+                else self._static_native_obstacle()
+            )
         self.pre_trace.copy_(trace_in)
         spikes = self.propagate_spike(self.convert_spikes(x))
         if self.reduction == "none":
@@ -399,6 +440,17 @@ class Linear(Connection):
             summed = torch.einsum("boi,oi->bo", spikes, self.weight).unsqueeze(1)
         trace_sum = self.pre_trace.sum(-1, keepdim=True).expand(-1, -1, self.out_features)
         return summed.unsqueeze(-1), trace_sum.unsqueeze(-1)
+
+    def _check_weight(self, weight: Tensor) -> None:
+        expected = (self.out_features, self.in_features)
+        if not isinstance(weight, Tensor) or weight.shape != expected:
+            shape = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
+            raise ValueError(f"Linear: weight must have shape {expected}, got {shape}")
+        if weight.requires_grad:
+            raise TypeError(
+                "Linear: weight requires grad; pysnn's weights are updated by learning rules, "
+                "not autograd (set weight.requires_grad_(False))"
+            )
 
     def _weigh_and_sum(self, spikes: Tensor) -> Tensor:
         """Σ_i W[o, i] · s[b, i] for compact spikes ``(B, 1, I)``, as ``(B, 1, O)``."""
@@ -411,8 +463,11 @@ class Linear(Connection):
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"batch_size={self.batch_size}, dt={self.dt.item():g}, "
             f"delay={self.delay_init.tolist() if self.uniform_delay else 'per-synapse'}, "
-            f"reduction={self.reduction!r}"
+            f"reduction={self.reduction!r}, backend={self.backend!r}"
         )
+
+
+Linear._native_owner = Linear
 
 
 class Conv2d(Connection):

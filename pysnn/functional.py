@@ -10,8 +10,9 @@ tensor); a cell integrates input only where its count is zero. ``None`` means "n
 refractory" and skips the masking, which is what neurons without a refractory period use.
 """
 
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
+import torch
 from torch import Tensor
 
 Scalar = Union[float, Tensor]
@@ -25,7 +26,18 @@ __all__ = [
     "lif_linear_voltage_update",
     "lif_exponential_voltage_update",
     "fede_voltage_update",
+    "REFRAC_MAX_STEPS",
+    "refractory_steps",
+    "input_step",
+    "if_step",
+    "lif_step",
+    "adaptive_lif_step",
+    "fede_step",
+    "linear_step",
 ]
+
+#: The longest refractory period, in steps (``duration_refrac / dt`` is clamped to it).
+REFRAC_MAX_STEPS = 2**29
 
 
 def exponential_trace_update(
@@ -202,3 +214,259 @@ def fede_voltage_update(
     """
     forcing = (v_in - pre_trace).sum(-1)
     return lif_exponential_voltage_update(v_cur, v_rest, forcing, alpha_v, tau_v, dt, refrac_counts)
+
+
+# -- whole steps ------------------------------------------------------------------------------
+# One function per model: the module calls it with its buffers, and pysnn.native has a C twin
+# with the same arguments and results. State tensors are updated in place; every parameter is
+# read at every call (nothing is cached), so any edit of a buffer takes effect on the next step.
+
+
+def refractory_steps(duration_refrac: Tensor, dt: Tensor) -> Tensor:
+    r"""The refractory period in steps: :math:`\mathrm{round}(d_{refrac} / \Delta t)`.
+
+    Rounded half to even; a NaN gives 0 and the result is clamped to
+    ``[0, REFRAC_MAX_STEPS]``, so an edited ``duration_refrac`` or ``dt`` can never make the
+    counters overflow.
+
+    :param duration_refrac: refractory period in ms, a 0-d tensor.
+    :param dt: time step in ms, a 0-d tensor.
+    :returns: a 0-d int32 tensor on the same device (no host synchronisation).
+    """
+    steps = torch.round(duration_refrac / dt)
+    steps = torch.nan_to_num(steps, nan=0.0).clamp_(0, REFRAC_MAX_STEPS)
+    return steps.to(torch.int32)
+
+
+def _trace_step(trace: Tensor, s: Tensor, alpha: Tensor, tau: Tensor, dt: Tensor, linear: bool):
+    if linear:
+        linear_trace_update(trace, s, alpha, tau, dt)
+    else:
+        exponential_trace_update(trace, s, alpha, tau, dt)
+
+
+def _fire(v_cell: Tensor, thresh: Tensor, spikes: Tensor) -> Tuple[Tensor, Tensor]:
+    """Spikes where ``v_cell >= thresh``: stored in ``spikes``; returns a copy and its floats."""
+    torch.ge(v_cell, thresh, out=spikes)
+    return spikes.clone(), spikes.to(v_cell.dtype)
+
+
+def _refractory_reset(
+    v_cell: Tensor,
+    spikes: Tensor,
+    refrac_counts: Tensor,
+    v_rest: Tensor,
+    dt: Tensor,
+    duration_refrac: Tensor,
+) -> None:
+    """Counters count down to zero, grow by the period where a cell spiked; spiking cells reset."""
+    # clamp before subtracting: a count edited to INT32_MIN must not wrap to INT32_MAX
+    refrac_counts.clamp_(min=1).sub_(1)
+    refrac_counts.add_(spikes * refractory_steps(duration_refrac, dt))
+    # torch.where keeps v_rest on the device (masked_fill_ with a tensor value calls .item())
+    torch.where(spikes, v_rest, v_cell, out=v_cell)
+
+
+def input_step(
+    x: Tensor,
+    trace: Tensor,
+    spikes: Tensor,
+    alpha_t: Tensor,
+    tau_t: Tensor,
+    dt: Tensor,
+    update_type: str,
+) -> Tensor:
+    r"""One step of :class:`~pysnn.neuron.Input`: the trace follows the input *as given*.
+
+    ``"linear"``: :math:`x \leftarrow \lambda_t x + \alpha_t s`; ``"exponential"``:
+    :math:`x \leftarrow x + \frac{\Delta t}{\tau_t}(-x + \alpha_t s)`; then
+    ``spikes = s != 0``.
+
+    :param x: input of the cells' shape (bool spikes or graded values).
+    :param trace: presynaptic trace, updated in place.
+    :param spikes: bool buffer, overwritten.
+    :returns: ``trace``.
+    """
+    _trace_step(trace, x.to(trace.dtype), alpha_t, tau_t, dt, update_type == "linear")
+    spikes.copy_(x)
+    return trace
+
+
+def if_step(
+    x: Tensor,
+    v_cell: Tensor,
+    thresh: Tensor,
+    spikes: Tensor,
+    trace: Tensor,
+    refrac_counts: Tensor,
+    v_rest: Tensor,
+    alpha_v: Tensor,
+    alpha_t: Tensor,
+    tau_t: Tensor,
+    dt: Tensor,
+    duration_refrac: Tensor,
+    update_type: str,
+) -> Tensor:
+    r"""One step of :class:`~pysnn.neuron.IFNeuron`.
+
+    :math:`v \leftarrow v + [r = 0]\,\alpha_v I`; spikes :math:`s = [v \ge \theta]`; the
+    trace update of ``update_type`` from :math:`s`; counters
+    :math:`r \leftarrow \max(r - 1, 0) + s \cdot n_{refrac}` with :math:`n_{refrac}` from
+    :func:`refractory_steps`; :math:`v \leftarrow v_{rest}` where :math:`s`.
+
+    :param x: folded input current of the cells' shape.
+    :param v_cell, thresh, spikes, trace, refrac_counts: state, updated in place.
+    :returns: a new bool tensor with this step's spikes.
+    """
+    if_voltage_update(v_cell, x, alpha_v, refrac_counts)
+    fired, s = _fire(v_cell, thresh, spikes)
+    _trace_step(trace, s, alpha_t, tau_t, dt, update_type == "linear")
+    _refractory_reset(v_cell, fired, refrac_counts, v_rest, dt, duration_refrac)
+    return fired
+
+
+def lif_step(
+    x: Tensor,
+    v_cell: Tensor,
+    thresh: Tensor,
+    spikes: Tensor,
+    trace: Tensor,
+    refrac_counts: Tensor,
+    v_rest: Tensor,
+    alpha_v: Tensor,
+    tau_v: Tensor,
+    alpha_t: Tensor,
+    tau_t: Tensor,
+    dt: Tensor,
+    duration_refrac: Tensor,
+    update_type: str,
+) -> Tensor:
+    r"""One step of :class:`~pysnn.neuron.LIFNeuron`: the voltage update of ``update_type``
+    (:func:`lif_linear_voltage_update` or :func:`lif_exponential_voltage_update`), then as
+    :func:`if_step`.
+
+    :returns: a new bool tensor with this step's spikes.
+    """
+    if update_type == "linear":
+        lif_linear_voltage_update(v_cell, v_rest, x, alpha_v, tau_v, dt, refrac_counts)
+    else:
+        lif_exponential_voltage_update(v_cell, v_rest, x, alpha_v, tau_v, dt, refrac_counts)
+    fired, s = _fire(v_cell, thresh, spikes)
+    _trace_step(trace, s, alpha_t, tau_t, dt, update_type == "linear")
+    _refractory_reset(v_cell, fired, refrac_counts, v_rest, dt, duration_refrac)
+    return fired
+
+
+def adaptive_lif_step(
+    x: Tensor,
+    v_cell: Tensor,
+    thresh: Tensor,
+    spikes: Tensor,
+    trace: Tensor,
+    refrac_counts: Tensor,
+    v_rest: Tensor,
+    alpha_v: Tensor,
+    tau_v: Tensor,
+    alpha_t: Tensor,
+    tau_t: Tensor,
+    dt: Tensor,
+    duration_refrac: Tensor,
+    update_type: str,
+    alpha_thresh: Tensor,
+    tau_thresh: Tensor,
+    thresh_center: Tensor,
+    relax_to_center: bool,
+) -> Tensor:
+    r"""One step of :class:`~pysnn.neuron.AdaptiveLIFNeuron`: as :func:`lif_step`, with the
+    threshold updated from the spikes after the trace, before the refractory reset:
+    :math:`\theta \leftarrow \theta_c + f(\theta - \theta_c)` where :math:`f` is the trace
+    update of ``update_type`` with ``alpha_thresh``/``tau_thresh`` and :math:`\theta_c` is
+    ``thresh_center`` with ``relax_to_center``, else 0.
+
+    :returns: a new bool tensor with this step's spikes.
+    """
+    linear = update_type == "linear"
+    if linear:
+        lif_linear_voltage_update(v_cell, v_rest, x, alpha_v, tau_v, dt, refrac_counts)
+    else:
+        lif_exponential_voltage_update(v_cell, v_rest, x, alpha_v, tau_v, dt, refrac_counts)
+    fired, s = _fire(v_cell, thresh, spikes)
+    _trace_step(trace, s, alpha_t, tau_t, dt, linear)
+    if relax_to_center:
+        thresh.sub_(thresh_center)
+    _trace_step(thresh, s, alpha_thresh, tau_thresh, dt, linear)
+    if relax_to_center:
+        thresh.add_(thresh_center)
+    _refractory_reset(v_cell, fired, refrac_counts, v_rest, dt, duration_refrac)
+    return fired
+
+
+def fede_step(
+    x: Tensor,
+    pre_trace: Tensor,
+    v_cell: Tensor,
+    thresh: Tensor,
+    spikes: Tensor,
+    trace: Tensor,
+    refrac_counts: Tensor,
+    v_rest: Tensor,
+    alpha_v: Tensor,
+    tau_v: Tensor,
+    alpha_t: Tensor,
+    tau_t: Tensor,
+    dt: Tensor,
+    duration_refrac: Tensor,
+) -> Tensor:
+    r"""One step of :class:`~pysnn.neuron.FedeNeuron`: :func:`fede_voltage_update` (the fan-in
+    axis of ``x`` and ``pre_trace`` summed), then as :func:`if_step` with exponential traces.
+
+    :returns: a new bool tensor with this step's spikes.
+    """
+    fede_voltage_update(v_cell, v_rest, x, alpha_v, tau_v, dt, refrac_counts, pre_trace)
+    fired, s = _fire(v_cell, thresh, spikes)
+    _trace_step(trace, s, alpha_t, tau_t, dt, False)
+    _refractory_reset(v_cell, fired, refrac_counts, v_rest, dt, duration_refrac)
+    return fired
+
+
+def linear_step(
+    x: Tensor,
+    trace_in: Tensor,
+    weight: Tensor,
+    pre_trace: Tensor,
+    pre_spikes: Tensor,
+    spike_queue: Tensor,
+    cursor: int,
+    reduction: str,
+    activation_out: Optional[Tensor],
+) -> Tuple[Tensor, Tensor]:
+    r"""One step of :class:`~pysnn.connection.Linear` with one delay for every synapse.
+
+    ``pre_trace = trace_in``; ``x`` enters the delay line (``spike_queue``, ``d`` slots, the
+    one at ``cursor`` holds the input of ``d`` steps ago) and what leaves it, :math:`s`, is
+    stored in ``pre_spikes``. ``"none"``: ``activation[b, 0, o, i] = W[o, i] s[b, i]``,
+    written into ``activation_out`` ``(B, O, I)``, and the trace is ``pre_trace`` broadcast
+    to ``(B, 1, O, I)`` (live views). ``"sum"``: :math:`W s^T` as ``(B, 1, O, 1)`` and the
+    trace sum over the inputs, expanded to ``(B, 1, O, 1)`` (new tensors at every step).
+
+    :param x: presynaptic spikes ``(B, 1, I)``, bool or of the weight's dtype.
+    :param trace_in: presynaptic traces ``(B, 1, I)``.
+    :returns: ``(activation, trace)``.
+    """
+    batch, n_out = pre_trace.shape[0], weight.shape[0]
+    pre_trace.copy_(trace_in)
+    if spike_queue.shape[0] == 0:
+        leaving = x.to(pre_trace.dtype)
+    else:
+        slot = spike_queue[cursor]
+        leaving = slot.clone()
+        slot.copy_(x)
+    pre_spikes.copy_(leaving)
+    if reduction == "none":
+        activation = torch.mul(leaving, weight, out=activation_out)
+        shape = (batch, 1, n_out, pre_trace.shape[-1])
+        return activation.view(shape), pre_trace.unsqueeze(2).expand(shape)
+    # W @ sᵀ reads the (O, I) weight contiguously: faster than F.linear's s @ Wᵀ
+    product = torch.mm(weight, leaving.view(batch, -1).t())
+    trace_sum = pre_trace.sum(-1, keepdim=True).expand(-1, -1, n_out)
+    return product.t().unsqueeze(1).unsqueeze(-1), trace_sum.unsqueeze(-1)

@@ -31,6 +31,7 @@ are aliases of the buffers at the time they were taken (as in PySNN): build the 
 
 import math
 import operator
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
 from numbers import Real
@@ -40,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from pysnn import native
+from pysnn._backend import BackendMixin, NativeUnavailableError, check_backend
 from pysnn.connection import Conv2d, Linear
 from pysnn.utils import _check_real
 
@@ -122,9 +124,13 @@ class _Layer(Mapping):
     state dicts), plus the rule's own state (e.g. ``e_trace``).
     """
 
-    def __init__(self, name: str, spec: Mapping, owner: str) -> None:
+    def __init__(
+        self, name: str, spec: Mapping, owner: str, rule: Optional["LearningRule"] = None
+    ) -> None:
         self.name = name
         self.type = spec["type"]
+        # the rule that trains this layer, whose ``backend`` picks the code of stack/accumulate
+        self._rule = None if rule is None else weakref.ref(rule)
         self.connection = spec["connection"]
         self.neuron = spec["neuron"]
         self.state: Dict[str, Tensor] = {}
@@ -341,6 +347,35 @@ class _Layer(Mapping):
             out.mul_(beta)
         return out.add_(prod, alpha=alpha / n)
 
+    # -- backend -------------------------------------------------------------------------------
+    @property
+    def backend(self) -> str:
+        """The ``backend`` of the rule that trains this layer (``"auto"`` without a rule)."""
+        rule = None if self._rule is None else self._rule()
+        return "auto" if rule is None else rule.backend
+
+    def _native_failed(self, reason: str) -> None:
+        """Raise the :class:`NativeUnavailableError` of ``backend="native"`` for this layer."""
+        rule = None if self._rule is None else self._rule()
+        owner = "LearningRule" if rule is None else type(rule).__name__
+        raise NativeUnavailableError(
+            f"{owner}: backend='native' cannot run for layer {self.name!r}: {reason}"
+        )
+
+    def _stack_obstacle(self, like: Tensor) -> Optional[str]:
+        """Why the stacking kernel cannot fill this layer's factors (None when it may)."""
+        if not native.available():
+            return "the extension pysnn._native is not built (install pysnn with a C compiler)"
+        if not native.enabled():
+            return "the kernels are switched off process-wide (PYSNN_NATIVE=0 or set_enabled)"
+        if self.type != "linear":
+            return "it is a Conv2d connection (the stacking kernel handles Linear layers only)"
+        if like.device.type != "cpu":
+            return f"its tensors are on {like.device} (the kernels run on the CPU)"
+        if like.dtype not in (torch.float32, torch.float64):
+            return f"its weight is {like.dtype} (the kernels take float32 and float64)"
+        return None
+
     def stack(
         self,
         terms: Sequence[Tuple[Tensor, Tensor, float]],
@@ -354,16 +389,46 @@ class _Layer(Mapping):
         (one pass over the weight). ``scale`` (a reward, ``()`` or ``(B,)``) multiplies each
         sample's columns. Both are scratch buffers (dtype and device of ``like``) reused every
         step. Returns ``None`` when a presynaptic tensor is not compact (per-synapse delays).
+
+        The rule's backend picks the filling code: ``"torch"`` eager PyTorch, ``"native"`` the
+        fused kernel :func:`pysnn.native.stack_terms` (a :class:`NativeUnavailableError` says
+        why it cannot run), ``"auto"`` the kernel where it applies. Both compute
+        ``p_t = c_t·post_t`` in the dtype of ``like`` (bool spikes are cast first), so they
+        give the same numbers bit for bit.
         """
+        mode = self.backend
         for pre, _, _ in terms:
             if not self._is_compact(pre):
+                if mode == "native":
+                    self._native_failed(
+                        "its connection has per-synapse delays (the delayed spikes are "
+                        "(B, O, I) tensors, not the stacked factors the kernel fills)"
+                    )
                 return None
         n_terms = len(terms)
         stack = self._stacks.get(n_terms)
         if stack is None or stack.p.dtype != like.dtype or stack.p.device != like.device:
             stack = self._stacks[n_terms] = _Stack(self, n_terms, like)
-        linear = self.type == "linear"
-        if not (linear and native.enabled() and self._stack_natively(stack, terms)):
+        filled = False
+        if mode != "torch":
+            reason = self._stack_obstacle(like)
+            if reason is None:
+                filled = self._stack_natively(stack, terms)
+                if not filled:
+                    reason = (
+                        "its spikes and traces are not contiguous CPU tensors of the weight's "
+                        "dtype (or bool) with the expected shapes (got "
+                        + ", ".join(
+                            f"{tuple(tensor.shape)} {tensor.dtype}"
+                            for pre, post, _ in terms
+                            for tensor in (pre, post)
+                        )
+                        + ")"
+                    )
+            if reason is not None and mode == "native":
+                self._native_failed(reason)
+        if not filled:
+            linear = self.type == "linear"
             for (pre, post, coef), p_term, q_term in zip(terms, stack.p_terms, stack.q_terms):
                 if linear:
                     post_view = post.reshape(self.batch, self.n_post)
@@ -372,7 +437,12 @@ class _Layer(Mapping):
                     post_view = post.reshape(self.batch, self.n_post, self.positions)
                     post_view = post_view.transpose(1, 2)
                     pre_view = pre.select(1, 0).transpose(1, 2)
-                torch.mul(post_view, coef, out=p_term)
+                if post_view.dtype == p_term.dtype:
+                    torch.mul(post_view, coef, out=p_term)
+                else:
+                    # Cast first: ``torch.mul(bool, coef, out=float64)`` would compute in the
+                    # default dtype (float32) and round ``coef`` before widening it.
+                    p_term.copy_(post_view).mul_(coef)
                 q_term.copy_(pre_view)
         if scale is not None:
             stack.p.mul_(scale.view(-1, 1, 1) if scale.dim() else scale)
@@ -420,8 +490,22 @@ class _Layer(Mapping):
         stack = self.stack(terms, out, scale)
         if stack is not None:
             n = self.batch * self.positions
+            # Native product (backends "auto" and "native", Linear layers): each thread takes a
+            # block of rows of out with the BLAS ?gemm_ and clamps it. It returns False (one
+            # thread, a small product, no OpenMP/BLAS) and addmm_ runs instead, which is the
+            # documented behaviour of the native product, not an error. Split over threads, the
+            # BLAS may sum the k = T·B stacked terms in another order than addmm_ (MKL does not
+            # promise equal results across row partitions, e.g. on AMD CPUs), so the two can
+            # differ in rounding, per element and step, by at most
+            #     2·k·eps·(|beta·out_prev| + |alpha|·(|P|ᵀ|Q|)) + tiny,   alpha = 1/N,
+            # with eps = torch.finfo(dtype).eps = 2u: each result is within γ_(k+2) ≈ (k+2)·u of
+            # the exact value (a dot product of length k, plus the beta and alpha roundings),
+            # so they differ by at most (k+2)·eps ≤ 2·k·eps for k ≥ 2. Over steps the
+            # differences add up (beta ≤ 1 and the clamp do not enlarge them);
+            # tests/test_learning_backends.py checks this bound.
             if (
                 self.type == "linear"
+                and self.backend != "torch"
                 and native.enabled()
                 and native.product_bounded(out, stack.p, stack.q, 1.0 / n, beta, *bounds)
             ):
@@ -484,13 +568,27 @@ def _reward_value(
     return 1.0, tensor.to(device=weight.device, dtype=weight.dtype)
 
 
-class LearningRule:
+class LearningRule(BackendMixin):
     """Base class of learning rules.
 
     :param layers: ``OrderedDict`` (or dict) name → ``{"connection", "neuron", "type"}``, where
         ``connection`` and ``neuron`` are modules (``net.layers``) or their state dicts
         (``net.layer_state_dict()``) and ``type`` is ``"linear"`` or ``"conv2d"``.
     :param defaults: the rule's hyperparameters (kept in :attr:`defaults`).
+    :param backend: keyword-only, ``"auto"`` (default), ``"torch"`` or ``"native"``: which
+        code fills the factors of the rules' matrix products and computes them (see
+        :mod:`pysnn._backend`). ``"torch"`` never calls the kernels of :mod:`pysnn.native`;
+        ``"native"`` fills the factors of every Linear layer with
+        :func:`pysnn.native.stack_terms` and computes the weight products with its threaded
+        ``product_bounded`` (which falls back to ``addmm_`` on one thread or for small products,
+        by design), and raises a :class:`~pysnn._backend.NativeUnavailableError` naming the
+        reason where the kernel cannot run (extension not built, kernels switched off, a Conv2d
+        layer, per-synapse delays, CUDA or ``float16`` tensors); ``"auto"`` uses the kernels
+        where they apply. Settable and validated (``ValueError``) as :attr:`backend`. On one
+        thread all backends give the same weights bit for bit; threaded products may differ in
+        rounding (bound in :meth:`_Layer.accumulate`). Rules or modes without a native step
+        (:class:`FedeSTDP`, ``MSTDPET(per_sample_reward=True)``) run the same PyTorch code on
+        every backend; ``"native"`` still requires the kernels to be available and enabled.
 
     :attr:`layers` is an ``OrderedDict`` name → layer mapping with PySNN's keys, read live:
     ``pre_spikes`` (connection ``spikes``), ``pre_trace`` (connection ``trace``),
@@ -502,15 +600,47 @@ class LearningRule:
     :raises ValueError: no layers, an unknown ``type``, missing keys or shapes that do not match.
     """
 
+    _native_owner: type = object  # set below to LearningRule: no step method is skipped
+
     def __init__(
-        self, layers: "OrderedDict[str, Dict[str, Any]]", defaults: Dict[str, Any]
+        self,
+        layers: "OrderedDict[str, Dict[str, Any]]",
+        defaults: Dict[str, Any],
+        *,
+        backend: str = "auto",
     ) -> None:
+        owner = type(self).__name__
+        check_backend(backend, owner)
         self.check_layers(layers)
         self.defaults = defaults
-        owner = type(self).__name__
         self.layers: "OrderedDict[str, _Layer]" = OrderedDict(
-            (name, _Layer(name, spec, owner)) for name, spec in layers.items()
+            (name, _Layer(name, spec, owner, self)) for name, spec in layers.items()
         )
+        self.backend = backend  # validated, and checked against the layers for "native"
+
+    def _uses_stacking(self) -> bool:
+        """Whether the rule fills stacked factors (:meth:`_Layer.stack`) for its products."""
+        return True
+
+    def _static_native_obstacle(self) -> Optional[str]:
+        """Why ``backend="native"`` can never run for this rule (None when it may)."""
+        reason = super()._static_native_obstacle()
+        if reason is None and self._uses_stacking():
+            for name, layer in getattr(self, "layers", {}).items():
+                if layer.type != "linear":
+                    return (
+                        f"layer {name!r} is a Conv2d connection (the stacking kernel handles "
+                        "Linear layers only)"
+                    )
+        return reason
+
+    def _check_native(self) -> None:
+        """For ``backend="native"``: raise unless the kernels are available and enabled now
+        (the rules call it at every step; :meth:`_Layer.stack` checks each layer)."""
+        if self._backend == "native":
+            reason = BackendMixin._static_native_obstacle(self)
+            if reason is not None:
+                self._native_failed(reason)
 
     def check_layers(self, layers: Any) -> None:
         """Validate the ``layers`` argument (see the class docstring).
@@ -628,8 +758,12 @@ class LearningRule:
         )
 
     def __repr__(self) -> str:
-        params = ", ".join(f"{key}={value!r}" for key, value in self.defaults.items())
-        return f"{type(self).__name__}({params}, layers={list(self.layers)})"
+        params = [f"{key}={value!r}" for key, value in self.defaults.items()]
+        params += [f"layers={list(self.layers)}", f"backend={self.backend!r}"]
+        return f"{type(self).__name__}({', '.join(params)})"
+
+
+LearningRule._native_owner = LearningRule
 
 
 class STDP(LearningRule):
@@ -667,6 +801,8 @@ class STDP(LearningRule):
     :param w_min: lower weight bound (``-inf`` allowed with ``"additive"``).
     :param w_max: upper weight bound, ``> w_min`` (``inf`` allowed with ``"additive"``).
     :param weight_dependence: ``"additive"`` or ``"multiplicative"``.
+    :param backend: keyword-only, ``"auto"``, ``"torch"`` or ``"native"`` (see
+        :class:`LearningRule`).
 
     The update is applied by each call of :meth:`step`; :meth:`update_state` and
     :meth:`reset_state` do nothing (the traces live in the neurons). Memory per layer: scratch
@@ -683,6 +819,8 @@ class STDP(LearningRule):
         w_min: float = 0.0,
         w_max: float = 1.0,
         weight_dependence: str = "additive",
+        *,
+        backend: str = "auto",
     ) -> None:
         owner = type(self).__name__
         if weight_dependence not in ("additive", "multiplicative"):
@@ -704,7 +842,7 @@ class STDP(LearningRule):
             w_max=w_max,
             weight_dependence=weight_dependence,
         )
-        super().__init__(layers, defaults)
+        super().__init__(layers, defaults, backend=backend)
         self.lr, self.a_plus, self.a_minus = lr, a_plus, a_minus
         self.w_min, self.w_max = w_min, w_max
         self.weight_dependence = weight_dependence
@@ -717,6 +855,7 @@ class STDP(LearningRule):
 
     def step(self) -> None:
         """Apply one STDP update to every layer (see the class docstring)."""
+        self._check_native()
         potentiate, depress = self.lr * self.a_plus, self.lr * self.a_minus
         for layer in self.layers.values():
             weight = layer.weight_matrix()
@@ -774,6 +913,8 @@ class MSTDP(LearningRule):
     :param lr: learning rate :math:`\eta > 0`.
     :param w_min: keyword-only, optional lower weight bound (clamped after each step).
     :param w_max: keyword-only, optional upper weight bound.
+    :param backend: keyword-only, ``"auto"``, ``"torch"`` or ``"native"`` (see
+        :class:`LearningRule`).
 
     :meth:`update_state` and :meth:`reset_state` do nothing (no state between steps).
     """
@@ -787,6 +928,7 @@ class MSTDP(LearningRule):
         *,
         w_min: Optional[float] = None,
         w_max: Optional[float] = None,
+        backend: str = "auto",
     ) -> None:
         owner = type(self).__name__
         a_pre = _check_real(a_pre, "a_pre", owner)
@@ -794,7 +936,7 @@ class MSTDP(LearningRule):
         lr = _check_real(lr, "lr", owner, low=0.0, low_open=True)
         w_min, w_max = _check_bounds(w_min, w_max, owner)
         defaults = dict(a_pre=a_pre, a_post=a_post, lr=lr, w_min=w_min, w_max=w_max)
-        super().__init__(layers, defaults)
+        super().__init__(layers, defaults, backend=backend)
         self.a_pre, self.a_post, self.lr = a_pre, a_post, lr
         self.w_min, self.w_max = w_min, w_max
 
@@ -811,6 +953,7 @@ class MSTDP(LearningRule):
             reward per sample). Tensors stay on their device: no host synchronisation.
         """
         owner = type(self).__name__
+        self._check_native()
         for layer in self.layers.values():
             weight = layer.weight_matrix()
             factor, scale = _reward_value(reward, layer, weight, owner, per_sample=True)
@@ -856,6 +999,10 @@ class MSTDPET(LearningRule):
         :meth:`step` accepts ``(B,)`` rewards.
     :param w_min: keyword-only, optional lower weight bound (clamped after each step).
     :param w_max: keyword-only, optional upper weight bound.
+    :param backend: keyword-only, ``"auto"``, ``"torch"`` or ``"native"`` (see
+        :class:`LearningRule`).
+        With ``per_sample_reward=True`` the rule has no native step (its products are
+        batched per sample): every backend runs the same PyTorch code.
 
     ``layers[name]["e_trace"]`` is the live eligibility trace. :meth:`reset_state` zeroes it.
     """
@@ -871,6 +1018,7 @@ class MSTDPET(LearningRule):
         per_sample_reward: bool = False,
         w_min: Optional[float] = None,
         w_max: Optional[float] = None,
+        backend: str = "auto",
     ) -> None:
         owner = type(self).__name__
         a_pre = _check_real(a_pre, "a_pre", owner)
@@ -889,7 +1037,7 @@ class MSTDPET(LearningRule):
             w_min=w_min,
             w_max=w_max,
         )
-        super().__init__(layers, defaults)
+        super().__init__(layers, defaults, backend=backend)
         self.a_pre, self.a_post, self.lr = a_pre, a_post, lr
         self.e_trace_decay = e_trace_decay
         self.per_sample_reward = per_sample_reward
@@ -902,6 +1050,7 @@ class MSTDPET(LearningRule):
 
     def update_state(self) -> None:
         """Decay the eligibility traces and add this step's pre/post correlations."""
+        self._check_native()
         for layer in self.layers.values():
             e_trace = layer.follow_weight("e_trace", layer.weight)
             if self.per_sample_reward:
@@ -932,6 +1081,9 @@ class MSTDPET(LearningRule):
                 if scale < _RESCALE_BELOW:
                     self._settle(layer)
 
+    def _uses_stacking(self) -> bool:
+        return not self.defaults.get("per_sample_reward", False)
+
     def _settle(self, layer: _Layer) -> None:
         """Fold the scale into the stored eligibility trace: Ẽ ← s·Ẽ, s ← 1."""
         layer.settle = None
@@ -946,6 +1098,7 @@ class MSTDPET(LearningRule):
             sample) only with ``per_sample_reward=True``. Tensors stay on their device.
         """
         owner = type(self).__name__
+        self._check_native()
         for layer in self.layers.values():
             weight = layer.weight_matrix()
             factor, scale = _reward_value(reward, layer, weight, owner, self.per_sample_reward)
@@ -1008,6 +1161,10 @@ class FedeSTDP(LearningRule):
     :param a: :math:`a \in [0, 1]`, sets the balance of potentiation and depression.
     :param post_spike_gated: keyword-only; update a synapse only for the samples (and
         positions) where its postsynaptic neuron spiked at this step.
+    :param backend: keyword-only, ``"auto"``, ``"torch"`` or ``"native"`` (see
+        :class:`LearningRule`).
+        The rule has no native step (elementwise operations and, gated, plain products):
+        every backend runs the same PyTorch code.
 
     :meth:`update_state` and :meth:`reset_state` do nothing (PySNN raised
     ``NotImplementedError``; doing nothing lets :func:`pysnn.simulation.run` drive the rule).
@@ -1021,6 +1178,7 @@ class FedeSTDP(LearningRule):
         a: float,
         *,
         post_spike_gated: bool = False,
+        backend: str = "auto",
     ) -> None:
         owner = type(self).__name__
         lr = _check_real(lr, "lr", owner, low=0.0, low_open=True)
@@ -1029,7 +1187,7 @@ class FedeSTDP(LearningRule):
         if not isinstance(post_spike_gated, bool):
             raise TypeError(f"{owner}: post_spike_gated must be a bool, got {post_spike_gated!r}")
         defaults = dict(lr=lr, w_init=w_init, a=a, post_spike_gated=post_spike_gated)
-        super().__init__(layers, defaults)
+        super().__init__(layers, defaults, backend=backend)
         self.lr, self.w_init, self.a = lr, w_init, a
         self.post_spike_gated = post_spike_gated
 
@@ -1041,6 +1199,7 @@ class FedeSTDP(LearningRule):
 
     def step(self) -> None:
         """Apply one update to every layer (see the class docstring)."""
+        self._check_native()
         for layer in self.layers.values():
             weight = layer.weight_matrix()
             trace, _ = layer._pre4(layer.pre_trace, weight.dtype)  # (B, O or 1, K, L)
@@ -1055,6 +1214,9 @@ class FedeSTDP(LearningRule):
             torch.sub(weight, self.w_init, out=grow).exp_()  # e^Δ, before W changes
             weight.addcdiv_(ltp, grow, value=self.lr)
             weight.addcmul_(grow, ltd, value=-self.lr)
+
+    def _uses_stacking(self) -> bool:
+        return False
 
     def _gated_means(
         self, layer: _Layer, normed: Tensor, dtype: torch.dtype

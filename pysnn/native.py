@@ -1,70 +1,70 @@
-"""Fused CPU kernels for one simulation step (optional, on by default where built).
+"""Fused CPU kernels: the C twins of the whole-step functions of :mod:`pysnn.functional`.
 
 On a CPU, eager PyTorch spends 3–8 µs on every elementwise operation whatever the tensor size,
 and one neuron step is a dozen of them: at batch 32 that costs several times the matrix product
 of the connection. pysnn therefore ships a small C extension, ``pysnn._native`` (built by
-``setup.py`` when a C compiler is present; the package works without it), that performs the
-step of :class:`~pysnn.neuron.Input`, :class:`~pysnn.neuron.IFNeuron`,
-:class:`~pysnn.neuron.LIFNeuron`, :class:`~pysnn.neuron.AdaptiveLIFNeuron` and the presynaptic
-side of :class:`~pysnn.connection.Linear` (trace copy, delay line, spike store, trace sums)
-in one pass over the cells, with the same arithmetic in the same order and precision as the
-eager code in :mod:`pysnn.functional` (the results are equal bit for bit; the tests check it).
-The learning rules of :mod:`pysnn.learning` use it to fill the factors of their matrix product.
+``setup.py`` when a C compiler is present; the package works without it). Each function here
+has the signature and the results of the whole-step function of the same name in
+:mod:`pysnn.functional` — :func:`input_step`, :func:`if_step`, :func:`lif_step`,
+:func:`adaptive_lif_step` and :func:`linear_step` — and performs its arithmetic in one pass over
+the cells, in the same order and precision, so that both give the same numbers bit for bit.
+The learning rules of :mod:`pysnn.learning` use :func:`stack_terms` and
+:func:`product_bounded` for the factors and the product of their weight update.
 
-The fused path is taken only when every tensor involved is a contiguous ``float32`` or
-``float64`` CPU tensor of the expected shape, the module is one of the classes above (not a
-subclass, which may override a step), and no input requires a gradient. Anything else — CUDA,
-``float16``, broadcast inputs, subclasses, :class:`~pysnn.neuron.FedeNeuron`,
-:class:`~pysnn.connection.Conv2d` — runs the eager PyTorch code, which gives the same numbers.
-
-Each module keeps its checked kernel arguments between steps and only verifies, at every step,
-that its buffers are the same memory, that the settings the kernel reads (``update_type``,
-the refractory period, ``relax_to_center``) are unchanged, and that no parameter was modified in
-place (version counters). A parameter that holds one value for every cell is passed to the
-kernel as that value; so change parameters in place (``neuron.tau_v.fill_(0.8)``, indexing,
-``load_state_dict``) or by assigning a new tensor, not through ``.data``, which PyTorch does not
-count as a modification. The threshold is always read per cell.
-
-With ``reduction="sum"`` the fused :class:`~pysnn.connection.Linear` returns the same live
-output buffers at every step (as the traces always are): clone them to keep them.
+Which one runs is the module's ``backend`` (see :mod:`pysnn._backend`): ``"native"`` runs these
+twins and raises :class:`~pysnn._backend.NativeUnavailableError` when one cannot run the step
+(``strict=True``); ``"auto"`` runs them where they apply and the PyTorch function elsewhere. A
+twin applies when every tensor is a contiguous ``float32``/``float64`` CPU tensor of the
+expected shape (the spikes bool, the refractory counters int32) and no input requires a
+gradient. Nothing a user can edit is cached: every parameter, ``update_type``, ``dt`` and
+``duration_refrac`` is read at every step. What is kept between steps (``cache``) is the
+argument struct of the kernel, valid while the data pointers, shapes and layouts of the
+tensors it points to are those it was built for; these are compared at every step.
 
 Where the extension is built with OpenMP, steps of more than 8192 values are split over
 PyTorch's threads (``torch.set_num_threads``); each value is computed the same way whatever the
-number of threads. ``Linear`` with ``"sum"`` then runs its presynaptic kernel and its product in
-one parallel region in which every thread keeps its own copy of the spikes (and of the delay
-line) and takes its block of rows of ``W @ sᵀ`` with the BLAS ``?gemm_`` that ``torch.mm`` uses,
-so that no spikes travel between cores (see ``docs/performance.rst``); the product equals
-``torch.mm``'s bit for bit. Without that BLAS (PyTorch builds without MKL) ``torch.mm`` is used.
+number of threads. The one exception is the product of ``Linear(reduction="sum")`` on several
+threads: each thread takes its block of rows of ``W @ sᵀ`` with the BLAS ``?gemm_`` that
+``torch.mm`` calls, which may round differently from one call for the whole product (MKL does
+not promise equality across row partitions); the tests hold it to the rounding bound of a dot
+product of length I, ``|error| <= I·eps·(|W| @ |s|)``.
 
 Set the environment variable ``PYSNN_NATIVE=0`` before importing pysnn, call
-:func:`set_enabled` ``(False)``, or use the :func:`disabled` context manager to force the eager
-code (e.g. to compare both).
+:func:`set_enabled` ``(False)``, or use the :func:`disabled` context manager to force the PyTorch
+code in every module whose backend is ``"auto"`` (``"native"`` then raises).
 """
 
 import ctypes
 import os
-import struct
 import sys
 from contextlib import contextmanager
-from operator import attrgetter, itemgetter
-from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
+
+from pysnn import functional as sf
+from pysnn._backend import NativeUnavailableError
 
 try:  # the extension is optional: setup.py builds it when a compiler is available
     from pysnn import _native as _extension
 except ImportError:  # pragma: no cover - exercised only where the build was skipped
     _extension = None
 
-__all__ = ["available", "enabled", "set_enabled", "disabled"]
+__all__ = [
+    "available",
+    "enabled",
+    "set_enabled",
+    "disabled",
+    "input_step",
+    "if_step",
+    "lif_step",
+    "adaptive_lif_step",
+    "linear_step",
+]
 
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
 _enabled = _extension is not None and os.environ.get("PYSNN_NATIVE", "1") != "0"
-
-# Model codes shared with _native.c.
-_MODEL_IF, _MODEL_LIF_LINEAR, _MODEL_LIF_EXPONENTIAL = 0, 1, 2
-_UPDATE_LINEAR, _UPDATE_EXPONENTIAL, _THRESH_FIXED = 0, 1, 2
 
 
 def available() -> bool:
@@ -73,7 +73,7 @@ def available() -> bool:
 
 
 def enabled() -> bool:
-    """Whether steps currently use the fused kernels where they apply."""
+    """Whether modules with ``backend="auto"`` currently use the kernels where they apply."""
     return _enabled
 
 
@@ -106,223 +106,68 @@ def disabled() -> Iterator[None]:
         set_enabled(previous)
 
 
-# Buffers each kernel reads or writes, by module kind; their data pointers key the cached plan.
-_BASE_NEURON_BUFFERS = ("v_cell", "v_rest", "alpha_v", "dt", "refrac_counts", "spikes", "trace")
-_NEURON_BUFFERS = {
-    "if": _BASE_NEURON_BUFFERS + ("alpha_t", "tau_t", "thresh_center"),
-    "lif": _BASE_NEURON_BUFFERS + ("tau_v", "alpha_t", "tau_t", "thresh_center"),
-    "adaptive_lif": _BASE_NEURON_BUFFERS
-    + ("tau_v", "alpha_t", "tau_t", "alpha_thresh", "tau_thresh", "thresh_center"),
-}
-# Per-cell parameters in the order of the kernels' `scalars` (S_ALPHA_V ... S_CENTER in
-# _native.c). The threshold is always read per cell: it adapts in some models, and code that
-# sets it through ``thresh.data`` bypasses the version counter the plan relies on.
-_SCALAR_SLOTS = (
-    "alpha_v",
-    "tau_v",
-    "alpha_t",
-    "tau_t",
-    "alpha_thresh",
-    "tau_thresh",
-    "thresh_center",
-)
-_INPUT_BUFFERS = ("trace", "alpha_t", "tau_t", "dt", "spikes")
+# -- the kernels' argument structs (struct input_args, ingest_args, neuron_args in _native.c) --
+_I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 
 
-def _pack(*values: Optional[int]) -> bytes:
-    """A kernel's fixed arguments as one bytes object of native int64 values (None as 0): the
-    extension reads them without touching one Python int per argument at every step."""
-    return struct.pack(f"{len(values)}q", *(0 if value is None else value for value in values))
+class _InputArgs(ctypes.Structure):
+    _fields_ = [(name, _I64) for name in ("n", "is_double", "x_is_bool", "linear")] + [
+        (name, _PTR) for name in ("x", "trace", "alpha_t", "tau_t", "dt", "spikes")
+    ]
 
 
-def _fits(tensor: Tensor, dtype: torch.dtype, numel: int) -> bool:
-    """A contiguous CPU tensor of ``dtype`` with ``numel`` elements, without gradient."""
-    return (
-        tensor.dtype == dtype
-        and tensor.numel() == numel
-        and tensor.is_contiguous()
-        and tensor.is_cpu
-        and not tensor.requires_grad
+class _IngestArgs(ctypes.Structure):
+    _fields_ = (
+        [(name, _I64) for name in ("rows", "cols", "is_double", "x_is_bool")]
+        + [(name, _PTR) for name in ("x", "trace_in", "pre_trace", "slot", "out", "pre_spikes")]
+        + [("gemm", _PTR), ("weight", _PTR), ("n_out", _I64), ("product", _PTR)]
+        + [("operands", _PTR), ("capacity", _I64)]
     )
 
 
-class _Plan:
-    """Validated kernel arguments of one module, reused while its buffers stay the same.
-
-    Validating dtypes, shapes and layouts costs more than the kernel, so it runs again only
-    when the plan's ``key`` changes: the data pointers of the module's buffers (``.to()``,
-    ``.double()``, a buffer or ``.data`` replaced), settings the kernel reads, and the version
-    counters of the parameters (modified in place). ``args`` are the kernel's fixed leading
-    arguments, packed by :func:`_pack`; None means "use the eager code" for this module as it
-    is.
-
-    When every parameter holds a single value for all cells, ``scalars`` carries the values and
-    the kernel reads no parameter array.
-    """
-
-    __slots__ = (
-        "key",
-        "names",
-        "parameters",
-        "args",
-        "dtype",
-        "shape",
-        "numel",
-        "rows",
-        "cols",
-        "scalars",
-        "scratch",
-        "extra",
-        "last_input",
-        "last_input_pointer",
-        "last_tail",
+class _NeuronArgs(ctypes.Structure):
+    _fields_ = (
+        [
+            (name, _I64)
+            for name in ("rows", "cols", "is_double", "model", "linear", "relax")
+            + ("center_per_cell",)
+        ]
+        + [("input", _PTR), ("in_row_stride", _I64), ("in_col_stride", _I64)]
+        + [
+            (name, _PTR)
+            for name in (
+                "v",
+                "thresh",
+                "v_rest",
+                "alpha_v",
+                "tau_v",
+                "dt",
+                "duration_refrac",
+                "counts",
+                "spikes",
+                "fired",
+                "trace",
+                "alpha_t",
+                "tau_t",
+                "alpha_thresh",
+                "tau_thresh",
+                "thresh_center",
+                "scratch",
+            )
+        ]
     )
 
-    def __init__(self, names: Sequence[str], parameters: Sequence[Tensor]) -> None:
-        self.names = itemgetter(*names)
-        self.parameters = tuple(parameters)
-        self.key: Optional[tuple] = None
-        self.args: Optional[tuple] = None
-        self.scalars: Optional[Tensor] = None
-        self.scratch: Optional[Tensor] = None
-        self.extra: Any = None
-        self.last_input: Optional[Tensor] = None
-        self.last_input_pointer = 0
-        self.last_tail: tuple = ()
 
-    def uniform_scalars(self, named: Dict[str, Tensor], dtype: torch.dtype) -> Tuple[int, Any]:
-        """``(uniform, scalars pointer)`` for the kernel: the parameters as scalars (in
-        ``_SCALAR_SLOTS`` order) when each is uniform and in-place edits can be seen."""
-        if _versions(self.parameters) is None:  # inference tensors: edits cannot be seen
-            return 0, None
-        values = [_uniform_value(named[name]) if name in named else 0.0 for name in _SCALAR_SLOTS]
-        if None in values:
-            return 0, None
-        self.scalars = torch.tensor(values, dtype=dtype)
-        return 1, self.scalars.data_ptr()
+_STRUCTS = {"input_args": _InputArgs, "ingest_args": _IngestArgs, "neuron_args": _NeuronArgs}
+_MODEL_IF, _MODEL_LIF, _MODEL_ADAPTIVE_LIF = 0, 1, 2
 
 
-_DATA_POINTER = Tensor.data_ptr
-_VERSION = attrgetter("_version")
-_empty_like, _mm, _BOOL = torch.empty_like, torch.mm, torch.bool
-_get_num_threads = torch.get_num_threads
-
-
-def _versions(tensors: Sequence[Tensor]) -> Optional[tuple]:
-    try:
-        return tuple(map(_VERSION, tensors))
-    except RuntimeError:  # inference tensors keep no version counter
-        return None
-
-
-def _key(module, plan: _Plan, settings: tuple) -> tuple:
-    """What the plan's validity depends on (see :class:`_Plan`), read without Python loops."""
-    pointers = tuple(map(_DATA_POINTER, plan.names(module._buffers)))
-    return pointers, settings, _versions(plan.parameters)
-
-
-def _current_plan(module, settings: tuple, build, *arguments) -> Optional[_Plan]:
-    """The module's cached plan if still valid, else a new one from ``build(*arguments)``."""
-    plan = module.__dict__.get("_native_plan")
-    if plan is None or plan.key != _key(module, plan, settings):
-        plan = build(*arguments)
-        plan.key = _key(module, plan, settings)
-        module.__dict__["_native_plan"] = plan
-    return plan if plan.args is not None else None
-
-
-def _uniform_value(tensor: Tensor) -> Optional[float]:
-    """The value of a tensor whose elements are all equal, else None."""
-    flat = tensor.reshape(-1)
-    first = flat[:1]
-    if flat.numel() == 0 or not bool((flat == first).all()):
-        return None
-    return float(first.item())
-
-
-def _spike_input(x: Tensor, dtype: torch.dtype, numel: int) -> Optional[int]:
-    """1 for a bool input, 0 for one of ``dtype``, None when the kernel cannot read it."""
-    is_bool = x.dtype == torch.bool
-    return int(is_bool) if _fits(x, torch.bool if is_bool else dtype, numel) else None
-
-
-def input_step(layer, x: Tensor) -> bool:
-    """Fused :meth:`pysnn.neuron.Input.forward` body; returns False when it does not apply."""
-    plan = _current_plan(layer, (layer.__dict__["update_type"],), _input_plan, layer)
-    if plan is None or not isinstance(x, Tensor):
-        return False
-    is_bool = x.dtype is _BOOL
-    if not (
-        (is_bool or x.dtype is plan.dtype)
-        and x.shape == plan.shape  # an input that only broadcasts to the cells: eager code
-        and x.is_contiguous()
-        and x.is_cpu
-        and not x.requires_grad
-    ):
-        return False
-    _extension.input_step(plan.args, x.data_ptr(), is_bool)
-    return True
-
-
-def _input_plan(layer) -> _Plan:
-    buffers = layer._buffers
-    trace, alpha_t, tau_t = buffers["trace"], buffers["alpha_t"], buffers["tau_t"]
-    plan = _Plan(_INPUT_BUFFERS, (alpha_t, tau_t))
-    code = _DTYPE_CODES.get(trace.dtype)
-    n = trace.numel()
-    if code is None or not (
-        all(_fits(t, trace.dtype, n) for t in (trace, alpha_t, tau_t))
-        and _fits(buffers["dt"], trace.dtype, 1)
-        and _fits(buffers["spikes"], torch.bool, n)
-    ):
-        return plan
-    mode = _UPDATE_LINEAR if layer.update_type == "linear" else _UPDATE_EXPONENTIAL
-    uniform, scalars = plan.uniform_scalars({"alpha_t": alpha_t, "tau_t": tau_t}, trace.dtype)
-    pointers = [buffers[name].data_ptr() for name in _INPUT_BUFFERS]
-    plan.args = _pack(n, code, *pointers, mode, uniform, scalars)
-    plan.dtype, plan.numel, plan.shape = trace.dtype, n, trace.shape
-    return plan
-
-
-_LINEAR_BUFFERS = itemgetter("pre_trace", "pre_spikes", "spike_queue")
-
-
-class _LinearPlan:
-    """Checked arguments and kept buffers of a :class:`~pysnn.connection.Linear`'s fused step.
-
-    ``key``: the data pointers of the buffers the kernel writes and of the weight, whether the
-    weight requires a gradient, and the settings read (reduction, delay). ``args`` are the
-    ingest kernel's fixed leading arguments (None: eager code). With ``"sum"`` the product
-    ``W @ xᵀ`` is written into ``product`` (O, B) and ``outputs`` are the live ``(B, 1, O, 1)``
-    views returned at every step.
-    """
-
-    __slots__ = (
-        "key",
-        "args",
-        "dtype",
-        "input_shape",
-        "numel",
-        "slots",
-        "slot_views",
-        "spikes",
-        "spikes_view",
-        "product",
-        "outputs",
-        "summed",
-        "max_delay",
-        "gemm_args",
-        "operands",
-        "last_input",
-        "last_input_pointer",
-    )
-
-    def __init__(self, key: tuple) -> None:
-        self.key = key
-        self.args: Optional[tuple] = None
-        self.gemm_args: Optional[tuple] = None
-        self.last_input: Optional[Tensor] = None
-        self.last_input_pointer = 0
+def _layouts() -> Dict[str, Tuple[int, Dict[str, int]]]:
+    """Size and field offsets of the ctypes mirrors, as ``_native.layout()`` gives the C ones."""
+    return {
+        name: (ctypes.sizeof(struct), {f: getattr(struct, f).offset for f, _ in struct._fields_})
+        for name, struct in _STRUCTS.items()
+    }
 
 
 _GEMM_SYMBOLS = {torch.float32: "sgemm_", torch.float64: "dgemm_"}
@@ -347,280 +192,525 @@ def _blas_gemm(dtype: torch.dtype) -> Optional[int]:
     return _gemm_cache[dtype]
 
 
-def _linear_key(connection, weight: Tensor) -> tuple:
-    attributes = connection.__dict__
-    buffers = connection._buffers
-    try:
-        # in-place changes of the delay line outside the kernels (reset_state, loading a
-        # state, eager steps) refresh the threads' copies of it
-        queue_version = buffers["spike_queue"]._version
-    except RuntimeError:  # an inference tensor keeps no version counter
-        queue_version = None
+_DATA_POINTER = Tensor.data_ptr
+_SHAPE = Tensor.size
+_CONTIGUOUS = Tensor.is_contiguous
+_empty_like, _empty, _mm, _BOOL = torch.empty_like, torch.empty, torch.mm, torch.bool
+
+
+def _layout_key(tensors: Sequence[Tensor]) -> tuple:
+    """What an argument struct depends on: the tensors' data pointers, shapes and layouts."""
     return (
-        tuple(map(_DATA_POINTER, _LINEAR_BUFFERS(buffers))),
-        queue_version,
-        weight.data_ptr(),
-        weight.requires_grad,
-        attributes["reduction"],
-        attributes["max_delay"],
-        attributes["uniform_delay"],
-        _get_num_threads(),  # the threads' copies of the spikes are made for this many
+        tuple(map(_DATA_POINTER, tensors)),
+        tuple(map(_SHAPE, tensors)),
+        tuple(map(_CONTIGUOUS, tensors)),
     )
 
 
-def linear_step(connection, x: Tensor, trace_in: Tensor) -> Optional[Tuple[Tensor, Tensor]]:
-    """Fused step of a :class:`~pysnn.connection.Linear` (exact class) with a uniform delay.
+def _decline(strict: bool, reason: str) -> None:
+    if strict:
+        raise NativeUnavailableError(f"backend='native' cannot run this step: {reason}")
 
-    One kernel copies ``trace_in`` into ``pre_trace``, pushes ``x`` into the delay line (the
-    ``spike_queue`` slot at the cursor), stores the spikes leaving it in ``pre_spikes`` and, for
-    ``"sum"``, each batch element's trace sum; ``"sum"`` then takes ``W @ xᵀ`` into a kept
-    buffer (with a delay, from the delay-line slot in place, before the kernel overwrites it).
-    On several threads, ``"sum"`` runs both in one parallel region in which each thread works
-    on its own copy of the spikes (``ingest_product`` in ``_native.c``).
 
-    :returns: the step's ``(activation, trace)``, or None (nothing done) when the fused path
-        does not apply (then the eager code runs, and raises for bad input).
-    """
-    weight = connection._parameters["weight"]
-    key = _linear_key(connection, weight)
-    plan = connection.__dict__.get("_native_plan")
-    if plan is None or plan.key != key:
-        plan = _linear_plan(connection, weight, key)
-        connection.__dict__["_native_plan"] = plan
-    if plan.args is None:
-        return None
-    if not isinstance(x, Tensor):
-        return None
+def _state_obstacle(tensors: Sequence[Tensor], dtype: torch.dtype, numel: int) -> Optional[str]:
+    """Why ``tensors`` cannot be read by a kernel as ``numel`` values of ``dtype`` (or None)."""
+    for tensor in tensors:
+        if tensor.dtype != dtype:
+            return f"a tensor of dtype {tensor.dtype} where {dtype} is needed"
+        if not tensor.is_cpu:
+            return f"a tensor on {tensor.device} (the kernels run on the CPU)"
+        if tensor.numel() != numel or not tensor.is_contiguous():
+            return "a parameter or state tensor that is not contiguous with one value per cell"
+        if tensor.requires_grad:
+            return "a state tensor that requires grad"
+    return None
+
+
+def _x_code(x: Tensor, dtype: torch.dtype, shape) -> Optional[int]:
+    """1 for a bool input, 0 for one of ``dtype``, None when the kernel cannot read it."""
     is_bool = x.dtype is _BOOL
-    if not (
-        (is_bool or x.dtype is plan.dtype)
-        and x.shape == plan.input_shape
+    if (
+        (is_bool or x.dtype is dtype)
+        and x.shape == shape
         and x.is_contiguous()
         and x.is_cpu
         and not x.requires_grad
     ):
-        return None
-    if trace_in is not plan.last_input or trace_in.data_ptr() != plan.last_input_pointer:
-        # usually the presynaptic layer's own trace buffer: checked once, then recognised
-        if not (
-            isinstance(trace_in, Tensor)
-            and trace_in.shape == plan.input_shape
-            and _fits(trace_in, plan.dtype, plan.numel)
-        ):
-            return None
-        plan.last_input, plan.last_input_pointer = trace_in, trace_in.data_ptr()
-    cursor = connection._cursor
-    slot = plan.slots[cursor] if plan.max_delay else None
-    x_pointer, trace_pointer = x.data_ptr(), plan.last_input_pointer
-    if plan.gemm_args is not None and _extension.ingest_product(
-        plan.gemm_args, slot, x_pointer, is_bool, trace_pointer, cursor
-    ):
-        pass  # ingest and product on all threads (see _native.c)
-    elif plan.summed and plan.max_delay:
-        # the spikes leaving the delay line are read where they are, before the kernel
-        # overwrites their slot with this step's input
-        _mm(weight, plan.slot_views[cursor], out=plan.product)
-        _extension.ingest(plan.args, slot, x_pointer, is_bool, trace_pointer)
-    else:
-        _extension.ingest(plan.args, slot, x_pointer, is_bool, trace_pointer)
-        if plan.summed:
-            _mm(weight, plan.spikes_view, out=plan.product)  # W @ xᵀ reads W contiguously
-    if plan.max_delay:
-        connection._cursor = (cursor + 1) % plan.max_delay
-    if plan.summed:
-        return plan.outputs
-    return connection.activation_potential(plan.spikes), connection.fold(connection.trace)
+        return int(is_bool)
+    return None
 
 
-def _linear_plan(connection, weight: Tensor, key: tuple) -> _LinearPlan:
-    plan = _LinearPlan(key)
-    buffers = connection._buffers
-    pre_trace, pre_spikes, queue = _LINEAR_BUFFERS(buffers)
-    dtype = pre_trace.dtype
-    code = _DTYPE_CODES.get(dtype)
-    n, rows = pre_trace.numel(), pre_trace.shape[0]
-    if (
-        code is None
-        or not connection.uniform_delay
-        or weight.requires_grad
-        or weight.dtype != dtype
-        or not weight.is_cpu
-        or not (
-            _fits(pre_trace, dtype, n)
-            and _fits(pre_spikes, _BOOL, n)
-            and _fits(queue, dtype, connection.max_delay * n)
-        )
-    ):
-        return plan
-    batch, n_out = connection.batch_size, connection.out_features
-    spikes = torch.empty(batch, 1, connection.in_features, dtype=dtype)
-    plan.spikes, plan.spikes_view = spikes, spikes.view(batch, -1).t()  # (I, B) operand
-    plan.summed = connection.reduction == "sum"
-    plan.max_delay = connection.max_delay
-    # the delay line's slot for every cursor position, as pointers and as (I, B) operands
-    plan.slots = tuple(queue[k].data_ptr() for k in range(plan.max_delay))
-    plan.slot_views = tuple(slot.view(batch, -1).t() for slot in queue)
-    trace_sums = None
-    if plan.summed:
-        trace_sums = torch.empty(batch, 1, 1, dtype=dtype)
-        plan.product = torch.empty(n_out, batch, dtype=dtype)
-        activation = plan.product.t().unsqueeze(1).unsqueeze(-1)  # (B, 1, O, 1)
-        trace = trace_sums.expand(-1, -1, n_out).unsqueeze(-1)  # (B, 1, O, 1)
-        plan.outputs = (activation, trace)
-    # with "sum" and a delay the product reads the slot itself: the kernel stores no copy
-    out = None if plan.summed and plan.max_delay else spikes.data_ptr()
-    sums = None if trace_sums is None else trace_sums.data_ptr()
-    arguments = (rows, n // rows, code, pre_trace.data_ptr(), out, pre_spikes.data_ptr(), sums)
-    plan.args = _pack(*arguments)
-    gemm = _blas_gemm(dtype) if plan.summed else None
-    capacity = torch.get_num_threads()  # PyTorch sets the OpenMP team size the kernels use
-    copies_follow = key[1] is not None or not plan.max_delay  # see _linear_key
-    if gemm is not None and capacity > 1 and _extension.openmp and copies_follow:
-        # each thread's own copy of the spikes or, with a delay, of the delay line (thread 0
-        # works on spike_queue itself; see _native.c)
-        depth = max(plan.max_delay, 1)
-        copies = capacity - 1 if plan.max_delay else capacity
-        plan.operands = torch.empty(copies, depth, n, dtype=dtype)
-        if plan.max_delay:
-            plan.operands.copy_(queue.view(1, depth, n).expand_as(plan.operands))
-        head = arguments[:4] + (None,) + arguments[5:]  # the product reads its own copies
-        tail = (gemm, weight.data_ptr(), n_out, plan.product.data_ptr())
-        plan.gemm_args = _pack(*head, *tail, plan.operands.data_ptr(), capacity, depth)
-    plan.dtype, plan.input_shape, plan.numel = dtype, tuple(pre_trace.shape), n
-    return plan
+# -- Input ---------------------------------------------------------------------------------
+def input_step(
+    x: Tensor,
+    trace: Tensor,
+    spikes: Tensor,
+    alpha_t: Tensor,
+    tau_t: Tensor,
+    dt: Tensor,
+    update_type: str,
+    *,
+    cache: dict,
+    strict: bool = False,
+) -> Tensor:
+    """C twin of :func:`pysnn.functional.input_step`.
 
-
-def neuron_step(neuron, x: Any, kind: str) -> Optional[Tensor]:
-    """Fused step of an IF/LIF/adaptive LIF neuron: folding of the input, voltage, spikes,
-    trace, threshold and refractory update (everything :meth:`pysnn.neuron.BaseNeuron.forward`
-    does but the spike history).
-
-    :param neuron: an :class:`~pysnn.neuron.IFNeuron`, :class:`~pysnn.neuron.LIFNeuron` or
-        :class:`~pysnn.neuron.AdaptiveLIFNeuron` (exact classes).
-    :param x: the neuron's input as given to ``forward`` (``cells_shape + (R,)``).
-    :param kind: ``"if"``, ``"lif"`` or ``"adaptive_lif"``.
-    :returns: a new bool tensor with this step's spikes (the kernel writes it besides the
-        ``spikes`` buffer), or None (nothing done) when the kernel does not apply.
+    :param cache: a dict kept by the module between steps (the kernel's argument struct).
+    :param strict: raise :class:`~pysnn._backend.NativeUnavailableError` instead of running
+        the PyTorch function when the kernel does not apply.
     """
-    attributes = neuron.__dict__  # plain attributes: nn.Module.__getattr__ is slow on misses
-    settings = (
-        neuron._parameters["thresh"].data_ptr(),
-        attributes["update_type"],
-        attributes["refrac_steps"],
-        attributes.get("relax_to_center", False),
-    )
-    plan = _current_plan(neuron, settings, _neuron_plan, neuron, kind)
-    if plan is None:
-        return None
-    current = None  # holds a folded input alive until the kernel has read it
-    if x is plan.last_input and x.data_ptr() == plan.last_input_pointer:
-        tail = plan.last_tail  # the same input tensor as last step (a connection's output view)
+    tensors = (trace, spikes, alpha_t, tau_t, dt)
+    key = _layout_key(tensors)
+    args = cache.get("input")
+    if args is None or cache.get("input_key") != key:
+        args = _input_args(tensors, strict)
+        cache["input"], cache["input_key"] = args, key
+        cache["input_address"] = None if args is None else ctypes.addressof(args)
+    if args is not None and _enabled:
+        code = _x_code(x, trace.dtype, trace.shape)
+        if code is not None:
+            args.x, args.x_is_bool, args.linear = x.data_ptr(), code, update_type == "linear"
+            _extension.input_step(cache["input_address"])
+            return trace
+        _decline(strict, "an input that is not a contiguous CPU tensor of the cells' shape")
+    elif args is not None:
+        _decline(strict, "the kernels are switched off process-wide")
+    return sf.input_step(x, trace, spikes, alpha_t, tau_t, dt, update_type)
+
+
+def _input_args(tensors: Sequence[Tensor], strict: bool) -> Optional[_InputArgs]:
+    trace, spikes, alpha_t, tau_t, dt = tensors
+    reason = None
+    if _extension is None:
+        reason = "the extension pysnn._native is not built"
+    elif trace.dtype not in _DTYPE_CODES:
+        reason = f"dtype {trace.dtype} (the kernels take float32 and float64)"
     else:
-        current = _neuron_input(neuron, plan, x)
-        if current is None:
-            return None
-        tail = (current.data_ptr(), *current.stride())
-    fired = _empty_like(plan.extra)  # empty_like of the spikes buffer: the cheapest allocation
-    _extension.neuron_step(plan.args, *tail, fired.data_ptr())
+        n = trace.numel()
+        reason = _state_obstacle((trace, alpha_t, tau_t), trace.dtype, n) or _state_obstacle(
+            (dt,), trace.dtype, 1
+        )
+        if reason is None and not (spikes.dtype == _BOOL and spikes.shape == trace.shape):
+            reason = "a spikes buffer that is not bool of the cells' shape"
+        if reason is None and (alpha_t.shape != trace.shape or tau_t.shape != trace.shape):
+            reason = "a parameter whose shape is not the cells' shape"
+        if reason is None and (dt.dim() != 0 or not spikes.is_contiguous()):
+            reason = "a dt that is not a 0-d tensor, or non-contiguous spikes"
+    if reason is not None:
+        _decline(strict, reason)
+        return None
+    args = _InputArgs(
+        n=trace.numel(),
+        is_double=_DTYPE_CODES[trace.dtype],
+        trace=trace.data_ptr(),
+        alpha_t=alpha_t.data_ptr(),
+        tau_t=tau_t.data_ptr(),
+        dt=dt.data_ptr(),
+        spikes=spikes.data_ptr(),
+    )
+    return args
+
+
+# -- neurons -------------------------------------------------------------------------------
+def _neuron(
+    model: int,
+    x: Tensor,
+    state: Tuple[Tensor, ...],
+    adaptive: Tuple[Tensor, ...],
+    update_type: str,
+    relax: bool,
+    cache: dict,
+    strict: bool,
+) -> Optional[Tensor]:
+    """Run the neuron kernel; None (nothing done) when it does not apply."""
+    key = _layout_key(state + adaptive)
+    entry = cache.get("neuron")
+    if entry is None or cache.get("neuron_key") != key or entry[2] != (model, relax):
+        entry = _neuron_args(model, state, adaptive, relax, strict)
+        cache["neuron"], cache["neuron_key"] = entry, key
+    args, address, _ = entry
+    if args is None:
+        return None
+    if not _enabled:
+        _decline(strict, "the kernels are switched off process-wide")
+        return None
+    v_cell = state[0]
+    if not (
+        isinstance(x, Tensor)
+        and x.dtype is v_cell.dtype
+        and x.shape == v_cell.shape
+        and x.is_cpu
+        and not x.requires_grad
+    ):
+        _decline(strict, "an input that is not a CPU tensor of the cells' shape and dtype")
+        return None
+    rows = args.rows
+    current = x.reshape(rows, -1)  # a view whenever the layout allows
+    row_stride, col_stride = current.stride()
+    fired = _empty_like(state[2])
+    args.input, args.in_row_stride, args.in_col_stride = current.data_ptr(), row_stride, col_stride
+    args.fired, args.linear = fired.data_ptr(), update_type == "linear"
+    _extension.neuron_step(address)
     return fired
 
 
-def _neuron_input(neuron, plan: _Plan, x: Any) -> Optional[Tensor]:
-    """Fold ``x`` into the kernel's ``(rows, cols)`` input; remember its arguments (pointer,
-    row and column strides) for the next step when it is a view of ``x``."""
-    try:
-        current = neuron.fold(x)  # a tensor, or a list of them along the fan-in axis
-    except (TypeError, ValueError, RuntimeError):  # the eager code raises it for the user
-        return None
-    if (
-        current.dtype != plan.dtype
-        or not current.is_cpu
-        or current.requires_grad
-        or current.shape != plan.shape  # e.g. an input that only broadcasts to the cells
-    ):
-        return None
-    current = current.reshape(plan.rows, plan.cols)  # a view whenever the layout allows
-    if isinstance(x, Tensor) and x.shape[-1] == 1 and current.data_ptr() == x.data_ptr():
-        # folding only dropped the fan-in axis: the same memory at the next step
-        plan.last_input, plan.last_input_pointer = x, x.data_ptr()
-        plan.last_tail = (current.data_ptr(), *current.stride())
-    return current
-
-
-def _neuron_plan(neuron, kind: str) -> _Plan:
-    names = _NEURON_BUFFERS[kind]
-    buffers = neuron._buffers
-    thresh = neuron._parameters["thresh"].detach()
-    v_cell = buffers["v_cell"]
-    dtype, n = v_cell.dtype, v_cell.numel()
-    adaptive = kind == "adaptive_lif"
-    relax = adaptive and neuron.relax_to_center
-    center = buffers["thresh_center"]
-    used = set(names) - {"v_cell", "v_rest", "dt", "refrac_counts", "spikes"}
-    if not relax:
-        used.discard("thresh_center")
-    named = {name: buffers[name] for name in _SCALAR_SLOTS if name in used}
-    plan = _Plan(names, list(named.values()))
-    code = _DTYPE_CODES.get(dtype)
-    per_cell = [t for name, t in named.items() if name != "thresh_center"]
-    if code is None or not (
-        all(_fits(t, dtype, n) for t in per_cell)
-        and _fits(v_cell, dtype, n)
-        and _fits(buffers["trace"], dtype, n)
-        and _fits(thresh, dtype, n)
-        and _fits(buffers["v_rest"], dtype, 1)
-        and _fits(buffers["dt"], dtype, 1)
-        and _fits(center, dtype, center.numel())
-        and (not relax or center.numel() == 1 or center.shape == v_cell.shape)
-        and _fits(buffers["refrac_counts"], torch.int32, n)
-        and _fits(buffers["spikes"], torch.bool, n)
-        and buffers["spikes"].shape == v_cell.shape
-    ):
-        return plan  # e.g. a threshold centre that only broadcasts: eager code
-    linear = neuron.update_type == "linear"
-    if kind == "if":
-        model = _MODEL_IF
-    else:
-        model = _MODEL_LIF_LINEAR if linear else _MODEL_LIF_EXPONENTIAL
-    thresh_mode = (_UPDATE_LINEAR if linear else _UPDATE_EXPONENTIAL) if adaptive else _THRESH_FIXED
-    uniform, scalars = plan.uniform_scalars(named, dtype)
-    plan.scratch = torch.empty(n, dtype=dtype)  # a non-contiguous input is gathered here
-    plan.extra = buffers["spikes"]  # bool, contiguous, of the cells' shape
-    pointer = {name: buffers[name].data_ptr() for name in names}
-    rows = v_cell.shape[0]
-    plan.args = _pack(
-        rows,
-        n // rows,
-        code,
-        model,
-        _UPDATE_LINEAR if linear else _UPDATE_EXPONENTIAL,
-        thresh_mode,
-        int(relax),
-        neuron.refrac_steps,
-        pointer["v_cell"],
-        thresh.data_ptr(),
-        pointer["v_rest"],
-        pointer["alpha_v"],
-        buffers["tau_v"].data_ptr() if model != _MODEL_IF else pointer["alpha_v"],
-        pointer["dt"],
-        pointer["refrac_counts"],
-        pointer["spikes"],
-        pointer["trace"],
-        pointer["alpha_t"],
-        pointer["tau_t"],
-        buffers["alpha_thresh"].data_ptr() if adaptive else pointer["alpha_t"],
-        buffers["tau_thresh"].data_ptr() if adaptive else pointer["tau_t"],
-        center.data_ptr(),
-        int(center.numel() == 1),
-        uniform,
-        scalars,
-        plan.scratch.data_ptr(),
+def _neuron_args(model, state, adaptive, relax, strict):
+    v_cell, thresh, spikes, trace, counts, v_rest, alpha_v, tau_v, alpha_t, tau_t, dt, refrac = (
+        state
     )
-    plan.dtype, plan.shape, plan.numel = dtype, v_cell.shape, n
-    plan.rows, plan.cols = rows, n // rows
-    return plan
+    dtype, n = v_cell.dtype, v_cell.numel()
+    reason = None
+    if _extension is None:
+        reason = "the extension pysnn._native is not built"
+    elif dtype not in _DTYPE_CODES:
+        reason = f"dtype {dtype} (the kernels take float32 and float64)"
+    else:
+        per_cell = (v_cell, thresh, trace, alpha_v, tau_v, alpha_t, tau_t) + adaptive[:2]
+        reason = _state_obstacle(per_cell, dtype, n) or _state_obstacle(
+            (v_rest, dt, refrac), dtype, 1
+        )
+        if reason is None and any(t.shape != v_cell.shape for t in per_cell):
+            reason = "a parameter whose shape is not the cells' shape"
+        if reason is None and any(t.dim() != 0 for t in (v_rest, dt, refrac)):
+            reason = "v_rest, dt or duration_refrac is not a 0-d tensor"
+        if reason is None and not (
+            spikes.dtype == _BOOL and spikes.shape == v_cell.shape and spikes.is_contiguous()
+        ):
+            reason = "a spikes buffer that is not bool of the cells' shape"
+        if reason is None and not (
+            counts.dtype == torch.int32 and counts.shape == v_cell.shape and counts.is_contiguous()
+        ):
+            reason = "refrac_counts that are not int32 of the cells' shape"
+        if reason is None and adaptive:
+            center = adaptive[2]
+            if relax and not (
+                _state_obstacle((center,), dtype, center.numel()) is None
+                and (center.dim() == 0 or center.shape == v_cell.shape)
+            ):
+                reason = "a thresh_center that is neither 0-d nor of the cells' shape"
+    if reason is not None:
+        _decline(strict, reason)
+        return None, 0, (model, relax)
+    rows = v_cell.shape[0]
+    scratch = torch.empty(n, dtype=dtype)
+    center = adaptive[2] if adaptive else v_rest
+    args = _NeuronArgs(
+        rows=rows,
+        cols=n // rows,
+        is_double=_DTYPE_CODES[dtype],
+        model=model,
+        relax=int(relax),
+        center_per_cell=int(center.numel() == n and center.dim() > 0),
+        v=v_cell.data_ptr(),
+        thresh=thresh.data_ptr(),
+        v_rest=v_rest.data_ptr(),
+        alpha_v=alpha_v.data_ptr(),
+        tau_v=tau_v.data_ptr(),
+        dt=dt.data_ptr(),
+        duration_refrac=refrac.data_ptr(),
+        counts=counts.data_ptr(),
+        spikes=spikes.data_ptr(),
+        trace=trace.data_ptr(),
+        alpha_t=alpha_t.data_ptr(),
+        tau_t=tau_t.data_ptr(),
+        alpha_thresh=(adaptive[0] if adaptive else alpha_t).data_ptr(),
+        tau_thresh=(adaptive[1] if adaptive else tau_t).data_ptr(),
+        thresh_center=center.data_ptr(),
+        scratch=scratch.data_ptr(),
+    )
+    args._scratch = scratch  # kept alive with the struct that points to it
+    return args, ctypes.addressof(args), (model, relax)
 
 
+def if_step(
+    x,
+    v_cell,
+    thresh,
+    spikes,
+    trace,
+    refrac_counts,
+    v_rest,
+    alpha_v,
+    alpha_t,
+    tau_t,
+    dt,
+    duration_refrac,
+    update_type,
+    *,
+    cache: dict,
+    strict: bool = False,
+) -> Tensor:
+    """C twin of :func:`pysnn.functional.if_step` (``cache`` and ``strict`` as
+    :func:`input_step`)."""
+    state = (v_cell, thresh, spikes, trace, refrac_counts, v_rest, alpha_v, alpha_v, alpha_t)
+    state += (tau_t, dt, duration_refrac)
+    fired = _neuron(_MODEL_IF, x, state, (), update_type, False, cache, strict)
+    if fired is not None:
+        return fired
+    return sf.if_step(
+        x,
+        v_cell,
+        thresh,
+        spikes,
+        trace,
+        refrac_counts,
+        v_rest,
+        alpha_v,
+        alpha_t,
+        tau_t,
+        dt,
+        duration_refrac,
+        update_type,
+    )
+
+
+def lif_step(
+    x,
+    v_cell,
+    thresh,
+    spikes,
+    trace,
+    refrac_counts,
+    v_rest,
+    alpha_v,
+    tau_v,
+    alpha_t,
+    tau_t,
+    dt,
+    duration_refrac,
+    update_type,
+    *,
+    cache: dict,
+    strict: bool = False,
+) -> Tensor:
+    """C twin of :func:`pysnn.functional.lif_step` (``cache`` and ``strict`` as
+    :func:`input_step`)."""
+    state = (v_cell, thresh, spikes, trace, refrac_counts, v_rest, alpha_v, tau_v, alpha_t)
+    state += (tau_t, dt, duration_refrac)
+    fired = _neuron(_MODEL_LIF, x, state, (), update_type, False, cache, strict)
+    if fired is not None:
+        return fired
+    return sf.lif_step(
+        x,
+        v_cell,
+        thresh,
+        spikes,
+        trace,
+        refrac_counts,
+        v_rest,
+        alpha_v,
+        tau_v,
+        alpha_t,
+        tau_t,
+        dt,
+        duration_refrac,
+        update_type,
+    )
+
+
+def adaptive_lif_step(
+    x,
+    v_cell,
+    thresh,
+    spikes,
+    trace,
+    refrac_counts,
+    v_rest,
+    alpha_v,
+    tau_v,
+    alpha_t,
+    tau_t,
+    dt,
+    duration_refrac,
+    update_type,
+    alpha_thresh,
+    tau_thresh,
+    thresh_center,
+    relax_to_center,
+    *,
+    cache: dict,
+    strict: bool = False,
+) -> Tensor:
+    """C twin of :func:`pysnn.functional.adaptive_lif_step` (``cache`` and ``strict`` as
+    :func:`input_step`)."""
+    state = (v_cell, thresh, spikes, trace, refrac_counts, v_rest, alpha_v, tau_v, alpha_t)
+    state += (tau_t, dt, duration_refrac)
+    adaptive = (alpha_thresh, tau_thresh, thresh_center)
+    fired = _neuron(
+        _MODEL_ADAPTIVE_LIF, x, state, adaptive, update_type, bool(relax_to_center), cache, strict
+    )
+    if fired is not None:
+        return fired
+    return sf.adaptive_lif_step(
+        x,
+        v_cell,
+        thresh,
+        spikes,
+        trace,
+        refrac_counts,
+        v_rest,
+        alpha_v,
+        tau_v,
+        alpha_t,
+        tau_t,
+        dt,
+        duration_refrac,
+        update_type,
+        alpha_thresh,
+        tau_thresh,
+        thresh_center,
+        relax_to_center,
+    )
+
+
+# -- Linear --------------------------------------------------------------------------------
+def linear_step(
+    x: Tensor,
+    trace_in: Tensor,
+    weight: Tensor,
+    pre_trace: Tensor,
+    pre_spikes: Tensor,
+    spike_queue: Tensor,
+    cursor: int,
+    reduction: str,
+    activation_out: Optional[Tensor],
+    *,
+    cache: dict,
+    strict: bool = False,
+) -> Tuple[Tensor, Tensor]:
+    """C twin of :func:`pysnn.functional.linear_step` (``cache`` and ``strict`` as
+    :func:`input_step`).
+
+    One kernel copies ``trace_in`` into ``pre_trace``, pushes ``x`` into the delay line and
+    stores the spikes leaving it; ``"sum"`` then takes ``W @ sᵀ`` (on several threads in the
+    same parallel region, each thread taking its rows of W: ``ingest_product`` in
+    ``_native.c``). The trace sum is taken by PyTorch, as in the PyTorch function.
+    """
+    tensors = (weight, pre_trace, pre_spikes, spike_queue)
+    key = (_layout_key(tensors), reduction, weight.requires_grad, torch.get_num_threads())
+    entry = cache.get("linear")
+    if entry is None or cache.get("linear_key") != key:
+        entry = _linear_args(tensors, reduction, strict)
+        cache["linear"], cache["linear_key"] = entry, key
+    if entry is not None and not _enabled:
+        _decline(strict, "the kernels are switched off process-wide")
+        entry = None
+    code = None
+    if entry is not None:
+        args, address, spikes_f, operands = entry
+        code = _x_code(x, pre_trace.dtype, pre_trace.shape)
+        if code is None or _x_code(trace_in, pre_trace.dtype, pre_trace.shape) != 0:
+            _decline(strict, "inputs that are not contiguous CPU tensors of shape (B, 1, I)")
+            code = None
+    if code is None:
+        return sf.linear_step(
+            x,
+            trace_in,
+            weight,
+            pre_trace,
+            pre_spikes,
+            spike_queue,
+            cursor,
+            reduction,
+            activation_out,
+        )
+    batch, n_out = pre_trace.shape[0], weight.shape[0]
+    delayed = spike_queue.shape[0] > 0
+    slot = spike_queue[cursor] if delayed else None
+    args.x, args.x_is_bool, args.trace_in = x.data_ptr(), code, trace_in.data_ptr()
+    args.slot = slot.data_ptr() if delayed else None
+    if reduction == "none":
+        args.out = spikes_f.data_ptr()
+        _extension.ingest(address)
+        activation = torch.mul(spikes_f, weight, out=activation_out)
+        shape = (batch, 1, n_out, pre_trace.shape[-1])
+        return activation.view(shape), pre_trace.unsqueeze(2).expand(shape)
+    product = _empty(n_out, batch, dtype=weight.dtype)
+    args.product = product.data_ptr()
+    if operands is not None and _extension.ingest_product(address):
+        pass  # ingest and product on all threads (see _native.c)
+    elif delayed:
+        # the spikes leaving the delay line are read where they are, before the kernel
+        # overwrites their slot with this step's input
+        args.out = None
+        _mm(weight, slot.view(batch, -1).t(), out=product)
+        _extension.ingest(address)
+    else:
+        args.out = spikes_f.data_ptr()
+        _extension.ingest(address)
+        _mm(weight, spikes_f.view(batch, -1).t(), out=product)
+    trace_sum = pre_trace.sum(-1, keepdim=True).expand(-1, -1, n_out)
+    return product.t().unsqueeze(1).unsqueeze(-1), trace_sum.unsqueeze(-1)
+
+
+def _linear_args(tensors, reduction: str, strict: bool):
+    weight, pre_trace, pre_spikes, spike_queue = tensors
+    dtype = pre_trace.dtype
+    reason = None
+    if _extension is None:
+        reason = "the extension pysnn._native is not built"
+    elif dtype not in _DTYPE_CODES:
+        reason = f"dtype {dtype} (the kernels take float32 and float64)"
+    elif weight.requires_grad:
+        reason = "a weight that requires grad"
+    else:
+        batch, n_in = pre_trace.shape[0], pre_trace.shape[-1]
+        n = pre_trace.numel()
+        reason = _state_obstacle((pre_trace,), dtype, n) or _state_obstacle(
+            (spike_queue,), dtype, spike_queue.shape[0] * n
+        )
+        if reason is None and not (
+            weight.dtype == dtype
+            and weight.is_cpu
+            and weight.dim() == 2
+            and weight.shape[1] == n_in
+            and weight.is_contiguous()
+        ):
+            reason = "a weight that is not a contiguous (O, I) CPU tensor of the state's dtype"
+        if reason is None and not (pre_spikes.dtype == _BOOL and pre_spikes.is_contiguous()):
+            reason = "a pre_spikes buffer that is not contiguous bool"
+    if reason is not None:
+        _decline(strict, reason)
+        return None
+    n_out = weight.shape[0]
+    spikes_f = torch.empty(batch, 1, n_in, dtype=dtype)
+    args = _IngestArgs(
+        rows=batch,
+        cols=n // batch,
+        is_double=_DTYPE_CODES[dtype],
+        pre_trace=pre_trace.data_ptr(),
+        pre_spikes=pre_spikes.data_ptr(),
+        weight=weight.data_ptr(),
+        n_out=n_out,
+    )
+    operands = None
+    gemm = _blas_gemm(dtype) if reduction == "sum" else None
+    capacity = torch.get_num_threads()  # PyTorch sets the OpenMP team size the kernels use
+    if gemm is not None and capacity > 1 and _extension.openmp:
+        operands = torch.empty(capacity, n, dtype=dtype)  # each thread's copy of the input
+        args.gemm, args.operands, args.capacity = gemm, operands.data_ptr(), capacity
+    args._kept = (spikes_f, operands)  # kept alive with the struct that points to them
+    return args, ctypes.addressof(args), spikes_f, operands
+
+
+def _fits(tensor: Tensor, dtype: torch.dtype, numel: int) -> bool:
+    """A contiguous CPU tensor of ``dtype`` with ``numel`` elements, without gradient."""
+    return (
+        tensor.dtype == dtype
+        and tensor.numel() == numel
+        and tensor.is_contiguous()
+        and tensor.is_cpu
+        and not tensor.requires_grad
+    )
+
+
+def _spike_input(x: Tensor, dtype: torch.dtype, numel: int) -> Optional[int]:
+    """1 for a bool input, 0 for one of ``dtype``, None when the kernel cannot read it."""
+    is_bool = x.dtype == torch.bool
+    return int(is_bool) if _fits(x, torch.bool if is_bool else dtype, numel) else None
+
+
+# -- learning rules --------------------------------------------------------------------------
 def stack_arguments(p: Tensor, q: Tensor, terms: Sequence[tuple]) -> Optional[list]:
     """Check the operands of :func:`stack_terms` once and return its argument list (the
     coefficients are at positions ``11 + 5·t``), or None when the kernel does not apply.

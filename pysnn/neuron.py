@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from pysnn import functional as sf
 from pysnn import native
+from pysnn._backend import BackendMixin, check_backend
 from pysnn.utils import _check_positive_real, _set_no_grad
 
 ParamValue = Union[float, Tensor]
@@ -91,6 +92,27 @@ def _concat_fan_in(x: Sequence[Tensor], name: str, owner: str) -> Tensor:
         ) from err
 
 
+def _check_tau_values(tensor: Tensor, name: str, update_type: str, owner: str) -> None:
+    low, high = tensor.min().item(), tensor.max().item()
+    if update_type == "linear" and (low < 0 or high > 1):
+        bad = low if low < 0 else high
+        raise ValueError(f"{owner}: {name} must lie in [0, 1] for update_type='linear', got {bad}")
+    if update_type == "exponential" and low <= 0:
+        raise ValueError(
+            f"{owner}: {name} must be > 0 (a time constant in ms) for "
+            f"update_type='exponential', got {low}"
+        )
+
+
+def _check_step_input(x: Tensor, name: str, owner: str) -> None:
+    """Inputs that would let an autograd graph grow inside the state are refused."""
+    if x.requires_grad:
+        raise TypeError(
+            f"{owner}: {name} requires grad; pysnn does not train by autograd and keeps no "
+            "graph in its state (pass x.detach())"
+        )
+
+
 class _StateMixin:
     """Per-cell parameter registration and validation shared by inputs and neurons."""
 
@@ -117,17 +139,8 @@ class _StateMixin:
             ) from None
         if not bool(torch.isfinite(tensor).all()):
             raise ValueError(f"{owner}: {name} must be finite, got {value}")
-        low, high = tensor.min().item(), tensor.max().item()
-        if kind == "decay" and (low < 0 or high > 1):
-            bad = low if low < 0 else high
-            raise ValueError(
-                f"{owner}: {name} must lie in [0, 1] for update_type='linear', got {bad}"
-            )
-        if kind == "time_constant" and low <= 0:
-            raise ValueError(
-                f"{owner}: {name} must be > 0 (a time constant in ms) for "
-                f"update_type='exponential', got {low}"
-            )
+        if kind != "any":
+            _check_tau_values(tensor, name, "linear" if kind == "decay" else "exponential", owner)
         self.register_buffer(name, tensor)
 
     def no_grad(self) -> None:
@@ -135,12 +148,34 @@ class _StateMixin:
         _set_no_grad(self)
 
     def _apply(self, fn, recurse=True):
-        # The fused kernels' cached checks (pysnn.native) belong to the old tensors.
-        self.__dict__.pop("_native_plan", None)
+        # the kernels' argument structs point to the old tensors (they would be rebuilt anyway)
+        self.__dict__["_native_cache"] = {}
         return super()._apply(fn, recurse)
 
+    # -- update type and backend ---------------------------------------------------------------
+    _tau_parameters: Tuple[str, ...] = ()  # decays for "linear", time constants otherwise
 
-class BaseInput(_StateMixin, nn.Module):
+    @property
+    def update_type(self) -> str:
+        """``"linear"`` (decay factors in [0, 1]) or ``"exponential"`` (time constants in ms).
+
+        Settable: the step reads it at every call, and setting it checks that every decay or
+        time constant fits the new type (nothing changes when one does not).
+        """
+        return self.__dict__["_update_type"]
+
+    @update_type.setter
+    def update_type(self, value: str) -> None:
+        owner = type(self).__name__
+        value = _check_update_type(value, owner)
+        for name in self._tau_parameters:
+            tensor = self._buffers.get(name)
+            if tensor is not None:
+                _check_tau_values(tensor, name, value, owner)
+        self.__dict__["_update_type"] = value
+
+
+class BaseInput(BackendMixin, _StateMixin, nn.Module):
     """Base class of input neurons: they pass spikes on and keep a presynaptic trace.
 
     :param cells_shape: shape of the input population, batch first, e.g. ``(B, 1, I)``.
@@ -198,35 +233,50 @@ class Input(BaseInput):
         alpha_t: ParamValue,
         tau_t: ParamValue,
         update_type: str = "linear",
+        *,
+        backend: str = "auto",
     ) -> None:
         super().__init__(cells_shape, dt)
-        self.update_type = _check_update_type(update_type, type(self).__name__)
+        self.update_type = update_type
         tau_kind = "decay" if update_type == "linear" else "time_constant"
         self._register_cell_param("alpha_t", alpha_t)
         self._register_cell_param("tau_t", tau_t, tau_kind)
-        self._trace_update = (
-            sf.linear_trace_update if update_type == "linear" else sf.exponential_trace_update
-        )
+        self._init_backend(backend)
         self.init_neuron()
 
+    _tau_parameters = ("tau_t",)
+    _step_methods = ("forward", "convert_input")
+
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
-        """One step.
+        """One step (:func:`pysnn.functional.input_step`).
 
         :param x: input spikes (bool) or graded input, broadcastable to ``cells_shape``.
         :returns: ``(x, trace)``: the input as given and the live trace buffer.
         """
-        if native._enabled and type(self) is Input and native.input_step(self, x):
-            return x, self._buffers["trace"]
-        _check_input_shape(x, self.cells_shape, "x", type(self).__name__)
-        self._trace_update(self.trace, self.convert_input(x), self.alpha_t, self.tau_t, self.dt)
-        self.spikes.copy_(x)
-        return x, self.trace
+        owner = type(self).__name__
+        _check_input_shape(x, self.cells_shape, "x", owner)
+        _check_step_input(x, "x", owner)
+        buffers = self._buffers
+        self._dispatch(
+            sf.input_step,
+            native.input_step,
+            x,
+            buffers["trace"],
+            buffers["spikes"],
+            buffers["alpha_t"],
+            buffers["tau_t"],
+            buffers["dt"],
+            self.__dict__["_update_type"],
+        )
+        return x, buffers["trace"]
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", update_type={self.update_type!r}"
+        return (
+            super().extra_repr() + f", update_type={self.update_type!r}, backend={self.backend!r}"
+        )
 
 
-class BaseNeuron(_StateMixin, nn.Module):
+class BaseNeuron(BackendMixin, _StateMixin, nn.Module):
     """Base class of spiking neurons: voltage, threshold, refractory period and trace.
 
     :param cells_shape: shape of the population, batch first, e.g. ``(B, 1, N)``.
@@ -260,7 +310,7 @@ class BaseNeuron(_StateMixin, nn.Module):
             v_rest = v_rest.item()
         if isinstance(v_rest, bool) or not isinstance(v_rest, Real):
             raise TypeError(f"{owner}: v_rest must be a real number, got {type(v_rest).__name__}")
-        self.refrac_steps = self._refrac_steps(duration_refrac, dt, owner)
+        self._refrac_steps(duration_refrac, dt, owner)
         if not isinstance(store_trace, bool):
             raise TypeError(f"{owner}: store_trace must be a bool, got {store_trace!r}")
         self.store_trace = store_trace
@@ -300,7 +350,18 @@ class BaseNeuron(_StateMixin, nn.Module):
                 f"{owner}: duration_refrac must be an integer multiple of dt={dt}, "
                 f"got {duration_refrac}"
             )
+        if steps > sf.REFRAC_MAX_STEPS:
+            raise ValueError(
+                f"{owner}: duration_refrac / dt must be at most {sf.REFRAC_MAX_STEPS} steps, "
+                f"got {steps}"
+            )
         return int(steps)
+
+    @property
+    def refrac_steps(self) -> int:
+        """The refractory period in steps, ``round(duration_refrac / dt)``, read from the
+        buffers (see :func:`pysnn.functional.refractory_steps`)."""
+        return int(sf.refractory_steps(self.duration_refrac, self.dt))
 
     # -- history ---------------------------------------------------------------------------
     @property
@@ -338,14 +399,12 @@ class BaseNeuron(_StateMixin, nn.Module):
         Counters (in steps) count down by one to zero, then grow by ``duration_refrac / dt``
         where a cell spiked.
         """
-        if self.refrac_steps > 0:
-            self.refrac_counts.sub_(1).clamp_(min=0)
-            self.refrac_counts.add_(spikes, alpha=self.refrac_steps)
-        # torch.where keeps v_rest on the device (masked_fill_ with a tensor value calls .item()).
-        torch.where(spikes, self.v_rest, self.v_cell, out=self.v_cell)
+        sf._refractory_reset(
+            self.v_cell, spikes, self.refrac_counts, self.v_rest, self.dt, self.duration_refrac
+        )
 
-    def _refrac_mask(self) -> Optional[Tensor]:
-        return self.refrac_counts if self.refrac_steps > 0 else None
+    def _refrac_mask(self) -> Tensor:
+        return self.refrac_counts
 
     def fold(self, x: Inputs) -> Tensor:
         """Sum the fan-in axis (last) of the input; a list/tuple is concatenated along it first.
@@ -381,8 +440,13 @@ class BaseNeuron(_StateMixin, nn.Module):
 
     def update_trace(self, spikes: Tensor) -> None:
         """Update the postsynaptic trace from this step's spikes."""
-        self._trace_update(
-            self.trace, self.convert_spikes(spikes), self.alpha_t, self.tau_t, self.dt
+        sf._trace_step(
+            self.trace,
+            self.convert_spikes(spikes),
+            self.alpha_t,
+            self.tau_t,
+            self.dt,
+            self.update_type == "linear",
         )
 
     def _after_spiking(self, spikes: Tensor) -> None:
@@ -397,21 +461,58 @@ class BaseNeuron(_StateMixin, nn.Module):
         self.concat_trace(self.spikes)
         return spikes, self.trace
 
+    _step_methods = (
+        "forward",
+        "update_voltage",
+        "spiking",
+        "update_trace",
+        "_after_spiking",
+        "refrac",
+        "_step",
+        "convert_spikes",
+    )
+
+    def _check_step_state(self, *inputs: Tensor) -> None:
+        owner = type(self).__name__
+        for value in inputs:
+            _check_step_input(value, "input", owner)
+        if self._parameters["thresh"].requires_grad:
+            raise TypeError(f"{owner}: thresh requires grad; set thresh.requires_grad_(False)")
+
     def forward(self, x: Inputs) -> Tuple[Tensor, Tensor]:
-        """One time step.
+        """One time step: the whole-step function of the model (e.g.
+        :func:`pysnn.functional.lif_step`, or its C twin), then the history.
 
         :param x: input of shape ``cells_shape + (R,)`` or a list of such tensors.
-        :returns: ``(spikes, trace)``: a copy of the bool spikes and the live trace buffer
-            (updated in place on the next step; clone it to keep it).
+        :returns: ``(spikes, trace)``: a new bool tensor of the spikes and the live trace
+            buffer (updated in place on the next step; clone it to keep it).
         """
-        kind = type(self).__dict__.get("_native_kind")
-        if kind is not None and native._enabled:
-            fired = native.neuron_step(self, x, kind)
-            if fired is not None:
-                if self.store_trace:
-                    self.concat_trace(fired)
-                return fired, self._buffers["trace"]
-        return self._step(self.fold(x))
+        current = self.fold(x)
+        self._check_step_state(current)
+        if self._overrides_step():  # a subclass's own step pieces: PyTorch only
+            if self._backend == "native":
+                self._native_failed(self._static_native_obstacle())
+            return self._step(current)
+        fired = self._whole_step(current)
+        if self.store_trace:
+            self.concat_trace(fired)
+        return fired, self._buffers["trace"]
+
+    def _whole_step(self, x: Tensor) -> Tensor:
+        """The model's whole step on the folded input; returns the new spikes."""
+        raise NotImplementedError(f"{type(self).__name__} does not define a whole step")
+
+    def _common_state(self) -> tuple:
+        buffers = self._buffers
+        return (
+            buffers["v_cell"],
+            self._parameters["thresh"],
+            buffers["spikes"],
+            buffers["trace"],
+            buffers["refrac_counts"],
+            buffers["v_rest"],
+            buffers["alpha_v"],
+        )
 
     # -- state -----------------------------------------------------------------------------
     def reset_state(self) -> None:
@@ -436,23 +537,19 @@ class BaseNeuron(_StateMixin, nn.Module):
 
     def _init_dynamics(self, alpha_v, alpha_t, update_type: str) -> None:
         """Register the parameters every spiking model shares and choose the trace update."""
-        owner = type(self).__name__
-        self.update_type = _check_update_type(update_type, owner)
+        self.update_type = update_type
         self._tau_kind = "decay" if update_type == "linear" else "time_constant"
         self._register_cell_param("alpha_v", alpha_v)
         self._register_cell_param("alpha_t", alpha_t)
-        self._trace_update = (
-            sf.linear_trace_update if update_type == "linear" else sf.exponential_trace_update
-        )
 
     def extra_repr(self) -> str:
         text = (
             f"cells_shape={self.cells_shape}, v_rest={self.v_rest.item():g}, "
             f"dt={self.dt.item():g}, duration_refrac={self.duration_refrac.item():g}"
         )
-        if hasattr(self, "update_type"):
+        if "_update_type" in self.__dict__:
             text += f", update_type={self.update_type!r}"
-        return text
+        return text + f", backend={self.backend!r}"
 
 
 class IFNeuron(BaseNeuron):
@@ -470,9 +567,6 @@ class IFNeuron(BaseNeuron):
     :param store_trace: record ``complete_trace``.
     """
 
-    # Fused kernel of pysnn.native for this exact class (subclasses run the eager code).
-    _native_kind = "if"
-
     def __init__(
         self,
         cells_shape: Sequence[int],
@@ -485,14 +579,33 @@ class IFNeuron(BaseNeuron):
         tau_t: ParamValue,
         update_type: str = "linear",
         store_trace: bool = False,
+        *,
+        backend: str = "auto",
     ) -> None:
         super().__init__(cells_shape, thresh, v_rest, dt, duration_refrac, store_trace)
         self._init_dynamics(alpha_v, alpha_t, update_type)
         self._register_cell_param("tau_t", tau_t, self._tau_kind)
+        self._init_backend(backend)
         self.init_neuron()
+
+    _tau_parameters = ("tau_t",)
 
     def update_voltage(self, x: Tensor) -> None:
         sf.if_voltage_update(self.v_cell, x, self.alpha_v, self._refrac_mask())
+
+    def _whole_step(self, x: Tensor) -> Tensor:
+        buffers = self._buffers
+        return self._dispatch(
+            sf.if_step,
+            native.if_step,
+            x,
+            *self._common_state(),
+            buffers["alpha_t"],
+            buffers["tau_t"],
+            buffers["dt"],
+            buffers["duration_refrac"],
+            self.__dict__["_update_type"],
+        )
 
 
 class LIFNeuron(BaseNeuron):
@@ -503,9 +616,6 @@ class LIFNeuron(BaseNeuron):
     ``"exponential"``: :math:`v \leftarrow v + [r=0]\frac{\Delta t}{\tau_v}(-(v - v_{rest}) + \alpha_v I)`
     with ``tau_v`` in ms. Parameters as :class:`IFNeuron`, plus ``tau_v``.
     """
-
-    # Fused kernel of pysnn.native for this exact class (subclasses run the eager code).
-    _native_kind = "lif"
 
     def __init__(
         self,
@@ -520,22 +630,40 @@ class LIFNeuron(BaseNeuron):
         tau_t: ParamValue,
         update_type: str = "linear",
         store_trace: bool = False,
+        *,
+        backend: str = "auto",
     ) -> None:
         super().__init__(cells_shape, thresh, v_rest, dt, duration_refrac, store_trace)
         self._init_dynamics(alpha_v, alpha_t, update_type)
         self._register_cell_param("tau_v", tau_v, self._tau_kind)
         self._register_cell_param("tau_t", tau_t, self._tau_kind)
-        self._voltage_update: Callable = (
-            sf.lif_linear_voltage_update
-            if update_type == "linear"
-            else sf.lif_exponential_voltage_update
-        )
+        self._init_backend(backend)
         self.init_neuron()
 
+    _tau_parameters = ("tau_v", "tau_t")
+
     def update_voltage(self, x: Tensor) -> None:
-        self._voltage_update(
-            self.v_cell, self.v_rest, x, self.alpha_v, self.tau_v, self.dt, self._refrac_mask()
+        update = (
+            sf.lif_linear_voltage_update
+            if self.update_type == "linear"
+            else sf.lif_exponential_voltage_update
         )
+        update(self.v_cell, self.v_rest, x, self.alpha_v, self.tau_v, self.dt, self._refrac_mask())
+
+    def _lif_state(self) -> tuple:
+        buffers = self._buffers
+        return (
+            *self._common_state(),
+            buffers["tau_v"],
+            buffers["alpha_t"],
+            buffers["tau_t"],
+            buffers["dt"],
+            buffers["duration_refrac"],
+            self.__dict__["_update_type"],
+        )
+
+    def _whole_step(self, x: Tensor) -> Tensor:
+        return self._dispatch(sf.lif_step, native.lif_step, x, *self._lif_state())
 
 
 class AdaptiveLIFNeuron(LIFNeuron):
@@ -556,9 +684,6 @@ class AdaptiveLIFNeuron(LIFNeuron):
     Other parameters as :class:`LIFNeuron`.
     """
 
-    # Fused kernel of pysnn.native for this exact class (subclasses run the eager code).
-    _native_kind = "adaptive_lif"
-
     def __init__(
         self,
         cells_shape: Sequence[int],
@@ -576,6 +701,7 @@ class AdaptiveLIFNeuron(LIFNeuron):
         store_trace: bool = False,
         *,
         relax_to_center: bool = False,
+        backend: str = "auto",
     ) -> None:
         super().__init__(
             cells_shape,
@@ -589,6 +715,7 @@ class AdaptiveLIFNeuron(LIFNeuron):
             tau_t,
             update_type,
             store_trace,
+            backend=backend,
         )
         self._register_cell_param("alpha_thresh", alpha_thresh)
         self._register_cell_param("tau_thresh", tau_thresh, self._tau_kind)
@@ -596,20 +723,38 @@ class AdaptiveLIFNeuron(LIFNeuron):
         for name in ("tau_v", "tau_t", "tau_thresh"):
             self._buffers[name] = self._buffers.pop(name)
         self.relax_to_center = bool(relax_to_center)
-        self._thresh_update: Callable = (
-            sf.linear_thresh_update if update_type == "linear" else sf.exponential_thresh_update
-        )
+
+    _tau_parameters = ("tau_v", "tau_t", "tau_thresh")
+    _step_methods = BaseNeuron._step_methods + ("update_thresh",)
 
     def update_thresh(self, spikes: Tensor) -> None:
         """Update the threshold from this step's spikes (see the class docstring)."""
         thresh = self.thresh.data
         if self.relax_to_center:
             thresh.sub_(self.thresh_center)
-        self._thresh_update(
-            thresh, self.convert_spikes(spikes), self.alpha_thresh, self.tau_thresh, self.dt
+        sf._trace_step(
+            thresh,
+            self.convert_spikes(spikes),
+            self.alpha_thresh,
+            self.tau_thresh,
+            self.dt,
+            self.update_type == "linear",
         )
         if self.relax_to_center:
             thresh.add_(self.thresh_center)
+
+    def _whole_step(self, x: Tensor) -> Tensor:
+        buffers = self._buffers
+        return self._dispatch(
+            sf.adaptive_lif_step,
+            native.adaptive_lif_step,
+            x,
+            *self._lif_state(),
+            buffers["alpha_thresh"],
+            buffers["tau_thresh"],
+            buffers["thresh_center"],
+            self.__dict__["relax_to_center"],
+        )
 
     def _after_spiking(self, spikes: Tensor) -> None:
         self.update_thresh(spikes)
@@ -649,7 +794,11 @@ class FedeNeuron(BaseNeuron):
         self._init_dynamics(alpha_v, alpha_t, "exponential")
         self._register_cell_param("tau_v", tau_v, self._tau_kind)
         self._register_cell_param("tau_t", tau_t, self._tau_kind)
+        self._init_backend("torch")
         self.init_neuron()
+
+    supported_backends = ("torch",)
+    _tau_parameters = ("tau_v", "tau_t")
 
     def fold(self, x: Inputs, pre_trace: Inputs) -> Tuple[Tensor, Tensor]:
         """Concatenate lists of activations and of presynaptic traces along the fan-in axis.
@@ -687,4 +836,41 @@ class FedeNeuron(BaseNeuron):
         :param pre_trace: unweighted presynaptic traces of the same shape(s).
         :returns: ``(spikes, trace)``.
         """
-        return self._step(*self.fold(x, pre_trace))
+        current, traces = self.fold(x, pre_trace)
+        self._check_step_state(current, traces)
+        if type(self).forward is not FedeNeuron.forward or self._overrides_step():
+            return self._step(current, traces)
+        buffers = self._buffers
+        fired = sf.fede_step(
+            current,
+            traces,
+            *self._common_state(),
+            buffers["tau_v"],
+            buffers["alpha_t"],
+            buffers["tau_t"],
+            buffers["dt"],
+            buffers["duration_refrac"],
+        )
+        if self.store_trace:
+            self.concat_trace(fired)
+        return fired, buffers["trace"]
+
+    @property
+    def update_type(self) -> str:
+        """Always ``"exponential"`` for this model."""
+        return "exponential"
+
+    @update_type.setter
+    def update_type(self, value: str) -> None:
+        if value != "exponential":
+            raise ValueError(
+                f"FedeNeuron: update_type is always 'exponential' for this model, got {value!r}"
+            )
+        self.__dict__["_update_type"] = value
+
+
+Input._native_owner = Input
+IFNeuron._native_owner = IFNeuron
+LIFNeuron._native_owner = LIFNeuron
+AdaptiveLIFNeuron._native_owner = AdaptiveLIFNeuron
+FedeNeuron._native_owner = FedeNeuron

@@ -1,0 +1,130 @@
+"""Per-module backend choice: ``"auto"``, ``"torch"`` or ``"native"``.
+
+Modules that have a fused C twin of their step (:class:`~pysnn.neuron.Input`, the IF/LIF/
+adaptive LIF neurons, :class:`~pysnn.connection.Linear` and the learning rules of
+:mod:`pysnn.learning`) take a keyword-only ``backend`` argument and expose it as a validated,
+settable ``backend`` attribute that appears in their ``repr`` (SpikingJelly's
+``MemoryModule.backend`` is the anchor):
+
+* ``"torch"``: the whole-step function of :mod:`pysnn.functional`, in eager PyTorch (any
+  device, any dtype, differentiable tensors rejected the same way);
+* ``"native"``: its C twin of :mod:`pysnn.native`; a step that the twin cannot run raises a
+  :class:`NativeUnavailableError` that says why (extension not built, kernels switched off
+  process-wide, a CUDA tensor, ``float16``, a subclass that overrides the step, ...);
+* ``"auto"`` (default): the C twin where it applies, PyTorch elsewhere.
+
+Both backends compute the same arithmetic in the same order and precision and read every
+parameter from its buffer at every step (nothing is cached that an edit could make stale), so
+they give the same numbers bit for bit; ``tests/test_backends.py`` checks it as a matrix of
+models, parameters, mutations and thread counts.
+"""
+
+from typing import Callable, Tuple
+
+import torch
+
+__all__ = ["BACKENDS", "NativeUnavailableError", "check_backend", "BackendMixin"]
+
+BACKENDS = ("auto", "torch", "native")
+
+
+class NativeUnavailableError(RuntimeError):
+    """Raised when ``backend="native"`` was asked for and the C twin cannot run this step."""
+
+
+def check_backend(value, owner: str) -> str:
+    """Return ``value`` if it names a backend, else raise a ``ValueError`` naming the choices."""
+    if not isinstance(value, str) or value not in BACKENDS:
+        raise ValueError(
+            f"{owner}: backend must be one of 'auto', 'torch', 'native', got {value!r}"
+        )
+    return value
+
+
+_OPAQUE: dict = {}
+
+
+def _opaque(function: Callable) -> Callable:
+    """``function`` hidden from dynamo (a C kernel it cannot trace): run as a graph break."""
+    if function not in _OPAQUE:
+        _OPAQUE[function] = torch.compiler.disable(function)
+    return _OPAQUE[function]
+
+
+class BackendMixin:
+    """The ``backend`` attribute of modules with a native twin.
+
+    Subclasses list in ``_step_methods`` the methods that make up their step: a subclass of
+    theirs that overrides one of them runs its own code on the ``"torch"`` backend (``"auto"``
+    falls back to it, ``"native"`` raises), so an override is never skipped silently.
+    """
+
+    supported_backends: Tuple[str, ...] = ("torch", "native")
+    _step_methods: Tuple[str, ...] = ()
+    _native_owner: type = object  # the class whose step the C twin implements
+    _backend: str = "auto"
+
+    @property
+    def backend(self) -> str:
+        """``"auto"``, ``"torch"`` or ``"native"`` (see :mod:`pysnn._backend`)."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        value = check_backend(value, type(self).__name__)
+        if value == "native":
+            reason = self._static_native_obstacle()
+            if reason is not None:
+                raise NativeUnavailableError(
+                    f"{type(self).__name__}: backend='native' cannot run: {reason}"
+                )
+        object.__setattr__(self, "_backend", value)
+
+    @classmethod
+    def _overrides_step(cls) -> bool:
+        """Whether ``cls`` redefines a step method of the class its C twin implements."""
+        cached = cls.__dict__.get("_overrides_step_cached")
+        if cached is None:
+            owner = cls._native_owner
+            cached = not issubclass(cls, owner) or any(
+                getattr(cls, name) is not getattr(owner, name) for name in cls._step_methods
+            )
+            type.__setattr__(cls, "_overrides_step_cached", cached)
+        return cached
+
+    def _static_native_obstacle(self):
+        """Why the C twin can never run for this module (None when it may)."""
+        from pysnn import native
+
+        if not native.available():
+            return "the extension pysnn._native is not built (install pysnn with a C compiler)"
+        if not native.enabled():
+            return "the kernels are switched off process-wide (PYSNN_NATIVE=0 or set_enabled)"
+        if self._overrides_step():
+            return (
+                f"{type(self).__name__} overrides a step method of "
+                f"{self._native_owner.__name__} ({', '.join(self._step_methods)}), which the "
+                "C kernel would skip"
+            )
+        return None
+
+    def _native_failed(self, reason: str) -> None:
+        """Raise for ``backend="native"`` when the twin cannot run this step."""
+        raise NativeUnavailableError(
+            f"{type(self).__name__}: backend='native' cannot run: {reason}"
+        )
+
+    def _dispatch(self, torch_step: Callable, native_step: Callable, *args):
+        """Run a whole step on this module's backend (see :mod:`pysnn._backend`)."""
+        backend = self._backend
+        if backend == "torch":
+            return torch_step(*args)
+        if torch.compiler.is_compiling():
+            if backend == "auto":
+                return torch_step(*args)  # traced and compiled by dynamo
+            native_step = _opaque(native_step)
+        return native_step(*args, cache=self.__dict__["_native_cache"], strict=backend == "native")
+
+    def _init_backend(self, backend: str) -> None:
+        self.__dict__["_native_cache"] = {}
+        self.backend = check_backend(backend, type(self).__name__)

@@ -1,0 +1,234 @@
+/*
+ * The step kernels of pysnn/_native.c, written once and instantiated per dtype: _native.c
+ * includes this file twice, with T the element type, SUFFIX the name suffix (f32, f64) and FMA
+ * the fused multiply-add of that type.
+ *
+ * Each kernel is the twin of a whole-step function of pysnn/functional.py and performs the same
+ * arithmetic in the same order and precision, one cell at a time: products and sums are rounded
+ * separately (the file is compiled with -ffp-contract=off) except where torch's addcmul_ rounds a
+ * multiply-add once (FMA). Every parameter is read from its array at every step: nothing is
+ * cached between calls.
+ */
+#define KERNEL_NAME2(name, suffix) name##_##suffix
+#define KERNEL_NAME(name, suffix) KERNEL_NAME2(name, suffix)
+#define KERNEL(name) KERNEL_NAME(name, SUFFIX)
+
+/* Input: trace update from the input as given, spikes = input != 0 (functional.input_step). */
+static ALWAYS_INLINE void KERNEL(input_loop)(const int x_is_bool, const int linear, Py_ssize_t n,
+                                             const void *restrict x, T *restrict trace,
+                                             const T *restrict alpha_t, const T *restrict tau_t,
+                                             const T step, uint8_t *restrict spikes)
+{
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        const T xi = x_is_bool ? (T)((const uint8_t *)x)[i] : ((const T *)x)[i];
+        if (linear) {
+            const T decayed = trace[i] * tau_t[i];
+            trace[i] = FMA(alpha_t[i], xi, decayed); /* torch's addcmul_ rounds once */
+        } else {
+            const T ratio = step / tau_t[i];
+            const T drive = alpha_t[i] * xi - trace[i];
+            trace[i] = trace[i] + ratio * drive;
+        }
+        spikes[i] = xi != (T)0;
+    }
+}
+
+TARGET_CLONES static void KERNEL(input_block)(const struct input_args *a, Py_ssize_t begin,
+                                              Py_ssize_t count)
+{
+    const Py_ssize_t size = sizeof(T), x_size = a->x_is_bool ? 1 : size;
+    const void *x = (const char *)a->x + begin * x_size;
+    T *trace = (T *)a->trace + begin;
+    const T *alpha_t = (const T *)a->alpha_t + begin, *tau_t = (const T *)a->tau_t + begin;
+    const T step = *(const T *)a->dt;
+    uint8_t *spikes = a->spikes + begin;
+    if (a->x_is_bool && a->linear)
+        KERNEL(input_loop)(1, 1, count, x, trace, alpha_t, tau_t, step, spikes);
+    else if (a->x_is_bool)
+        KERNEL(input_loop)(1, 0, count, x, trace, alpha_t, tau_t, step, spikes);
+    else if (a->linear)
+        KERNEL(input_loop)(0, 1, count, x, trace, alpha_t, tau_t, step, spikes);
+    else
+        KERNEL(input_loop)(0, 0, count, x, trace, alpha_t, tau_t, step, spikes);
+}
+
+/* Linear's presynaptic side (functional.linear_presynaptic_step): pre_trace = trace_in; the
+ * input enters the delay-line slot and what leaves it (or the input itself without a delay) is
+ * stored as bool in pre_spikes and, when `out` is set, as T in out. */
+TARGET_CLONES static void KERNEL(ingest_block)(const struct ingest_args *a, Py_ssize_t begin,
+                                               Py_ssize_t count)
+{
+    const int x_is_bool = (int)a->x_is_bool;
+    const uint8_t *xb = (const uint8_t *)a->x + begin;
+    const T *xt = (const T *)a->x + begin;
+    const T *trace_in = (const T *)a->trace_in + begin;
+    T *pre_trace = (T *)a->pre_trace + begin;
+    T *slot = a->slot == NULL ? NULL : (T *)a->slot + begin;
+    T *out = a->out == NULL ? NULL : (T *)a->out + begin;
+    uint8_t *pre_spikes = a->pre_spikes + begin;
+    for (Py_ssize_t i = 0; i < count; ++i) {
+        const T xi = x_is_bool ? (T)xb[i] : xt[i];
+        pre_trace[i] = trace_in[i];
+        T leaving = xi;
+        if (slot != NULL) {
+            leaving = slot[i];
+            slot[i] = xi;
+        }
+        if (out != NULL)
+            out[i] = leaving;
+        pre_spikes[i] = leaving != (T)0;
+    }
+}
+
+/* p = coef * src (scaled) or p = src, bool or T source (learning rules' stacked factors). */
+static void KERNEL(stack_term)(Py_ssize_t count, T *restrict out, const void *restrict src,
+                               int src_is_bool, T coef, int scaled)
+{
+    if (src_is_bool) {
+        const uint8_t *restrict bits = (const uint8_t *)src;
+        for (Py_ssize_t i = 0; i < count; ++i)
+            out[i] = scaled ? (T)bits[i] * coef : (T)bits[i];
+    } else {
+        const T *restrict values = (const T *)src;
+        for (Py_ssize_t i = 0; i < count; ++i)
+            out[i] = scaled ? values[i] * coef : values[i];
+    }
+}
+
+/* The neuron step (functional.if_step / lif_step / adaptive_lif_step) for `count` cells from
+ * `begin`; the model choices are arguments so that the dispatcher below, which passes literal
+ * constants, gets one branch-free, vectorisable loop per combination. */
+static ALWAYS_INLINE void KERNEL(neuron_loop)(const int model, const int linear,
+                                              const int adaptive, const int relax,
+                                              const struct neuron_args *a, const T *restrict in,
+                                              Py_ssize_t begin, Py_ssize_t count,
+                                              int32_t period)
+{
+    T *restrict v = (T *)a->v + begin;
+    T *restrict thresh = (T *)a->thresh + begin;
+    const T *restrict alpha_v = (const T *)a->alpha_v + begin;
+    const T *restrict tau_v = model == MODEL_IF ? NULL : (const T *)a->tau_v + begin;
+    const T *restrict alpha_t = (const T *)a->alpha_t + begin;
+    const T *restrict tau_t = (const T *)a->tau_t + begin;
+    const T *restrict alpha_th = adaptive ? (const T *)a->alpha_thresh + begin : NULL;
+    const T *restrict tau_th = adaptive ? (const T *)a->tau_thresh + begin : NULL;
+    const T *restrict center = (const T *)a->thresh_center;
+    const Py_ssize_t center_step = a->center_per_cell ? 1 : 0;
+    int32_t *restrict counts = a->counts + begin;
+    uint8_t *restrict spikes = a->spikes + begin;
+    uint8_t *restrict fired = a->fired + begin;
+    T *restrict trace = (T *)a->trace + begin;
+    const T rest = *(const T *)a->v_rest;
+    const T step = *(const T *)a->dt;
+    if (center_step)
+        center += begin;
+    for (Py_ssize_t i = 0; i < count; ++i) {
+        const T current = in[i];
+        const int32_t count_now = counts[i];
+        const T integrating = count_now == 0 ? (T)1 : (T)0;
+        T volt = v[i];
+        if (model == MODEL_IF) {
+            volt = volt + integrating * alpha_v[i] * current;
+        } else if (linear) {
+            T u = (volt - rest) * tau_v[i];
+            u = FMA(alpha_v[i], current, u); /* torch's addcmul_ rounds once */
+            u = count_now != 0 ? (T)0 : u;
+            volt = u + rest;
+        } else {
+            const T ratio = step / tau_v[i];
+            const T drive = (alpha_v[i] * current - (volt - rest)) * ratio;
+            volt = volt + integrating * drive;
+        }
+        T th = thresh[i];
+        const int spiked = volt >= th;
+        const T s = spiked ? (T)1 : (T)0;
+        spikes[i] = (uint8_t)spiked;
+        fired[i] = (uint8_t)spiked;
+        if (linear) {
+            const T decayed = trace[i] * tau_t[i];
+            trace[i] = decayed + alpha_t[i] * s;
+        } else {
+            const T ratio = step / tau_t[i];
+            const T drive = alpha_t[i] * s - trace[i];
+            trace[i] = trace[i] + ratio * drive;
+        }
+        if (adaptive) {
+            const T c = relax ? center[i * center_step] : (T)0;
+            if (relax)
+                th = th - c;
+            if (linear) {
+                const T decayed = th * tau_th[i];
+                th = decayed + alpha_th[i] * s;
+            } else {
+                const T ratio = step / tau_th[i];
+                const T drive = alpha_th[i] * s - th;
+                th = th + ratio * drive;
+            }
+            if (relax)
+                th = th + c;
+            thresh[i] = th;
+        }
+        /* torch: counts.sub_(1).clamp_(min=0).add_(spikes * period), wrapping like int32 */
+        const int32_t left = count_now > 0 ? count_now - 1 : 0;
+        counts[i] = (int32_t)((uint32_t)left + (uint32_t)(spiked ? period : 0));
+        v[i] = spiked ? rest : volt;
+    }
+}
+
+/* round(duration_refrac / dt), half to even; NaN gives 0; clamped to [0, REFRAC_MAX_STEPS]
+ * (functional.refractory_steps). */
+static int32_t KERNEL(refractory_steps)(const struct neuron_args *a)
+{
+    T steps = NEARBYINT(*(const T *)a->duration_refrac / *(const T *)a->dt);
+    if (!(steps >= (T)0))
+        steps = (T)0;
+    if (steps > (T)REFRAC_MAX_STEPS)
+        steps = (T)REFRAC_MAX_STEPS;
+    return (int32_t)steps;
+}
+
+TARGET_CLONES static void KERNEL(neuron_block)(const struct neuron_args *a, const T *in,
+                                               Py_ssize_t begin, Py_ssize_t count)
+{
+    const int32_t period = KERNEL(refractory_steps)(a);
+    const int linear = a->linear != 0, relax = a->relax != 0;
+    in += begin;
+    switch (a->model) {
+    case MODEL_IF:
+        if (linear)
+            KERNEL(neuron_loop)(MODEL_IF, 1, 0, 0, a, in, begin, count, period);
+        else
+            KERNEL(neuron_loop)(MODEL_IF, 0, 0, 0, a, in, begin, count, period);
+        break;
+    case MODEL_LIF:
+        if (linear)
+            KERNEL(neuron_loop)(MODEL_LIF, 1, 0, 0, a, in, begin, count, period);
+        else
+            KERNEL(neuron_loop)(MODEL_LIF, 0, 0, 0, a, in, begin, count, period);
+        break;
+    default: /* MODEL_ADAPTIVE_LIF */
+        if (linear && relax)
+            KERNEL(neuron_loop)(MODEL_LIF, 1, 1, 1, a, in, begin, count, period);
+        else if (linear)
+            KERNEL(neuron_loop)(MODEL_LIF, 1, 1, 0, a, in, begin, count, period);
+        else if (relax)
+            KERNEL(neuron_loop)(MODEL_LIF, 0, 1, 1, a, in, begin, count, period);
+        else
+            KERNEL(neuron_loop)(MODEL_LIF, 0, 1, 0, a, in, begin, count, period);
+    }
+}
+
+/* Copy a strided (rows x cols) input into `target` (contiguous): one cache-friendly pass,
+ * then the neuron loop reads it contiguously. */
+static void KERNEL(gather)(const struct neuron_args *a, T *target, Py_ssize_t first,
+                           Py_ssize_t rows)
+{
+    const T *in = (const T *)a->input;
+    for (Py_ssize_t r = first; r < first + rows; ++r)
+        for (Py_ssize_t c = 0; c < a->cols; ++c)
+            target[r * a->cols + c] = in[r * a->in_row_stride + c * a->in_col_stride];
+}
+
+#undef KERNEL
+#undef KERNEL_NAME
+#undef KERNEL_NAME2
