@@ -327,7 +327,7 @@ class Connection(nn.Module):
             raise ValueError(
                 f"{type(self).__name__}: {name} must have shape {expected}, got {tuple(x.shape)}"
             )
-        if x.requires_grad:
+        if x.requires_grad and torch.is_grad_enabled():
             raise TypeError(
                 f"{type(self).__name__}: {name} requires grad; pysnn keeps no autograd graph in "
                 f"its state (pass {name}.detach())"

@@ -233,7 +233,8 @@ def refractory_steps(duration_refrac: Tensor, dt: Tensor) -> Tensor:
     :param dt: time step in ms, a 0-d tensor.
     :returns: a 0-d int32 tensor on the same device (no host synchronisation).
     """
-    steps = torch.round(duration_refrac / dt)
+    # float64 holds every float16/float32 quotient exactly (and float16 cannot hold the bound)
+    steps = torch.round(duration_refrac / dt).to(torch.float64)
     steps = torch.nan_to_num(steps, nan=0.0).clamp_(0, REFRAC_MAX_STEPS)
     return steps.to(torch.int32)
 

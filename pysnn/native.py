@@ -229,13 +229,7 @@ def _state_obstacle(tensors: Sequence[Tensor], dtype: torch.dtype, numel: int) -
 def _x_code(x: Tensor, dtype: torch.dtype, shape) -> Optional[int]:
     """1 for a bool input, 0 for one of ``dtype``, None when the kernel cannot read it."""
     is_bool = x.dtype is _BOOL
-    if (
-        (is_bool or x.dtype is dtype)
-        and x.shape == shape
-        and x.is_contiguous()
-        and x.is_cpu
-        and not x.requires_grad
-    ):
+    if (is_bool or x.dtype is dtype) and x.shape == shape and x.is_contiguous() and x.is_cpu:
         return int(is_bool)
     return None
 
@@ -336,11 +330,7 @@ def _neuron(
         return None
     v_cell = state[0]
     if not (
-        isinstance(x, Tensor)
-        and x.dtype is v_cell.dtype
-        and x.shape == v_cell.shape
-        and x.is_cpu
-        and not x.requires_grad
+        isinstance(x, Tensor) and x.dtype is v_cell.dtype and x.shape == v_cell.shape and x.is_cpu
     ):
         _decline(strict, "an input that is not a CPU tensor of the cells' shape and dtype")
         return None

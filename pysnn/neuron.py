@@ -106,7 +106,7 @@ def _check_tau_values(tensor: Tensor, name: str, update_type: str, owner: str) -
 
 def _check_step_input(x: Tensor, name: str, owner: str) -> None:
     """Inputs that would let an autograd graph grow inside the state are refused."""
-    if x.requires_grad:
+    if x.requires_grad and torch.is_grad_enabled():
         raise TypeError(
             f"{owner}: {name} requires grad; pysnn does not train by autograd and keeps no "
             "graph in its state (pass x.detach())"
@@ -257,6 +257,15 @@ class Input(BaseInput):
         _check_input_shape(x, self.cells_shape, "x", owner)
         _check_step_input(x, "x", owner)
         buffers = self._buffers
+        if self._overrides_step():  # a subclass's own conversion: PyTorch only
+            if self._backend == "native":
+                self._native_failed(self._static_native_obstacle())
+            linear = self.update_type == "linear"
+            sf._trace_step(
+                self.trace, self.convert_input(x), self.alpha_t, self.tau_t, self.dt, linear
+            )
+            self.spikes.copy_(x)
+            return x, self.trace
         self._dispatch(
             sf.input_step,
             native.input_step,
