@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 import torch
 
+from pysnn import native
 from pysnn.connection import Conv2d, Linear
 from pysnn.learning import FedeSTDP, LearningRule, MSTDP, MSTDPET, STDP
 from pysnn.network import SNNNetwork
 from pysnn.neuron import IFNeuron, Input, LIFNeuron
-from reference import as_np, conv_out_shape, unfold_ref
+from reference import as_np, conv_out_shape, f32, unfold_ref
 
 T_STEPS = 24
 B, I, O = 3, 6, 4  # linear
@@ -67,8 +68,9 @@ class Observer:
     """Per-synapse NumPy view of one layer, step by step: ``(B, O, K, L)`` presynaptic arrays
     (delayed spikes, trace) and ``(B, O, L)`` postsynaptic arrays."""
 
-    def __init__(self, kind, delay, shape=None):
+    def __init__(self, kind, delay, shape=None, decay=IN_DECAY):
         self.kind = kind
+        self.decay = decay  # of the input trace (f32(IN_DECAY) for a network made float64)
         self.history = []  # presynaptic spikes per step, (B, K, L)
         self.trace = None
         if shape is None:
@@ -88,7 +90,7 @@ class Observer:
         """Feed this step's input ``x`` (NumPy, the network input); return the four arrays."""
         cols = self.columns(x.astype(np.float64))
         self.history.append(cols)
-        self.trace = cols * IN_ALPHA if self.trace is None else self.trace * IN_DECAY + cols
+        self.trace = cols * IN_ALPHA if self.trace is None else self.trace * self.decay + cols
         batch = cols.shape[0]
         n_post, fan_in, positions = self.shape
         t = len(self.history) - 1
@@ -671,6 +673,57 @@ def test_rules_run_in_the_simulation_loop(rng, rule_name):
                     rule.step() if reward is None else rule.step(reward)
         weights.append(net.con.weight.clone())
     assert torch.equal(weights[0], weights[1])
+
+
+# -- float64 --------------------------------------------------------------------------------------
+F64_ATOL = 1e-12
+
+
+@pytest.mark.parametrize("rule_name", ["STDP", "MSTDP", "MSTDPET"])
+@pytest.mark.parametrize(
+    "kind, backend", [("linear", "torch"), ("linear", "native"), ("conv2d", "torch")]
+)
+def test_float64_rules_compute_in_float64(rng, rule_name, kind, backend):
+    """A float64 network (``.double()``) trained with coefficients that float32 cannot hold
+    (0.1, 0.3, 0.7) has, after every step, the weights of the float64 NumPy reference to 1e-12,
+    on both backends (Conv2d has no native kernel: its "native" raises, tested in
+    test_learning_backends.py). Computing ``bool spikes × coefficient`` in float32, the defect
+    this guards against, is off by about 1e-9 (checked below to be well above the tolerance)."""
+    if backend == "native" and not native.enabled():
+        pytest.skip("the native kernels are not available or switched off")
+    net, delay = make_net(kind, "int", rng)
+    net = net.double()
+    lr, a_pre, a_post, decay = 0.7, 0.1, 0.3, 0.6
+    layers = net.layers
+    if rule_name == "STDP":  # unbounded: no clamp
+        rule = STDP(layers, lr, a_pre, a_post, -math.inf, math.inf, backend=backend)
+        refs = [
+            lambda w, obs, state, a=a: stdp_ref(w, obs, lr, a, a_post, 0, 0, "additive")
+            for a in (a_pre, f32(a_pre))
+        ]
+        rewards = None
+    elif rule_name == "MSTDP":
+        rule = MSTDP(layers, a_pre, a_post, lr, backend=backend)
+        refs = [mstdp_ref(a, a_post, lr) for a in (a_pre, f32(a_pre))]
+        rewards = rewards_for(rng, "float", B if kind == "linear" else CB)
+    else:
+        rule = MSTDPET(layers, a_pre, a_post, lr, decay, backend=backend)
+        refs = [mstdpet_ref(a, a_post, lr, decay) for a in (a_pre, f32(a_pre))]
+        rewards = rewards_for(rng, "float", B if kind == "linear" else CB)
+    assert net.con.weight.dtype == torch.float64
+    weights = [weight_np(net)] * 2  # exact reference, reference with a_pre rounded to float32
+    states = [{}, {}]
+    observer = Observer(kind, delay, decay=float(f32(IN_DECAY)))
+    for t, obs in drive(net, kind, observer, rng):
+        rule.update_state()
+        rule.step() if rewards is None else rule.step(rewards[t][0])
+        extra = () if rewards is None else (rewards[t][1],)
+        weights = [ref(w, obs, state, *extra) for ref, w, state in zip(refs, weights, states)]
+        np.testing.assert_allclose(
+            weight_np(net), weights[0], rtol=0, atol=F64_ATOL, err_msg=f"step {t}"
+        )
+    assert np.abs(weights[0] - weight_np(net)).max() <= F64_ATOL
+    assert np.abs(weights[1] - weight_np(net)).max() > 100 * F64_ATOL  # float32 would fail
 
 
 # -- PySNN's helpers -----------------------------------------------------------------------------
