@@ -86,8 +86,10 @@ class BackendMixin:
         cached = cls.__dict__.get("_overrides_step_cached")
         if cached is None:
             owner = cls._native_owner
-            cached = not issubclass(cls, owner) or any(
-                getattr(cls, name) is not getattr(owner, name) for name in cls._step_methods
+            cached = (
+                owner is object
+                or not issubclass(cls, owner)
+                or any(getattr(cls, name) is not getattr(owner, name) for name in cls._step_methods)
             )
             type.__setattr__(cls, "_overrides_step_cached", cached)
         return cached

@@ -33,6 +33,7 @@ from pysnn.utils import (
     IntOrPair,
     _check_positive_int,
     _check_positive_real,
+    _factory_kwargs,
     _pair,
     _set_no_grad,
     conv2d_output_shape,
@@ -67,9 +68,19 @@ class Connection(nn.Module):
     Subclasses register the ``weight`` parameter.
     """
 
-    def __init__(self, shape: Sequence[int], dt: float, delay: Delay) -> None:
+    def __init__(
+        self,
+        shape: Sequence[int],
+        dt: float,
+        delay: Delay,
+        *,
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> None:
         super().__init__()
         owner = type(self).__name__
+        self._factory = factory = _factory_kwargs(device, dtype, owner)
+        device = factory["device"]
         self.synapse_shape = tuple(int(n) for n in shape)
         compact_shape = (self.synapse_shape[0], 1) + self.synapse_shape[2:]
         dt = _check_positive_real(dt, "dt", owner)
@@ -80,17 +91,18 @@ class Connection(nn.Module):
         self._activation: Optional[Tensor] = None
         self._gathered: Optional[Tensor] = None
 
-        self.register_buffer("delay_init", delay_steps)
-        self.register_buffer("dt", torch.tensor(dt))
-        self.register_buffer("pre_trace", torch.zeros(compact_shape), persistent=False)
+        self.register_buffer("delay_init", delay_steps.to(device))
+        self.register_buffer("dt", torch.tensor(dt, **factory))
+        self.register_buffer("pre_trace", torch.zeros(compact_shape, **factory), persistent=False)
+        spikes = {"dtype": torch.bool, "device": device}
         if self.uniform_delay:
             self.register_buffer(
-                "pre_spikes", torch.zeros(compact_shape, dtype=torch.bool), persistent=False
+                "pre_spikes", torch.zeros(compact_shape, **spikes), persistent=False
             )
             queue_shape = (self.max_delay,) + compact_shape
         else:
             self.register_buffer(
-                "pre_spikes", torch.zeros(self.synapse_shape, dtype=torch.bool), persistent=False
+                "pre_spikes", torch.zeros(self.synapse_shape, **spikes), persistent=False
             )
             n_inputs = math.prod(compact_shape[2:])
             queue_shape = (compact_shape[0], self.max_delay + 1, n_inputs)
@@ -100,12 +112,14 @@ class Connection(nn.Module):
             # slot(t) = (cursor - d) mod depth, so keep depth - d and add the cursor each step
             self.register_buffer(
                 "_delay_offsets",
-                (self.max_delay + 1 - delays_flat) % (self.max_delay + 1),
+                ((self.max_delay + 1 - delays_flat) % (self.max_delay + 1)).to(device),
                 persistent=False,
             )
-            self.register_buffer("_input_index", torch.arange(n_inputs), persistent=False)
+            self.register_buffer(
+                "_input_index", torch.arange(n_inputs, device=device), persistent=False
+            )
         # In-flight spikes; persistent so a saved network resumes exactly where it stopped.
-        self.register_buffer("spike_queue", torch.zeros(queue_shape))
+        self.register_buffer("spike_queue", torch.zeros(queue_shape, **factory))
         self._rebuild_views()
 
     # -- construction helpers -----------------------------------------------------------------
@@ -176,6 +190,14 @@ class Connection(nn.Module):
                 f"{type(self).__name__}: {prefix}delay_init in the state dict differs from this "
                 f"connection's delays; construct the connection with the saved delays"
             )
+        cursor = state_dict.pop(prefix + "cursor", None)
+        if cursor is not None:
+            depth = self.spike_queue.shape[0 if self.uniform_delay else 1]
+            if not isinstance(cursor, Tensor) or cursor.numel() != 1 or not 0 <= cursor < depth:
+                raise ValueError(
+                    f"{type(self).__name__}: {prefix}cursor must be a 0-d integer tensor in "
+                    f"[0, {depth}), got {cursor!r}"
+                )
         compact = {"trace": self.pre_trace, "spikes": self.pre_spikes}
         for name in _VIEW_BUFFERS:
             value = state_dict.pop(prefix + name, None)
@@ -187,22 +209,25 @@ class Connection(nn.Module):
                     f"{type(self).__name__}: {prefix}{name} has shape {tuple(value.shape)}, "
                     f"expected {self.synapse_shape}"
                 )
+            source = value.narrow(1, 0, 1) if target.shape[1] == 1 else value
+            if source.data_ptr() == target.data_ptr() and source.stride() == target.stride():
+                continue  # the module's own state dict: already in place
             with torch.no_grad():
-                target.copy_(value.narrow(1, 0, 1) if target.shape[1] == 1 else value)
+                target.copy_(source.clone())  # the source may be a view of the target
         hidden = set(_VIEW_BUFFERS) - self._non_persistent_buffers_set
         self._non_persistent_buffers_set |= hidden
         try:
             super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, *args)
         finally:
             self._non_persistent_buffers_set -= hidden
+        if cursor is not None:
+            self._cursor = int(cursor)
 
-    def get_extra_state(self) -> dict:
-        """Position of the delay ring buffer (saved with ``state_dict``)."""
-        return {"cursor": self._cursor}
-
-    def set_extra_state(self, state: dict) -> None:
-        """Restore the delay ring buffer position."""
-        self._cursor = int(state.get("cursor", 0))
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self.max_delay:
+            # the delay line's position, as a tensor like everything else in a state dict
+            destination[prefix + "cursor"] = torch.tensor(self._cursor, dtype=torch.int64)
 
     # -- public API ---------------------------------------------------------------------------
     def convert_spikes(self, x: Tensor) -> Tensor:
@@ -348,6 +373,8 @@ class Linear(BackendMixin, Connection):
     :param reduction: keyword-only, ``"none"`` (PySNN layout) or ``"sum"``.
     :param backend: keyword-only, ``"auto"``, ``"torch"`` or ``"native"`` (see
         :mod:`pysnn._backend`); the C twin covers one delay for every synapse.
+    :param device: keyword-only, where the weight and the state are created.
+    :param dtype: keyword-only, their floating-point dtype (default: torch's default dtype).
 
     ``weight`` has shape ``(O, I)``; synapse buffers ``(B, O, I)``.
 
@@ -368,14 +395,19 @@ class Linear(BackendMixin, Connection):
         *,
         reduction: str = "none",
         backend: str = "auto",
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
     ) -> None:
         owner = type(self).__name__
         self.in_features = _check_positive_int(in_features, "in_features", owner)
         self.out_features = _check_positive_int(out_features, "out_features", owner)
         self.batch_size = _check_positive_int(batch_size, "batch_size", owner)
         self.reduction = _check_reduction(reduction, owner)
-        super().__init__((batch_size, out_features, in_features), dt, delay)
-        self.weight = nn.Parameter(torch.empty(out_features, in_features), requires_grad=False)
+        shape = (batch_size, out_features, in_features)
+        super().__init__(shape, dt, delay, device=device, dtype=dtype)
+        self.weight = nn.Parameter(
+            torch.empty(out_features, in_features, **self._factory), requires_grad=False
+        )
         self._init_backend(backend)
         self.init_connection()
 
@@ -490,6 +522,9 @@ class Conv2d(Connection):
     :param padding: int or pair.
     :param dilation: int or pair.
     :param reduction: keyword-only, ``"none"`` or ``"sum"``.
+    :param device: keyword-only, where the weight and the state are created (``torch.nn``'s
+        factory argument).
+    :param dtype: keyword-only, their floating-point dtype (default: torch's default dtype).
 
     ``weight``: ``(C_out, C_in, kh, kw)``; synapse buffers ``(B, C_out, K, L)``.
     """
@@ -508,6 +543,8 @@ class Conv2d(Connection):
         dilation: IntOrPair = 1,
         *,
         reduction: str = "none",
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
     ) -> None:
         owner = type(self).__name__
         self.in_channels = _check_positive_int(in_channels, "in_channels", owner)
@@ -537,9 +574,11 @@ class Conv2d(Connection):
             )
         fan_in = in_channels * self.kernel_size[0] * self.kernel_size[1]
         positions = self.image_out_shape[0] * self.image_out_shape[1]
-        super().__init__((batch_size, out_channels, fan_in, positions), dt, delay)
+        shape = (batch_size, out_channels, fan_in, positions)
+        super().__init__(shape, dt, delay, device=device, dtype=dtype)
         self.weight = nn.Parameter(
-            torch.empty(out_channels, in_channels, *self.kernel_size), requires_grad=False
+            torch.empty(out_channels, in_channels, *self.kernel_size, **self._factory),
+            requires_grad=False,
         )
         self.init_connection()
 

@@ -27,6 +27,12 @@ Modules vs state dicts: with modules (``net.layers``) the rule reads the buffers
 modules at every step, so it keeps working after ``net.to(device/dtype)``. State-dict tensors
 are aliases of the buffers at the time they were taken (as in PySNN): build the rule after
 ``.to()``. The caller's dict is never modified (PySNN overwrote it).
+
+Backends: every rule takes a keyword-only ``backend`` (``"auto"``, ``"torch"``, ``"native"``;
+see :class:`LearningRule`), which picks the code that fills the stacked factors of its matrix
+products (the C kernel :func:`pysnn.native.stack_terms` or PyTorch) and computes the weight
+products (the threaded :func:`pysnn.native.product_bounded` or ``addmm_``). float32 and
+float64 layers compute in their own dtype on both paths.
 """
 
 import math
@@ -586,7 +592,7 @@ class LearningRule(BackendMixin):
         layer, per-synapse delays, CUDA or ``float16`` tensors); ``"auto"`` uses the kernels
         where they apply. Settable and validated (``ValueError``) as :attr:`backend`. On one
         thread all backends give the same weights bit for bit; threaded products may differ in
-        rounding (bound in :meth:`_Layer.accumulate`). Rules or modes without a native step
+        rounding, within the bound stated in ``_Layer.accumulate``. Rules or modes without a native step
         (:class:`FedeSTDP`, ``MSTDPET(per_sample_reward=True)``) run the same PyTorch code on
         every backend; ``"native"`` still requires the kernels to be available and enabled.
 

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from pysnn import functional as sf
 from pysnn import native
 from pysnn._backend import BackendMixin, check_backend
-from pysnn.utils import _check_positive_real, _set_no_grad
+from pysnn.utils import _check_positive_real, _factory_kwargs, _set_no_grad
 
 ParamValue = Union[float, Tensor]
 Inputs = Union[Tensor, Sequence[Tensor]]
@@ -129,9 +129,10 @@ class _StateMixin:
             raise TypeError(
                 f"{owner}: {name} must be a number or a tensor, got {type(value).__name__}"
             )
-        tensor = torch.as_tensor(value, dtype=torch.get_default_dtype()).detach()
+        factory = self._factory
+        tensor = torch.as_tensor(value, dtype=factory["dtype"]).detach()
         try:
-            tensor = tensor.cpu().expand(self.cells_shape).clone()
+            tensor = tensor.to(factory["device"]).expand(self.cells_shape).clone()
         except RuntimeError:
             raise ValueError(
                 f"{owner}: {name} of shape {tuple(tensor.shape)} does not broadcast to "
@@ -185,14 +186,24 @@ class BaseInput(BackendMixin, _StateMixin, nn.Module):
     ``cells_shape``).
     """
 
-    def __init__(self, cells_shape: Sequence[int], dt: float) -> None:
+    def __init__(
+        self,
+        cells_shape: Sequence[int],
+        dt: float,
+        *,
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> None:
         super().__init__()
         owner = type(self).__name__
         self.cells_shape = _check_cells_shape(cells_shape, owner)
         dt = _check_positive_real(dt, "dt", owner)
-        self.register_buffer("trace", torch.zeros(self.cells_shape))
-        self.register_buffer("dt", torch.tensor(dt))
-        self.register_buffer("spikes", torch.zeros(self.cells_shape, dtype=torch.bool))
+        self._factory = factory = _factory_kwargs(device, dtype, owner)
+        self.register_buffer("trace", torch.zeros(self.cells_shape, **factory))
+        self.register_buffer("dt", torch.tensor(dt, **factory))
+        self.register_buffer(
+            "spikes", torch.zeros(self.cells_shape, dtype=torch.bool, device=factory["device"])
+        )
 
     def convert_input(self, x: Tensor) -> Tensor:
         """Cast ``x`` to the trace's dtype (bool spikes become 0.0/1.0)."""
@@ -223,7 +234,11 @@ class Input(BaseInput):
     :param alpha_t: trace increment per spike (scalar or tensor broadcastable to ``cells_shape``).
     :param tau_t: trace decay factor in [0, 1] (``update_type="linear"``) or time constant in ms
         (``"exponential"``).
-    :param update_type: ``"linear"`` or ``"exponential"``.
+    :param update_type: ``"linear"`` or ``"exponential"``; settable later (checked).
+    :param backend: keyword-only, ``"auto"``, ``"torch"`` or ``"native"`` (see
+        :mod:`pysnn._backend`).
+    :param device: keyword-only, where the state is created (``torch.nn``'s factory argument).
+    :param dtype: keyword-only, the floating-point dtype of the state (default: torch's).
     """
 
     def __init__(
@@ -235,8 +250,10 @@ class Input(BaseInput):
         update_type: str = "linear",
         *,
         backend: str = "auto",
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
     ) -> None:
-        super().__init__(cells_shape, dt)
+        super().__init__(cells_shape, dt, device=device, dtype=dtype)
         self.update_type = update_type
         tau_kind = "decay" if update_type == "linear" else "time_constant"
         self._register_cell_param("alpha_t", alpha_t)
@@ -295,6 +312,12 @@ class BaseNeuron(BackendMixin, _StateMixin, nn.Module):
     :param duration_refrac: refractory period in ms, >= 0 and an integer multiple of ``dt``. A
         cell that spikes ignores its input for ``duration_refrac / dt`` steps.
     :param store_trace: keep the history of spikes in ``complete_trace``.
+    :param device: keyword-only, where the state is created (``torch.nn``'s factory argument).
+    :param dtype: keyword-only, the floating-point dtype of the state (default: torch's).
+
+    Subclasses with a C twin (IF, LIF, adaptive LIF) also take a keyword-only ``backend``
+    (``"auto"``, ``"torch"`` or ``"native"``, see :mod:`pysnn._backend`), readable and settable
+    as :attr:`backend`.
 
     State: parameter ``thresh`` (``cells_shape``, no gradient); buffers ``v_rest``, ``dt``,
     ``duration_refrac``, ``thresh_center`` (scalars or the threshold as given), ``spikes``
@@ -310,9 +333,13 @@ class BaseNeuron(BackendMixin, _StateMixin, nn.Module):
         dt: float,
         duration_refrac: float,
         store_trace: bool = False,
+        *,
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__()
         owner = type(self).__name__
+        self._factory = factory = _factory_kwargs(device, dtype, owner)
         self.cells_shape = _check_cells_shape(cells_shape, owner)
         dt = _check_positive_real(dt, "dt", owner)
         if isinstance(v_rest, Tensor) and v_rest.numel() == 1:
@@ -327,17 +354,24 @@ class BaseNeuron(BackendMixin, _StateMixin, nn.Module):
         self._register_cell_param("thresh", thresh)
         thresh_center = self._buffers.pop("thresh")
         self.thresh = nn.Parameter(thresh_center.clone(), requires_grad=False)
-        center = torch.as_tensor(thresh, dtype=torch.get_default_dtype()).detach().clone()
-        self.register_buffer("v_rest", torch.tensor(float(v_rest)))
-        self.register_buffer("dt", torch.tensor(dt))
-        self.register_buffer("duration_refrac", torch.tensor(float(duration_refrac)))
-        self.register_buffer("thresh_center", center.cpu())
-        self.register_buffer("spikes", torch.zeros(self.cells_shape, dtype=torch.bool))
-        self.register_buffer("v_cell", torch.zeros(self.cells_shape))
-        self.register_buffer("trace", torch.zeros(self.cells_shape))
-        self.register_buffer("refrac_counts", torch.zeros(self.cells_shape, dtype=torch.int32))
+        center = torch.as_tensor(thresh, dtype=factory["dtype"]).detach().clone()
+        device = factory["device"]
+        self.register_buffer("v_rest", torch.tensor(float(v_rest), **factory))
+        self.register_buffer("dt", torch.tensor(dt, **factory))
+        self.register_buffer("duration_refrac", torch.tensor(float(duration_refrac), **factory))
+        self.register_buffer("thresh_center", center.to(device))
+        self.register_buffer(
+            "spikes", torch.zeros(self.cells_shape, dtype=torch.bool, device=device)
+        )
+        self.register_buffer("v_cell", torch.zeros(self.cells_shape, **factory))
+        self.register_buffer("trace", torch.zeros(self.cells_shape, **factory))
+        self.register_buffer(
+            "refrac_counts", torch.zeros(self.cells_shape, dtype=torch.int32, device=device)
+        )
         history = torch.zeros(
-            self.cells_shape + (_HISTORY_START_CAPACITY if store_trace else 0,), dtype=torch.bool
+            self.cells_shape + (_HISTORY_START_CAPACITY if store_trace else 0,),
+            dtype=torch.bool,
+            device=device,
         )
         self.register_buffer("_history", history, persistent=False)
         self._history_length = 1
@@ -590,8 +624,19 @@ class IFNeuron(BaseNeuron):
         store_trace: bool = False,
         *,
         backend: str = "auto",
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
     ) -> None:
-        super().__init__(cells_shape, thresh, v_rest, dt, duration_refrac, store_trace)
+        super().__init__(
+            cells_shape,
+            thresh,
+            v_rest,
+            dt,
+            duration_refrac,
+            store_trace,
+            device=device,
+            dtype=dtype,
+        )
         self._init_dynamics(alpha_v, alpha_t, update_type)
         self._register_cell_param("tau_t", tau_t, self._tau_kind)
         self._init_backend(backend)
@@ -641,8 +686,19 @@ class LIFNeuron(BaseNeuron):
         store_trace: bool = False,
         *,
         backend: str = "auto",
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
     ) -> None:
-        super().__init__(cells_shape, thresh, v_rest, dt, duration_refrac, store_trace)
+        super().__init__(
+            cells_shape,
+            thresh,
+            v_rest,
+            dt,
+            duration_refrac,
+            store_trace,
+            device=device,
+            dtype=dtype,
+        )
         self._init_dynamics(alpha_v, alpha_t, update_type)
         self._register_cell_param("tau_v", tau_v, self._tau_kind)
         self._register_cell_param("tau_t", tau_t, self._tau_kind)
@@ -711,6 +767,8 @@ class AdaptiveLIFNeuron(LIFNeuron):
         *,
         relax_to_center: bool = False,
         backend: str = "auto",
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__(
             cells_shape,
@@ -725,6 +783,8 @@ class AdaptiveLIFNeuron(LIFNeuron):
             update_type,
             store_trace,
             backend=backend,
+            device=device,
+            dtype=dtype,
         )
         self._register_cell_param("alpha_thresh", alpha_thresh)
         self._register_cell_param("tau_thresh", tau_thresh, self._tau_kind)
@@ -798,8 +858,20 @@ class FedeNeuron(BaseNeuron):
         tau_v: ParamValue,
         tau_t: ParamValue,
         store_trace: bool = False,
+        *,
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
     ) -> None:
-        super().__init__(cells_shape, thresh, v_rest, dt, duration_refrac, store_trace)
+        super().__init__(
+            cells_shape,
+            thresh,
+            v_rest,
+            dt,
+            duration_refrac,
+            store_trace,
+            device=device,
+            dtype=dtype,
+        )
         self._init_dynamics(alpha_v, alpha_t, "exponential")
         self._register_cell_param("tau_v", tau_v, self._tau_kind)
         self._register_cell_param("tau_t", tau_t, self._tau_kind)

@@ -140,3 +140,17 @@ def _check_real(
 def _check_positive_real(value, name: str, owner: str, unit: str = "") -> float:
     """A finite real number > 0 (e.g. ``dt``), as a float."""
     return _check_real(value, name, owner, low=0.0, low_open=True, unit=unit)
+
+
+def _factory_kwargs(device, dtype, owner: str) -> dict:
+    """``torch.nn``'s factory arguments, checked: where and in which dtype state is created."""
+    if dtype is None:
+        dtype = torch.get_default_dtype()
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"{owner}: dtype must be a floating-point torch.dtype, got {dtype!r}")
+    if device is not None:
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError) as err:
+            raise ValueError(f"{owner}: device must name a torch device, got {device!r}") from err
+    return {"device": device, "dtype": dtype}
