@@ -1,6 +1,6 @@
 """Time per simulation step of Input → Linear → LIFNeuron, side by side with the bare matmul.
 
-Usage: ``python benchmarks/step_time.py [--quick] [--threads N]``
+Usage: ``python benchmarks/step_time.py [--quick] [--threads N] [--compare DIR]``
 
 For each configuration (batch B, 784 → O, delay, reduction) one child process builds the network,
 runs warm-up steps, then times blocks of steps and the bare ``torch.matmul`` of the same size
@@ -8,7 +8,10 @@ runs warm-up steps, then times blocks of steps and the bare ``torch.matmul`` of 
 process that only imported torch and built the inputs) is reported as the memory cost. The ratio
 column is step time / matmul time, measured in the same process at the same moment. Each
 configuration runs twice: with pysnn's fused CPU kernels (the default, see ``pysnn.native``) and
-with ``PYSNN_NATIVE=0`` (eager PyTorch only, the "eager" columns).
+with ``PYSNN_NATIVE=0`` (eager PyTorch only, the "eager" columns). ``--compare DIR`` adds
+the same measurement of another checkout of pysnn (e.g. ``git worktree add /tmp/old <commit>``
+and ``python setup.py build_ext --inplace`` there), run right after each of this checkout's,
+for before/after tables measured in one run.
 """
 
 import argparse
@@ -93,6 +96,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per process")
+    parser.add_argument("--compare", type=str, default=None, help="another pysnn checkout")
     parser.add_argument("--child", type=str, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -103,11 +107,16 @@ def main() -> None:
         return
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
-    print(
+    header = (
         "| B | layer | delay | reduction | ms/step | matmul ms | ratio | eager ms/step "
         "| eager ratio | peak MiB |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    rule = "|---|---|---|---|---|---|---|---|---|---|"
+    if args.compare:
+        header += " before ms/step | before ratio | before eager ratio |"
+        rule += "---|---|---|"
+    print(header)
+    print(rule)
     for config in CONFIGS:
         command = [sys.executable, __file__, "--child", json.dumps(config)]
         if args.quick:
@@ -117,18 +126,28 @@ def main() -> None:
         fused = _run_child(command, native=True)
         eager = _run_child(command, native=False)
         batch, n_in, n_out, delay, reduction = config
-        print(
+        line = (
             f"| {batch} | {n_in}→{n_out} | {delay} | {reduction} | {fused['step_ms']:.3f} | "
             f"{fused['matmul_ms']:.3f} | {fused['step_ms'] / fused['matmul_ms']:.1f}× | "
             f"{eager['step_ms']:.3f} | {eager['step_ms'] / eager['matmul_ms']:.1f}× | "
-            f"{fused['peak_mib']:.0f} |",
-            flush=True,
+            f"{fused['peak_mib']:.0f} |"
         )
+        if args.compare:
+            before = _run_child(command, native=True, path=args.compare)
+            before_eager = _run_child(command, native=False, path=args.compare)
+            line += (
+                f" {before['step_ms']:.3f} | {before['step_ms'] / before['matmul_ms']:.1f}× | "
+                f"{before_eager['step_ms'] / before_eager['matmul_ms']:.1f}× |"
+            )
+        print(line, flush=True)
 
 
-def _run_child(command, native: bool) -> dict:
-    """Run one measurement in a fresh process, with or without pysnn's fused kernels."""
+def _run_child(command, native: bool, path=None) -> dict:
+    """Run one measurement in a fresh process, with or without pysnn's fused kernels, with
+    the pysnn of ``path`` first on the import path when given."""
     environment = dict(os.environ, PYSNN_NATIVE="1" if native else "0")
+    if path:
+        environment["PYTHONPATH"] = os.path.abspath(path)
     completed = subprocess.run(command, check=True, capture_output=True, text=True, env=environment)
     return json.loads(completed.stdout)
 

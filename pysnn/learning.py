@@ -37,7 +37,6 @@ float64 layers compute in their own dtype on both paths.
 
 import math
 import operator
-import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
 from numbers import Real
@@ -136,7 +135,7 @@ class _Layer(Mapping):
         self.name = name
         self.type = spec["type"]
         # the rule that trains this layer, whose ``backend`` picks the code of stack/accumulate
-        self._rule = None if rule is None else weakref.ref(rule)
+        self._rule = rule
         self.connection = spec["connection"]
         self.neuron = spec["neuron"]
         self.state: Dict[str, Tensor] = {}
@@ -357,12 +356,12 @@ class _Layer(Mapping):
     @property
     def backend(self) -> str:
         """The ``backend`` of the rule that trains this layer (``"auto"`` without a rule)."""
-        rule = None if self._rule is None else self._rule()
+        rule = self._rule
         return "auto" if rule is None else rule.backend
 
     def _native_failed(self, reason: str) -> None:
         """Raise the :class:`NativeUnavailableError` of ``backend="native"`` for this layer."""
-        rule = None if self._rule is None else self._rule()
+        rule = self._rule
         owner = "LearningRule" if rule is None else type(rule).__name__
         raise NativeUnavailableError(
             f"{owner}: backend='native' cannot run for layer {self.name!r}: {reason}"

@@ -1230,46 +1230,49 @@ def test_threads_copies_of_the_delay_line_follow_outside_changes(calls):
         assert calls["ingest_product"] == 22
 
 
+# -- the C side's declarations -------------------------------------------------------------------
 @needs_native
-@pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("rule_name", ["stdp", "stdp_soft", "mstdp", "mstdpet"])
-def test_large_learning_rules_match_eager_on_any_number_of_threads(calls, rule_name, threads):
-    """Weight products of more than 8192 values run on all threads (product_bounded), each
-    clamping its rows right after its BLAS product: the weights still equal the eager ones bit
-    for bit, and the bounds bind."""
-    from collections import OrderedDict
+def test_argument_structs_match_their_ctypes_mirrors():
+    """Every field of the C argument structs sits where native.py's ctypes mirror writes it."""
+    assert native._extension.layout() == native._layouts()
 
-    from pysnn.learning import MSTDP, MSTDPET, STDP
 
-    def build():
-        inp = Input(BIG_CELLS, 1.0, 0.5, 0.8, "linear")
-        conn = make_linear(0, "sum", seed=44, in_features=BIG_N, out_features=7, batch=BIG_B)
-        conn.reset_weights("uniform", a=0.0, b=0.02)
-        neuron = LIFNeuron((BIG_B, 1, 7), 0.3, 0.0, 1.0, 1.0, 1.0, 0.0, 0.8, 0.7)
-        layers = OrderedDict(fc={"connection": conn, "neuron": neuron, "type": "linear"})
-        rule = {
-            "stdp": lambda: STDP(layers, 0.002, 1.0, 0.8, 0.0, 0.021),
-            "stdp_soft": lambda: STDP(layers, 0.002, 1.0, 0.8, 0.0, 0.021, "multiplicative"),
-            "mstdp": lambda: MSTDP(layers, 1.0, 0.8, 0.002, w_min=0.0, w_max=0.021),
-            "mstdpet": lambda: MSTDPET(layers, 1.0, 0.8, 0.002, 0.5, w_min=0.0, w_max=0.021),
-        }[rule_name]()
-        return (inp, conn, neuron), rule
+@needs_native
+def test_constants_are_shared_with_the_c_source():
+    from pysnn import functional as sf
 
-    with torch_threads(threads):
-        (chain_a, rule_a), (chain_b, rule_b) = build(), build()
-        gen = generator(45)
-        for step in range(12):
-            x = torch.rand(BIG_CELLS, generator=gen) < 0.3
-            reward = float(torch.randn((), generator=gen))
-            arguments = () if rule_name.startswith("stdp") else (reward,)
-            for (inp, conn, neuron), rule in ((chain_a, rule_a), (chain_b, rule_b)):
-                with contextlib.nullcontext() if rule is rule_a else native.disabled():
-                    neuron(conn(*inp(x))[0])
-                    rule.update_state()
-                    rule.step(*arguments)
-            assert_same(chain_a[1].weight, chain_b[1].weight, f"step {step}: weight")
-    weight = chain_a[1].weight
-    assert bool((weight == 0.021).any()) or rule_name == "stdp_soft"  # an upper bound bound
-    threaded = threads == 2 and native._extension.openmp and native._blas_gemm(torch.float32)
-    uses_product = rule_name != "mstdpet"  # MSTDPET's weight update is not a product
-    assert (calls["product_bounded"] > 0) == bool(threaded and uses_product)
+    constants = native._extension.constants()
+    assert constants["REFRAC_MAX_STEPS"] == sf.REFRAC_MAX_STEPS
+    assert (constants["MODEL_IF"], constants["MODEL_LIF"], constants["MODEL_ADAPTIVE_LIF"]) == (
+        native._MODEL_IF,
+        native._MODEL_LIF,
+        native._MODEL_ADAPTIVE_LIF,
+    )
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "duration, dt",
+    [(2.5, 1.0), (3.5, 1.0), (0.4, 0.1), (float("nan"), 1.0), (float("inf"), 1.0), (-3.0, 1.0)]
+    + [(2.0**40, 1.0), (1.0, 0.0)],
+)
+def test_refractory_steps_are_read_live_and_rounded_alike(dtype, duration, dt):
+    """``duration_refrac``/``dt`` edited after construction: both backends count
+    round-half-even(duration / dt) steps (NumPy's rounding), NaN as 0, clamped to 2**29."""
+    import numpy as np
+
+    np_dtype = np.float32 if dtype == torch.float32 else np.float64
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected = np.round(np.float64(np_dtype(duration) / np_dtype(dt)))
+    expected = 0 if np.isnan(expected) else int(min(max(expected, 0), 2**29))
+    counts = {}
+    for backend in ("torch", "native"):
+        neuron = LIFNeuron((1, 1, 3), 0.5, 0.0, 1.0, 1.0, 1.0, 2.0, 0.5, 0.5, backend=backend)
+        neuron.to(dtype)
+        neuron.duration_refrac.fill_(duration)
+        neuron.dt.data.fill_(dt)
+        neuron(torch.ones(1, 1, 3, 1, dtype=dtype))
+        counts[backend] = neuron.refrac_counts.clone()
+    assert torch.equal(counts["torch"], counts["native"])
+    assert counts["native"].tolist() == [[[expected] * 3]]
