@@ -25,20 +25,11 @@ import torch
 
 __all__ = ["BACKENDS", "NativeUnavailableError", "check_backend", "BackendMixin"]
 
-BACKENDS = ("auto", "torch", "native")
+from pysnn._checks import BACKENDS, check_backend  # noqa: F401 (part of this module's API)
 
 
 class NativeUnavailableError(RuntimeError):
     """Raised when ``backend="native"`` was asked for and the C twin cannot run this step."""
-
-
-def check_backend(value, owner: str) -> str:
-    """Return ``value`` if it names a backend, else raise a ``ValueError`` naming the choices."""
-    if not isinstance(value, str) or value not in BACKENDS:
-        raise ValueError(
-            f"{owner}: backend must be one of 'auto', 'torch', 'native', got {value!r}"
-        )
-    return value
 
 
 _OPAQUE: dict = {}

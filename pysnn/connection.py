@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from pysnn import functional as sf
 from pysnn import native
 from pysnn._backend import BackendMixin
+from pysnn._checks import _check_reduction, _check_same_shape
 from pysnn.utils import (
     IntOrPair,
     _check_positive_int,
@@ -42,15 +43,8 @@ from pysnn.utils import (
 __all__ = ["Connection", "Linear", "Conv2d", "MaxPool2d", "AdaptiveMaxPool2d"]
 
 Delay = Union[int, Tensor]
-_REDUCTIONS = ("none", "sum")
 # Buffers that are broadcast views of compact state: rebuilt after .to()/load, never copied.
 _VIEW_BUFFERS = ("trace", "spikes", "delay")
-
-
-def _check_reduction(reduction, owner: str) -> str:
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"{owner}: reduction must be 'none' or 'sum', got {reduction!r}")
-    return reduction
 
 
 class Connection(nn.Module):
@@ -726,13 +720,3 @@ class AdaptiveMaxPool2d(nn.Module):
 
     def extra_repr(self) -> str:
         return f"output_size={self.output_size}"
-
-
-def _check_same_shape(x: Tensor, trace: Tensor, owner: str) -> None:
-    if not isinstance(x, Tensor) or not isinstance(trace, Tensor):
-        raise TypeError(f"{owner}: spikes and trace must be tensors")
-    if x.dim() != 4 or x.shape != trace.shape:
-        raise ValueError(
-            f"{owner}: spikes and trace must both have shape (B, C, H, W), got "
-            f"{tuple(x.shape)} and {tuple(trace.shape)}"
-        )

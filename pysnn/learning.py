@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from pysnn import native
 from pysnn._backend import BackendMixin, NativeUnavailableError, check_backend
 from pysnn.connection import Conv2d, Linear
-from pysnn.utils import _check_real
+from pysnn._checks import _check_bounds, _check_real
 
 __all__ = ["LearningRule", "STDP", "MSTDP", "MSTDPET", "FedeSTDP"]
 
@@ -56,18 +56,6 @@ Reward = Union[float, Tensor]
 _LAYER_TYPES = {"linear": Linear, "conv2d": Conv2d}
 _CONNECTION_KEYS = ("weight", "spikes", "trace")
 _NEURON_KEYS = ("spikes", "trace")
-
-
-def _check_bounds(
-    w_min: Optional[float], w_max: Optional[float], owner: str, allow_inf: bool = True
-) -> Tuple[Optional[float], Optional[float]]:
-    if w_min is not None:
-        w_min = _check_real(w_min, "w_min", owner, allow_inf=allow_inf)
-    if w_max is not None:
-        w_max = _check_real(w_max, "w_max", owner, allow_inf=allow_inf)
-    if w_min is not None and w_max is not None and not w_min < w_max:
-        raise ValueError(f"{owner}: w_min must be < w_max, got {w_min} and {w_max}")
-    return w_min, w_max
 
 
 class _AttrReader:

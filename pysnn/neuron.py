@@ -15,15 +15,24 @@ Times (``dt``, ``duration_refrac``, exponential time constants) are in milliseco
 
 import math
 from numbers import Real
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
 from pysnn import functional as sf
 from pysnn import native
-from pysnn._backend import BackendMixin, check_backend
-from pysnn.utils import _check_positive_real, _factory_kwargs, _set_no_grad
+from pysnn._backend import BackendMixin
+from pysnn._checks import (
+    _check_cells_shape,
+    _check_input_shape,
+    _check_positive_real,
+    _check_step_input,
+    _check_tau_values,
+    _check_update_type,
+    _factory_kwargs,
+)
+from pysnn.utils import _set_no_grad
 
 ParamValue = Union[float, Tensor]
 Inputs = Union[Tensor, Sequence[Tensor]]
@@ -38,46 +47,7 @@ __all__ = [
     "FedeNeuron",
 ]
 
-_UPDATE_TYPES = ("linear", "exponential")
 _HISTORY_START_CAPACITY = 64
-
-
-def _check_cells_shape(cells_shape, owner: str) -> Tuple[int, ...]:
-    if not isinstance(cells_shape, (tuple, list, torch.Size)) or len(cells_shape) == 0:
-        raise TypeError(
-            f"{owner}: cells_shape must be a non-empty tuple of ints with the batch first, "
-            f"got {cells_shape!r}"
-        )
-    if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in cells_shape):
-        raise ValueError(
-            f"{owner}: cells_shape must contain positive ints only, got {tuple(cells_shape)}"
-        )
-    return tuple(int(n) for n in cells_shape)
-
-
-def _check_update_type(update_type, owner: str) -> str:
-    if update_type not in _UPDATE_TYPES:
-        raise ValueError(
-            f"{owner}: update_type must be 'linear' or 'exponential', got {update_type!r}"
-        )
-    return update_type
-
-
-def _check_input_shape(x: Tensor, expected: Tuple[int, ...], name: str, owner: str) -> None:
-    """Raise a clear error unless ``x`` broadcasts to ``expected`` without growing it."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{owner}: {name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.shape == expected:
-        return
-    try:
-        broadcast = torch.broadcast_shapes(x.shape, expected)
-    except RuntimeError:
-        broadcast = None
-    if broadcast != torch.Size(expected):
-        raise ValueError(
-            f"{owner}: {name} of shape {tuple(x.shape)} does not broadcast to the cells' "
-            f"shape {expected}"
-        )
 
 
 def _concat_fan_in(x: Sequence[Tensor], name: str, owner: str) -> Tensor:
@@ -90,27 +60,6 @@ def _concat_fan_in(x: Sequence[Tensor], name: str, owner: str) -> Tensor:
             f"{owner}: the tensors of the {name} list must match in all but the last (fan-in) "
             f"axis, got {shapes}"
         ) from err
-
-
-def _check_tau_values(tensor: Tensor, name: str, update_type: str, owner: str) -> None:
-    low, high = tensor.min().item(), tensor.max().item()
-    if update_type == "linear" and (low < 0 or high > 1):
-        bad = low if low < 0 else high
-        raise ValueError(f"{owner}: {name} must lie in [0, 1] for update_type='linear', got {bad}")
-    if update_type == "exponential" and low <= 0:
-        raise ValueError(
-            f"{owner}: {name} must be > 0 (a time constant in ms) for "
-            f"update_type='exponential', got {low}"
-        )
-
-
-def _check_step_input(x: Tensor, name: str, owner: str) -> None:
-    """Inputs that would let an autograd graph grow inside the state are refused."""
-    if x.requires_grad and torch.is_grad_enabled():
-        raise TypeError(
-            f"{owner}: {name} requires grad; pysnn does not train by autograd and keeps no "
-            "graph in its state (pass x.detach())"
-        )
 
 
 class _StateMixin:

@@ -1,14 +1,21 @@
 """Small shared helpers: output shapes, inter-spike times, clamping, argument validation."""
 
 import math
-from numbers import Integral, Real
-from typing import List, Optional, Sequence, Tuple, Union
+from numbers import Real
+from typing import List, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-IntOrPair = Union[int, Sequence[int]]
+from pysnn._checks import (  # noqa: F401 (re-exported: the helpers used to live here)
+    IntOrPair,
+    _check_positive_int,
+    _check_positive_real,
+    _check_real,
+    _factory_kwargs,
+    _pair,
+)
 
 __all__ = ["conv2d_output_shape", "interspike_time", "tensor_clamp"]
 
@@ -17,19 +24,6 @@ def _set_no_grad(module: nn.Module) -> None:
     """Switch off gradients of every parameter of ``module`` (nothing here trains by autograd)."""
     for param in module.parameters():
         param.requires_grad_(False)
-
-
-def _pair(value: IntOrPair, name: str, owner: str) -> Tuple[int, int]:
-    """Return ``value`` as a pair of ints, raising a clear error otherwise."""
-    if isinstance(value, Integral) and not isinstance(value, bool):
-        return int(value), int(value)
-    if (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(isinstance(v, Integral) and not isinstance(v, bool) for v in value)
-    ):
-        return int(value[0]), int(value[1])
-    raise TypeError(f"{owner}: {name} must be an int or a pair of ints, got {value!r}")
 
 
 def conv2d_output_shape(
@@ -90,67 +84,3 @@ def tensor_clamp(tensor: Tensor, min: Union[Real, Tensor], max: Union[Real, Tens
     lower = torch.as_tensor(min, dtype=tensor.dtype, device=tensor.device)
     upper = torch.as_tensor(max, dtype=tensor.dtype, device=tensor.device)
     return torch.maximum(torch.minimum(tensor, upper), lower)
-
-
-def _check_positive_int(value, name: str, owner: str, allow_zero: bool = False) -> int:
-    """Validate an integer argument and return it as a Python int."""
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{owner}: {name} must be an int, got {type(value).__name__}")
-    if value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{owner}: {name} must be {bound}, got {value}")
-    return int(value)
-
-
-def _check_real(
-    value,
-    name: str,
-    owner: str,
-    *,
-    low: Optional[float] = None,
-    high: Optional[float] = None,
-    low_open: bool = False,
-    allow_inf: bool = False,
-    unit: str = "",
-) -> float:
-    """Validate a real number (a Python number or a one-element tensor) and return it as a float.
-
-    :param low: smallest allowed value (excluded when ``low_open``), or ``None``.
-    :param high: largest allowed value, or ``None``.
-    :param allow_inf: accept ``±inf`` (never NaN).
-    :param unit: text appended to the expected range in messages, e.g. ``" (ms)"``.
-    :raises TypeError: not a real number (bools are rejected).
-    :raises ValueError: NaN, infinite (unless allowed) or out of range; the message names ``name``.
-    """
-    if isinstance(value, Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{owner}: {name} must be a real number{unit}, got {type(value).__name__}")
-    value = float(value)
-    if math.isnan(value) or (math.isinf(value) and not allow_inf):
-        raise ValueError(f"{owner}: {name} must be finite{unit}, got {value}")
-    if low is not None and (value < low or (low_open and value == low)):
-        bound = ">" if low_open else ">="
-        raise ValueError(f"{owner}: {name} must be {bound} {low}{unit}, got {value}")
-    if high is not None and value > high:
-        raise ValueError(f"{owner}: {name} must be <= {high}{unit}, got {value}")
-    return value
-
-
-def _check_positive_real(value, name: str, owner: str, unit: str = "") -> float:
-    """A finite real number > 0 (e.g. ``dt``), as a float."""
-    return _check_real(value, name, owner, low=0.0, low_open=True, unit=unit)
-
-
-def _factory_kwargs(device, dtype, owner: str) -> dict:
-    """``torch.nn``'s factory arguments, checked: where and in which dtype state is created."""
-    if dtype is None:
-        dtype = torch.get_default_dtype()
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"{owner}: dtype must be a floating-point torch.dtype, got {dtype!r}")
-    if device is not None:
-        try:
-            device = torch.device(device)
-        except (RuntimeError, TypeError) as err:
-            raise ValueError(f"{owner}: device must name a torch device, got {device!r}") from err
-    return {"device": device, "dtype": dtype}
