@@ -121,3 +121,30 @@ class BackendMixin:
     def _init_backend(self, backend: str) -> None:
         self.__dict__["_native_cache"] = {}
         self.backend = check_backend(backend, type(self).__name__)
+
+
+class StateMixin:
+    """State declared once: each state buffer with its reset value, and one generic reset.
+
+    ``register_state(name, tensor, reset)`` registers ``tensor`` as a buffer and records what
+    :meth:`reset_declared_state` sets it to: a number, or the name of another buffer whose value
+    is broadcast into it (a neuron's ``v_cell`` resets to ``v_rest``). SpikingJelly's
+    ``register_memory`` is the anchor.
+    """
+
+    def register_state(
+        self, name: str, tensor: "torch.Tensor", reset, persistent: bool = True
+    ) -> None:
+        """Register a state buffer and its reset value (a number or a buffer's name)."""
+        self.register_buffer(name, tensor, persistent=persistent)
+        self.__dict__.setdefault("_state_resets", {})[name] = reset
+
+    def reset_declared_state(self) -> None:
+        """Set every declared state buffer to its reset value, in place."""
+        buffers = self._buffers
+        for name, reset in self.__dict__.get("_state_resets", {}).items():
+            buffer = buffers[name]
+            if isinstance(reset, str):
+                buffer.copy_(buffers[reset].expand_as(buffer))
+            else:
+                buffer.fill_(reset)

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from pysnn import functional as sf
 from pysnn import native
-from pysnn._backend import BackendMixin
+from pysnn._backend import BackendMixin, StateMixin
 from pysnn._checks import _check_reduction, _check_same_shape
 from pysnn.utils import (
     IntOrPair,
@@ -47,7 +47,7 @@ Delay = Union[int, Tensor]
 _VIEW_BUFFERS = ("trace", "spikes", "delay")
 
 
-class Connection(nn.Module):
+class Connection(StateMixin, nn.Module):
     """Base class of connections: synaptic delays and per-synapse state.
 
     :param shape: synapse shape, batch first: ``(B, O, I)`` (linear) or ``(B, C_out, K, L)``
@@ -87,17 +87,13 @@ class Connection(nn.Module):
 
         self.register_buffer("delay_init", delay_steps.to(device))
         self.register_buffer("dt", torch.tensor(dt, **factory))
-        self.register_buffer("pre_trace", torch.zeros(compact_shape, **factory), persistent=False)
+        self.register_state("pre_trace", torch.zeros(compact_shape, **factory), 0, False)
         spikes = {"dtype": torch.bool, "device": device}
         if self.uniform_delay:
-            self.register_buffer(
-                "pre_spikes", torch.zeros(compact_shape, **spikes), persistent=False
-            )
+            self.register_state("pre_spikes", torch.zeros(compact_shape, **spikes), 0, False)
             queue_shape = (self.max_delay,) + compact_shape
         else:
-            self.register_buffer(
-                "pre_spikes", torch.zeros(self.synapse_shape, **spikes), persistent=False
-            )
+            self.register_state("pre_spikes", torch.zeros(self.synapse_shape, **spikes), 0, False)
             n_inputs = math.prod(compact_shape[2:])
             queue_shape = (compact_shape[0], self.max_delay + 1, n_inputs)
             delays_flat = delay_steps.expand(self.synapse_shape[1:]).reshape(
@@ -113,7 +109,7 @@ class Connection(nn.Module):
                 "_input_index", torch.arange(n_inputs, device=device), persistent=False
             )
         # In-flight spikes; persistent so a saved network resumes exactly where it stopped.
-        self.register_buffer("spike_queue", torch.zeros(queue_shape, **factory))
+        self.register_state("spike_queue", torch.zeros(queue_shape, **factory), 0)
         self._rebuild_views()
 
     # -- construction helpers -----------------------------------------------------------------
@@ -234,9 +230,7 @@ class Connection(nn.Module):
 
     def reset_state(self) -> None:
         """Zero the traces, the spikes and every spike in flight."""
-        self.pre_trace.zero_()
-        self.pre_spikes.zero_()
-        self.spike_queue.zero_()
+        self.reset_declared_state()
         self._cursor = 0
 
     def init_connection(self) -> None:

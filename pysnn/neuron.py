@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from pysnn import functional as sf
 from pysnn import native
-from pysnn._backend import BackendMixin
+from pysnn._backend import BackendMixin, StateMixin
 from pysnn._checks import (
     _check_cells_shape,
     _check_input_shape,
@@ -62,7 +62,7 @@ def _concat_fan_in(x: Sequence[Tensor], name: str, owner: str) -> Tensor:
         ) from err
 
 
-class _StateMixin:
+class _StateMixin(StateMixin):
     """Per-cell parameter registration and validation shared by inputs and neurons."""
 
     cells_shape: Tuple[int, ...]
@@ -148,11 +148,10 @@ class BaseInput(BackendMixin, _StateMixin, nn.Module):
         self.cells_shape = _check_cells_shape(cells_shape, owner)
         dt = _check_positive_real(dt, "dt", owner)
         self._factory = factory = _factory_kwargs(device, dtype, owner)
-        self.register_buffer("trace", torch.zeros(self.cells_shape, **factory))
+        self.register_state("trace", torch.zeros(self.cells_shape, **factory), 0)
         self.register_buffer("dt", torch.tensor(dt, **factory))
-        self.register_buffer(
-            "spikes", torch.zeros(self.cells_shape, dtype=torch.bool, device=factory["device"])
-        )
+        spikes = torch.zeros(self.cells_shape, dtype=torch.bool, device=factory["device"])
+        self.register_state("spikes", spikes, False)
 
     def convert_input(self, x: Tensor) -> Tensor:
         """Cast ``x`` to the trace's dtype (bool spikes become 0.0/1.0)."""
@@ -160,8 +159,7 @@ class BaseInput(BackendMixin, _StateMixin, nn.Module):
 
     def reset_state(self) -> None:
         """Zero the trace and the spikes."""
-        self.trace.zero_()
-        self.spikes.zero_()
+        self.reset_declared_state()
 
     def init_neuron(self) -> None:
         """Switch off gradients and reset the state."""
@@ -309,14 +307,14 @@ class BaseNeuron(BackendMixin, _StateMixin, nn.Module):
         self.register_buffer("dt", torch.tensor(dt, **factory))
         self.register_buffer("duration_refrac", torch.tensor(float(duration_refrac), **factory))
         self.register_buffer("thresh_center", center.to(device))
-        self.register_buffer(
-            "spikes", torch.zeros(self.cells_shape, dtype=torch.bool, device=device)
+        # the state, with what reset_state sets it to
+        self.register_state(
+            "spikes", torch.zeros(self.cells_shape, dtype=torch.bool, device=device), False
         )
-        self.register_buffer("v_cell", torch.zeros(self.cells_shape, **factory))
-        self.register_buffer("trace", torch.zeros(self.cells_shape, **factory))
-        self.register_buffer(
-            "refrac_counts", torch.zeros(self.cells_shape, dtype=torch.int32, device=device)
-        )
+        self.register_state("v_cell", torch.zeros(self.cells_shape, **factory), "v_rest")
+        self.register_state("trace", torch.zeros(self.cells_shape, **factory), 0)
+        counts = torch.zeros(self.cells_shape, dtype=torch.int32, device=device)
+        self.register_state("refrac_counts", counts, 0)
         history = torch.zeros(
             self.cells_shape + (_HISTORY_START_CAPACITY if store_trace else 0,),
             dtype=torch.bool,
@@ -509,10 +507,7 @@ class BaseNeuron(BackendMixin, _StateMixin, nn.Module):
     # -- state -----------------------------------------------------------------------------
     def reset_state(self) -> None:
         """Voltage to ``v_rest``; spikes, refractory counters and trace to zero; history restarted."""
-        self.v_cell.copy_(self.v_rest.expand_as(self.v_cell))
-        self.spikes.zero_()
-        self.refrac_counts.zero_()
-        self.trace.zero_()
+        self.reset_declared_state()
         if self.store_trace:
             self._history[..., 0] = False
             self._history_length = 1
