@@ -654,9 +654,8 @@ def _linear_args(tensors, reduction: str, strict: bool):
             and weight.is_cpu
             and weight.dim() == 2
             and weight.shape[1] == n_in
-            and weight.is_contiguous()
         ):
-            reason = "a weight that is not a contiguous (O, I) CPU tensor of the state's dtype"
+            reason = "a weight that is not an (O, I) CPU tensor of the state's dtype"
         if reason is None and not (pre_spikes.dtype == _BOOL and pre_spikes.is_contiguous()):
             reason = "a pre_spikes buffer that is not contiguous bool"
     if reason is not None:
@@ -676,7 +675,9 @@ def _linear_args(tensors, reduction: str, strict: bool):
     operands = None
     gemm = _blas_gemm(dtype) if reduction == "sum" else None
     capacity = torch.get_num_threads()  # PyTorch sets the OpenMP team size the kernels use
-    if gemm is not None and capacity > 1 and _extension.openmp:
+    # the threads' BLAS calls read W as a row-major (O, I) array; any other layout (a
+    # transposed or expanded weight) takes torch.mm, as the PyTorch function does
+    if gemm is not None and capacity > 1 and _extension.openmp and weight.is_contiguous():
         operands = torch.empty(capacity, n, dtype=dtype)  # each thread's copy of the input
         args.gemm, args.operands, args.capacity = gemm, operands.data_ptr(), capacity
     args._kept = (spikes_f, operands)  # kept alive with the struct that points to them
