@@ -97,6 +97,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per process")
     parser.add_argument("--compare", type=str, default=None, help="another pysnn checkout")
+    parser.add_argument("--batches", type=str, default=None, help="e.g. 1,32: only these B")
     parser.add_argument("--child", type=str, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -117,7 +118,10 @@ def main() -> None:
         rule += "---|---|---|"
     print(header)
     print(rule)
+    batches = None if args.batches is None else {int(b) for b in args.batches.split(",")}
     for config in CONFIGS:
+        if batches is not None and config[0] not in batches:
+            continue
         command = [sys.executable, __file__, "--child", json.dumps(config)]
         if args.quick:
             command.append("--quick")

@@ -95,34 +95,18 @@ static void KERNEL(stack_term)(Py_ssize_t count, T *restrict out, const void *re
     }
 }
 
-/* The neuron step (functional.if_step / lif_step / adaptive_lif_step) for `count` cells from
- * `begin`; the model choices are arguments so that the dispatcher below, which passes literal
- * constants, gets one branch-free, vectorisable loop per combination. */
-static ALWAYS_INLINE void KERNEL(neuron_loop)(const int model, const int linear,
-                                              const int adaptive, const int relax,
-                                              const struct neuron_args *a, const T *restrict in,
-                                              Py_ssize_t begin, Py_ssize_t count,
-                                              int32_t period)
+/* The neuron step (functional.if_step / lif_step / adaptive_lif_step) over `n` cells; the model
+ * choices are arguments so that the dispatcher below, which passes literal constants, gets one
+ * branch-free, vectorisable loop per combination. */
+static ALWAYS_INLINE void KERNEL(neuron_loop)(
+    const int model, const int linear, const int adaptive, const int relax, Py_ssize_t n,
+    const T *restrict in, T *restrict v, T *restrict thresh, const T *restrict alpha_v,
+    const T *restrict tau_v, const T *restrict alpha_t, const T *restrict tau_t,
+    const T *restrict alpha_th, const T *restrict tau_th, const T *restrict center,
+    Py_ssize_t center_step, int32_t *restrict counts, uint8_t *restrict spikes,
+    uint8_t *restrict fired, T *restrict trace, const T rest, const T step, const int32_t period)
 {
-    T *restrict v = (T *)a->v + begin;
-    T *restrict thresh = (T *)a->thresh + begin;
-    const T *restrict alpha_v = (const T *)a->alpha_v + begin;
-    const T *restrict tau_v = model == MODEL_IF ? NULL : (const T *)a->tau_v + begin;
-    const T *restrict alpha_t = (const T *)a->alpha_t + begin;
-    const T *restrict tau_t = (const T *)a->tau_t + begin;
-    const T *restrict alpha_th = adaptive ? (const T *)a->alpha_thresh + begin : NULL;
-    const T *restrict tau_th = adaptive ? (const T *)a->tau_thresh + begin : NULL;
-    const T *restrict center = (const T *)a->thresh_center;
-    const Py_ssize_t center_step = a->center_per_cell ? 1 : 0;
-    int32_t *restrict counts = a->counts + begin;
-    uint8_t *restrict spikes = a->spikes + begin;
-    uint8_t *restrict fired = a->fired + begin;
-    T *restrict trace = (T *)a->trace + begin;
-    const T rest = *(const T *)a->v_rest;
-    const T step = *(const T *)a->dt;
-    if (center_step)
-        center += begin;
-    for (Py_ssize_t i = 0; i < count; ++i) {
+    for (Py_ssize_t i = 0; i < n; ++i) {
         const T current = in[i];
         const int32_t count_now = counts[i];
         const T integrating = count_now == 0 ? (T)1 : (T)0;
@@ -140,10 +124,9 @@ static ALWAYS_INLINE void KERNEL(neuron_loop)(const int model, const int linear,
             volt = volt + integrating * drive;
         }
         T th = thresh[i];
-        const int spiked = volt >= th;
-        const T s = spiked ? (T)1 : (T)0;
-        spikes[i] = (uint8_t)spiked;
-        fired[i] = (uint8_t)spiked;
+        const T s = volt >= th ? (T)1 : (T)0;
+        spikes[i] = (uint8_t)(s != (T)0);
+        fired[i] = (uint8_t)(s != (T)0);
         if (linear) {
             const T decayed = trace[i] * tau_t[i];
             trace[i] = decayed + alpha_t[i] * s;
@@ -168,12 +151,22 @@ static ALWAYS_INLINE void KERNEL(neuron_loop)(const int model, const int linear,
                 th = th + c;
             thresh[i] = th;
         }
-        /* torch: counts.sub_(1).clamp_(min=0).add_(spikes * period), wrapping like int32 */
+        /* torch: counts.clamp_(min=1).sub_(1).add_(spikes * period), wrapping like int32 */
         const int32_t left = count_now > 0 ? count_now - 1 : 0;
-        counts[i] = (int32_t)((uint32_t)left + (uint32_t)(spiked ? period : 0));
-        v[i] = spiked ? rest : volt;
+        counts[i] = (int32_t)((uint32_t)left + (uint32_t)(s != (T)0 ? period : 0));
+        v[i] = s != (T)0 ? rest : volt;
     }
 }
+
+/* The arguments of neuron_loop for the cells [begin, begin + n) of the struct's arrays. */
+#define NEURON_LOOP(MODEL, LINEAR, ADAPTIVE, RELAX)                                               \
+    KERNEL(neuron_loop)(MODEL, LINEAR, ADAPTIVE, RELAX, n, in, (T *)a->v + begin,                 \
+                        (T *)a->thresh + begin, (const T *)a->alpha_v + begin,                    \
+                        (const T *)a->tau_v + begin, (const T *)a->alpha_t + begin,               \
+                        (const T *)a->tau_t + begin, (const T *)a->alpha_thresh + begin,          \
+                        (const T *)a->tau_thresh + begin, center, center_step,                    \
+                        a->counts + begin, a->spikes + begin, a->fired + begin,                   \
+                        (T *)a->trace + begin, rest, step, period)
 
 /* round(duration_refrac / dt), half to even; NaN gives 0; clamped to [0, REFRAC_MAX_STEPS]
  * (functional.refractory_steps). */
@@ -188,45 +181,59 @@ static int32_t KERNEL(refractory_steps)(const struct neuron_args *a)
 }
 
 TARGET_CLONES static void KERNEL(neuron_block)(const struct neuron_args *a, const T *in,
-                                               Py_ssize_t begin, Py_ssize_t count)
+                                               Py_ssize_t begin, Py_ssize_t n)
 {
     const int32_t period = KERNEL(refractory_steps)(a);
+    const T rest = *(const T *)a->v_rest, step = *(const T *)a->dt;
+    const Py_ssize_t center_step = a->center_per_cell ? 1 : 0;
+    const T *center = (const T *)a->thresh_center + begin * center_step;
     const int linear = a->linear != 0, relax = a->relax != 0;
     in += begin;
     switch (a->model) {
     case MODEL_IF:
         if (linear)
-            KERNEL(neuron_loop)(MODEL_IF, 1, 0, 0, a, in, begin, count, period);
+            NEURON_LOOP(MODEL_IF, 1, 0, 0);
         else
-            KERNEL(neuron_loop)(MODEL_IF, 0, 0, 0, a, in, begin, count, period);
+            NEURON_LOOP(MODEL_IF, 0, 0, 0);
         break;
     case MODEL_LIF:
         if (linear)
-            KERNEL(neuron_loop)(MODEL_LIF, 1, 0, 0, a, in, begin, count, period);
+            NEURON_LOOP(MODEL_LIF, 1, 0, 0);
         else
-            KERNEL(neuron_loop)(MODEL_LIF, 0, 0, 0, a, in, begin, count, period);
+            NEURON_LOOP(MODEL_LIF, 0, 0, 0);
         break;
     default: /* MODEL_ADAPTIVE_LIF */
         if (linear && relax)
-            KERNEL(neuron_loop)(MODEL_LIF, 1, 1, 1, a, in, begin, count, period);
+            NEURON_LOOP(MODEL_LIF, 1, 1, 1);
         else if (linear)
-            KERNEL(neuron_loop)(MODEL_LIF, 1, 1, 0, a, in, begin, count, period);
+            NEURON_LOOP(MODEL_LIF, 1, 1, 0);
         else if (relax)
-            KERNEL(neuron_loop)(MODEL_LIF, 0, 1, 1, a, in, begin, count, period);
+            NEURON_LOOP(MODEL_LIF, 0, 1, 1);
         else
-            KERNEL(neuron_loop)(MODEL_LIF, 0, 1, 0, a, in, begin, count, period);
+            NEURON_LOOP(MODEL_LIF, 0, 1, 0);
     }
 }
+#undef NEURON_LOOP
 
-/* Copy a strided (rows x cols) input into `target` (contiguous): one cache-friendly pass,
- * then the neuron loop reads it contiguously. */
+/* Copy rows [first, first + rows) of a strided input into `target` (contiguous), then the
+ * neuron loop reads it contiguously. The inner loop runs along the smaller stride, so that the
+ * transposed output of W @ sᵀ (column stride B, row stride 1) is read in order. */
 static void KERNEL(gather)(const struct neuron_args *a, T *target, Py_ssize_t first,
                            Py_ssize_t rows)
 {
     const T *in = (const T *)a->input;
-    for (Py_ssize_t r = first; r < first + rows; ++r)
-        for (Py_ssize_t c = 0; c < a->cols; ++c)
-            target[r * a->cols + c] = in[r * a->in_row_stride + c * a->in_col_stride];
+    const Py_ssize_t cols = (Py_ssize_t)a->cols;
+    const Py_ssize_t row_stride = (Py_ssize_t)a->in_row_stride;
+    const Py_ssize_t col_stride = (Py_ssize_t)a->in_col_stride;
+    if (row_stride < col_stride) {
+        for (Py_ssize_t c = 0; c < cols; ++c)
+            for (Py_ssize_t r = first; r < first + rows; ++r)
+                target[r * cols + c] = in[r * row_stride + c * col_stride];
+    } else {
+        for (Py_ssize_t r = first; r < first + rows; ++r)
+            for (Py_ssize_t c = 0; c < cols; ++c)
+                target[r * cols + c] = in[r * row_stride + c * col_stride];
+    }
 }
 
 #undef KERNEL

@@ -83,6 +83,7 @@ class Connection(StateMixin, nn.Module):
         self.max_delay = int(delay_steps.max().item()) if delay_steps.numel() else 0
         self._cursor = 0
         self._activation: Optional[Tensor] = None
+        self._sum_out: Optional[sf.SumBuffers] = None
         self._gathered: Optional[Tensor] = None
 
         self.register_buffer("delay_init", delay_steps.to(device))
@@ -366,9 +367,9 @@ class Linear(BackendMixin, Connection):
 
     ``weight`` has shape ``(O, I)``; synapse buffers ``(B, O, I)``.
 
-    Outputs: with ``"none"`` the activation is a buffer reused at every step and the trace a
-    live view of the presynaptic trace; with ``"sum"`` both are new tensors at every step. The
-    same holds on both backends.
+    Outputs: views of buffers the connection keeps and overwrites at the next step — the
+    ``"none"`` activation buffer and the live presynaptic trace, or the ``"sum"`` product and
+    trace sum (the same view objects at every step) — on both backends; clone what you keep.
     """
 
     _step_methods = ("forward", "propagate_spike", "activation_potential", "convert_spikes")
@@ -426,7 +427,19 @@ class Linear(BackendMixin, Connection):
         self._check_weight(weight)
         if self.uniform_delay and not self._overrides_step():
             buffers = self._buffers
-            out = self._output_buffer(self.synapse_shape) if self.reduction == "none" else None
+            if self.reduction == "none":
+                out = self._output_buffer(self.synapse_shape)
+            else:
+                out = self._sum_out
+                if (
+                    out is None
+                    or out.product.dtype != weight.dtype
+                    or out.product.device != weight.device
+                ):
+                    out = sf.sum_buffers(
+                        self.out_features, self.batch_size, weight.dtype, weight.device
+                    )
+                    self._sum_out = out
             cursor = self._cursor
             result = self._dispatch(
                 sf.linear_step,

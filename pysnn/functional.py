@@ -10,7 +10,7 @@ tensor); a cell integrates input only where its count is zero. ``None`` means "n
 refractory" and skips the masking, which is what neurons without a refractory period use.
 """
 
-from typing import Optional, Tuple, Union
+from typing import NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -439,16 +439,18 @@ def linear_step(
     spike_queue: Tensor,
     cursor: int,
     reduction: str,
-    activation_out: Optional[Tensor],
+    out: Union[Tensor, "SumBuffers"],
 ) -> Tuple[Tensor, Tensor]:
     r"""One step of :class:`~pysnn.connection.Linear` with one delay for every synapse.
 
     ``pre_trace = trace_in``; ``x`` enters the delay line (``spike_queue``, ``d`` slots, the
     one at ``cursor`` holds the input of ``d`` steps ago) and what leaves it, :math:`s`, is
     stored in ``pre_spikes``. ``"none"``: ``activation[b, 0, o, i] = W[o, i] s[b, i]``,
-    written into ``activation_out`` ``(B, O, I)``, and the trace is ``pre_trace`` broadcast
-    to ``(B, 1, O, I)`` (live views). ``"sum"``: :math:`W s^T` as ``(B, 1, O, 1)`` and the
-    trace sum over the inputs, expanded to ``(B, 1, O, 1)`` (new tensors at every step).
+    written into ``out`` ``(B, O, I)``, and the trace is ``pre_trace`` broadcast to
+    ``(B, 1, O, I)``. ``"sum"``: :math:`W s^T` written into ``out.product`` ``(O, B)`` and
+    the trace sum over the inputs into ``out.trace_sum`` ``(B, 1, 1)``, returned as the
+    ``(B, 1, O, 1)`` views ``out.activation`` and ``out.trace`` (see :class:`SumBuffers`).
+    Either way the outputs are views of buffers that the next step overwrites.
 
     :param x: presynaptic spikes ``(B, 1, I)``, bool or of the weight's dtype.
     :param trace_in: presynaptic traces ``(B, 1, I)``.
@@ -464,10 +466,36 @@ def linear_step(
         slot.copy_(x)
     pre_spikes.copy_(leaving)
     if reduction == "none":
-        activation = torch.mul(leaving, weight, out=activation_out)
+        activation = torch.mul(leaving, weight, out=out)
         shape = (batch, 1, n_out, pre_trace.shape[-1])
         return activation.view(shape), pre_trace.unsqueeze(2).expand(shape)
     # W @ sᵀ reads the (O, I) weight contiguously: faster than F.linear's s @ Wᵀ
-    product = torch.mm(weight, leaving.view(batch, -1).t())
-    trace_sum = pre_trace.sum(-1, keepdim=True).expand(-1, -1, n_out)
-    return product.t().unsqueeze(1).unsqueeze(-1), trace_sum.unsqueeze(-1)
+    torch.mm(weight, leaving.view(batch, -1).t(), out=out.product)
+    return _sum_outputs(pre_trace, out)
+
+
+class SumBuffers(NamedTuple):
+    """Output buffers of ``Linear(reduction="sum")``, kept by the module and reused each step.
+
+    Made by :func:`sum_buffers`; ``activation`` and ``trace`` are ``(B, 1, O, 1)`` views of
+    ``product`` ``(O, B)`` and ``trace_sum`` ``(B, 1, 1)``, made once.
+    """
+
+    product: Tensor
+    trace_sum: Tensor
+    activation: Tensor
+    trace: Tensor
+
+
+def sum_buffers(n_out: int, batch: int, dtype: torch.dtype, device=None) -> SumBuffers:
+    """New :class:`SumBuffers` for ``O = n_out`` outputs and batch ``B``."""
+    product = torch.empty(n_out, batch, dtype=dtype, device=device)
+    trace_sum = torch.empty(batch, 1, 1, dtype=dtype, device=device)
+    activation = product.t().unsqueeze(1).unsqueeze(-1)
+    return SumBuffers(product, trace_sum, activation, trace_sum.expand(-1, -1, n_out).unsqueeze(-1))
+
+
+def _sum_outputs(pre_trace: Tensor, out: SumBuffers) -> Tuple[Tensor, Tensor]:
+    """Take the trace sum (by PyTorch on both backends) and return the outputs' views."""
+    torch.sum(pre_trace, -1, keepdim=True, out=out.trace_sum)
+    return out.activation, out.trace

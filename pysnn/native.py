@@ -195,7 +195,7 @@ def _blas_gemm(dtype: torch.dtype) -> Optional[int]:
 _DATA_POINTER = Tensor.data_ptr
 _SHAPE = Tensor.size
 _CONTIGUOUS = Tensor.is_contiguous
-_empty_like, _empty, _mm, _BOOL = torch.empty_like, torch.empty, torch.mm, torch.bool
+_empty_like, _mm, _BOOL = torch.empty_like, torch.mm, torch.bool
 
 
 def _layout_key(tensors: Sequence[Tensor]) -> tuple:
@@ -254,25 +254,33 @@ def input_step(
         the PyTorch function when the kernel does not apply.
     """
     tensors = (trace, spikes, alpha_t, tau_t, dt)
-    key = _layout_key(tensors)
-    args = cache.get("input")
-    if args is None or cache.get("input_key") != key:
-        args = _input_args(tensors, strict)
-        cache["input"], cache["input_key"] = args, key
-        cache["input_address"] = None if args is None else ctypes.addressof(args)
-    if args is not None and _enabled:
+    args, address, reason = _cached(cache, "input", tensors, _input_args)
+    if reason is None:
         code = _x_code(x, trace.dtype, trace.shape)
         if code is not None:
             args.x, args.x_is_bool, args.linear = x.data_ptr(), code, update_type == "linear"
-            _extension.input_step(cache["input_address"])
+            _extension.input_step(address)
             return trace
-        _decline(strict, "an input that is not a contiguous CPU tensor of the cells' shape")
-    elif args is not None:
-        _decline(strict, "the kernels are switched off process-wide")
+        reason = "an input that is not a contiguous CPU tensor of the cells' shape"
+    _decline(strict, reason)
     return sf.input_step(x, trace, spikes, alpha_t, tau_t, dt, update_type)
 
 
-def _input_args(tensors: Sequence[Tensor], strict: bool) -> Optional[_InputArgs]:
+def _cached(cache: dict, name: str, tensors: Sequence[Tensor], build, *settings) -> tuple:
+    """``(struct, its address, None)`` for the kernel ``name`` over ``tensors``, rebuilt by
+    ``build(tensors, *settings)`` when their data pointers, shapes or layouts (or the settings)
+    changed; ``(None, 0, reason)`` when the kernel cannot run them."""
+    key = (_layout_key(tensors), settings)
+    entry = cache.get(name)
+    if entry is None or entry[0] != key:
+        entry = (key, *build(tensors, *settings))
+        cache[name] = entry
+    if entry[3] is None and not _enabled:
+        return None, 0, "the kernels are switched off process-wide"
+    return entry[1:]
+
+
+def _input_args(tensors: Sequence[Tensor]) -> tuple:
     trace, spikes, alpha_t, tau_t, dt = tensors
     reason = None
     if _extension is None:
@@ -291,8 +299,7 @@ def _input_args(tensors: Sequence[Tensor], strict: bool) -> Optional[_InputArgs]
         if reason is None and (dt.dim() != 0 or not spikes.is_contiguous()):
             reason = "a dt that is not a 0-d tensor, or non-contiguous spikes"
     if reason is not None:
-        _decline(strict, reason)
-        return None
+        return None, 0, reason
     args = _InputArgs(
         n=trace.numel(),
         is_double=_DTYPE_CODES[trace.dtype],
@@ -302,7 +309,7 @@ def _input_args(tensors: Sequence[Tensor], strict: bool) -> Optional[_InputArgs]
         dt=dt.data_ptr(),
         spikes=spikes.data_ptr(),
     )
-    return args
+    return args, ctypes.addressof(args), None
 
 
 # -- neurons -------------------------------------------------------------------------------
@@ -317,34 +324,32 @@ def _neuron(
     strict: bool,
 ) -> Optional[Tensor]:
     """Run the neuron kernel; None (nothing done) when it does not apply."""
-    key = _layout_key(state + adaptive)
-    entry = cache.get("neuron")
-    if entry is None or cache.get("neuron_key") != key or entry[2] != (model, relax):
-        entry = _neuron_args(model, state, adaptive, relax, strict)
-        cache["neuron"], cache["neuron_key"] = entry, key
-    args, address, _ = entry
-    if args is None:
-        return None
-    if not _enabled:
-        _decline(strict, "the kernels are switched off process-wide")
-        return None
+    args, address, reason = _cached(
+        cache, "neuron", state + adaptive, _neuron_args, model, len(state), relax
+    )
     v_cell = state[0]
-    if not (
+    if reason is None and not (
         isinstance(x, Tensor) and x.dtype is v_cell.dtype and x.shape == v_cell.shape and x.is_cpu
     ):
-        _decline(strict, "an input that is not a CPU tensor of the cells' shape and dtype")
+        reason = "an input that is not a CPU tensor of the cells' shape and dtype"
+    if reason is not None:
+        _decline(strict, reason)
         return None
-    rows = args.rows
-    current = x.reshape(rows, -1)  # a view whenever the layout allows
-    row_stride, col_stride = current.stride()
+    tail = cache.get("neuron_input")
+    if tail is None or x is not tail[0] or x.data_ptr() != tail[1]:
+        current = x.reshape(args.rows, -1)  # a view whenever the layout allows
+        tail = (x, x.data_ptr(), current.data_ptr(), *current.stride())
+        if tail[2] == tail[1]:  # a view: the same memory at the next step
+            cache["neuron_input"] = tail
     fired = _empty_like(state[2])
-    args.input, args.in_row_stride, args.in_col_stride = current.data_ptr(), row_stride, col_stride
+    args.input, args.in_row_stride, args.in_col_stride = tail[2:]
     args.fired, args.linear = fired.data_ptr(), update_type == "linear"
     _extension.neuron_step(address)
     return fired
 
 
-def _neuron_args(model, state, adaptive, relax, strict):
+def _neuron_args(tensors, model: int, n_state: int, relax: bool) -> tuple:
+    state, adaptive = tensors[:n_state], tensors[n_state:]
     v_cell, thresh, spikes, trace, counts, v_rest, alpha_v, tau_v, alpha_t, tau_t, dt, refrac = (
         state
     )
@@ -379,8 +384,7 @@ def _neuron_args(model, state, adaptive, relax, strict):
             ):
                 reason = "a thresh_center that is neither 0-d nor of the cells' shape"
     if reason is not None:
-        _decline(strict, reason)
-        return None, 0, (model, relax)
+        return None, 0, reason
     rows = v_cell.shape[0]
     scratch = torch.empty(n, dtype=dtype)
     center = adaptive[2] if adaptive else v_rest
@@ -409,7 +413,7 @@ def _neuron_args(model, state, adaptive, relax, strict):
         scratch=scratch.data_ptr(),
     )
     args._scratch = scratch  # kept alive with the struct that points to it
-    return args, ctypes.addressof(args), (model, relax)
+    return args, ctypes.addressof(args), None
 
 
 def if_step(
@@ -563,7 +567,7 @@ def linear_step(
     spike_queue: Tensor,
     cursor: int,
     reduction: str,
-    activation_out: Optional[Tensor],
+    out,
     *,
     cache: dict,
     strict: bool = False,
@@ -577,22 +581,14 @@ def linear_step(
     ``_native.c``). The trace sum is taken by PyTorch, as in the PyTorch function.
     """
     tensors = (weight, pre_trace, pre_spikes, spike_queue)
-    key = (_layout_key(tensors), reduction, weight.requires_grad, torch.get_num_threads())
-    entry = cache.get("linear")
-    if entry is None or cache.get("linear_key") != key:
-        entry = _linear_args(tensors, reduction, strict)
-        cache["linear"], cache["linear_key"] = entry, key
-    if entry is not None and not _enabled:
-        _decline(strict, "the kernels are switched off process-wide")
-        entry = None
-    code = None
-    if entry is not None:
-        args, address, spikes_f, operands = entry
+    settings = (reduction, weight.requires_grad, torch.get_num_threads())
+    args, address, reason = _cached(cache, "linear", tensors, _linear_args, *settings)
+    if reason is None:
         code = _x_code(x, pre_trace.dtype, pre_trace.shape)
         if code is None or _x_code(trace_in, pre_trace.dtype, pre_trace.shape) != 0:
-            _decline(strict, "inputs that are not contiguous CPU tensors of shape (B, 1, I)")
-            code = None
-    if code is None:
+            reason = "inputs that are not contiguous CPU tensors of shape (B, 1, I)"
+    if reason is not None:
+        _decline(strict, reason)
         return sf.linear_step(
             x,
             trace_in,
@@ -602,8 +598,9 @@ def linear_step(
             spike_queue,
             cursor,
             reduction,
-            activation_out,
+            out,
         )
+    spikes_f, operands = args._kept
     batch, n_out = pre_trace.shape[0], weight.shape[0]
     delayed = spike_queue.shape[0] > 0
     slot = spike_queue[cursor] if delayed else None
@@ -612,12 +609,13 @@ def linear_step(
     if reduction == "none":
         args.out = spikes_f.data_ptr()
         _extension.ingest(address)
-        activation = torch.mul(spikes_f, weight, out=activation_out)
+        activation = torch.mul(spikes_f, weight, out=out)
         shape = (batch, 1, n_out, pre_trace.shape[-1])
         return activation.view(shape), pre_trace.unsqueeze(2).expand(shape)
-    product = _empty(n_out, batch, dtype=weight.dtype)
-    args.product = product.data_ptr()
-    if operands is not None and _extension.ingest_product(address):
+    product = out.product  # (O, B), the module's buffer
+    if product.is_contiguous():
+        args.product = product.data_ptr()
+    if operands is not None and product.is_contiguous() and _extension.ingest_product(address):
         pass  # ingest and product on all threads (see _native.c)
     elif delayed:
         # the spikes leaving the delay line are read where they are, before the kernel
@@ -629,11 +627,10 @@ def linear_step(
         args.out = spikes_f.data_ptr()
         _extension.ingest(address)
         _mm(weight, spikes_f.view(batch, -1).t(), out=product)
-    trace_sum = pre_trace.sum(-1, keepdim=True).expand(-1, -1, n_out)
-    return product.t().unsqueeze(1).unsqueeze(-1), trace_sum.unsqueeze(-1)
+    return sf._sum_outputs(pre_trace, out)
 
 
-def _linear_args(tensors, reduction: str, strict: bool):
+def _linear_args(tensors, reduction: str, requires_grad: bool, threads: int) -> tuple:
     weight, pre_trace, pre_spikes, spike_queue = tensors
     dtype = pre_trace.dtype
     reason = None
@@ -659,8 +656,7 @@ def _linear_args(tensors, reduction: str, strict: bool):
         if reason is None and not (pre_spikes.dtype == _BOOL and pre_spikes.is_contiguous()):
             reason = "a pre_spikes buffer that is not contiguous bool"
     if reason is not None:
-        _decline(strict, reason)
-        return None
+        return None, 0, reason
     n_out = weight.shape[0]
     spikes_f = torch.empty(batch, 1, n_in, dtype=dtype)
     args = _IngestArgs(
@@ -681,7 +677,7 @@ def _linear_args(tensors, reduction: str, strict: bool):
         operands = torch.empty(capacity, n, dtype=dtype)  # each thread's copy of the input
         args.gemm, args.operands, args.capacity = gemm, operands.data_ptr(), capacity
     args._kept = (spikes_f, operands)  # kept alive with the struct that points to them
-    return args, ctypes.addressof(args), spikes_f, operands
+    return args, ctypes.addressof(args), None
 
 
 def _fits(tensor: Tensor, dtype: torch.dtype, numel: int) -> bool:

@@ -477,7 +477,13 @@ class BaseNeuron(BackendMixin, _StateMixin, nn.Module):
         :returns: ``(spikes, trace)``: a new bool tensor of the spikes and the live trace
             buffer (updated in place on the next step; clone it to keep it).
         """
-        current = self.fold(x)
+        last = self.__dict__.get("_last_fold")
+        if last is not None and x is last[0] and x.data_ptr() == last[1]:
+            current = last[2]  # a connection's live output view, folded at the last step
+        else:
+            current = self.fold(x)
+            if isinstance(x, Tensor):
+                self.__dict__["_last_fold"] = (x, x.data_ptr(), current)
         self._check_step_state(current)
         if self._overrides_step():  # a subclass's own step pieces: PyTorch only
             if self._backend == "native":
