@@ -55,6 +55,19 @@ class BackendMixin:
     _native_owner: type = object  # the class whose step the C twin implements
     _backend: str = "auto"
 
+    def __init_subclass__(cls, native_twin: bool = False, **kwargs) -> None:
+        # ``class LIFNeuron(BaseNeuron, native_twin=True)``: the library class whose step the
+        # C twin implements; its subclasses keep the twin unless they override a step method
+        super().__init_subclass__(**kwargs)
+        if native_twin:
+            cls._native_owner = cls
+        owner = cls._native_owner
+        cls._overrides_step_flag = (
+            owner is object
+            or not issubclass(cls, owner)
+            or any(getattr(cls, name) is not getattr(owner, name) for name in cls._step_methods)
+        )
+
     @property
     def backend(self) -> str:
         """``"auto"``, ``"torch"`` or ``"native"`` (see :mod:`pysnn._backend`)."""
@@ -71,19 +84,12 @@ class BackendMixin:
                 )
         object.__setattr__(self, "_backend", value)
 
+    _overrides_step_flag: bool = True  # set for every subclass when it is created
+
     @classmethod
     def _overrides_step(cls) -> bool:
         """Whether ``cls`` redefines a step method of the class its C twin implements."""
-        cached = cls.__dict__.get("_overrides_step_cached")
-        if cached is None:
-            owner = cls._native_owner
-            cached = (
-                owner is object
-                or not issubclass(cls, owner)
-                or any(getattr(cls, name) is not getattr(owner, name) for name in cls._step_methods)
-            )
-            type.__setattr__(cls, "_overrides_step_cached", cached)
-        return cached
+        return cls._overrides_step_flag
 
     def _static_native_obstacle(self):
         """Why the C twin can never run for this module (None when it may)."""

@@ -348,7 +348,7 @@ class Connection(StateMixin, nn.Module):
             )
 
 
-class Linear(BackendMixin, Connection):
+class Linear(BackendMixin, Connection, native_twin=True):
     r"""All-to-all connection between a layer of I and a layer of O neurons.
 
     ``activation[b, 0, o, i] = W[o, i] · s[b, i](t - d[o, i])`` with ``reduction="none"``;
@@ -455,7 +455,8 @@ class Linear(BackendMixin, Connection):
                 out,
             )
             if self.max_delay:
-                self._cursor = (cursor + 1) % self.max_delay
+                # a plain attribute: nn.Module.__setattr__ costs microseconds per step
+                self.__dict__["_cursor"] = (cursor + 1) % self.max_delay
             return result
         if self._backend == "native":
             self._native_failed(
@@ -498,9 +499,6 @@ class Linear(BackendMixin, Connection):
             f"delay={self.delay_init.tolist() if self.uniform_delay else 'per-synapse'}, "
             f"reduction={self.reduction!r}, backend={self.backend!r}"
         )
-
-
-Linear._native_owner = Linear
 
 
 class Conv2d(Connection):

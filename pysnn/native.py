@@ -193,17 +193,20 @@ def _blas_gemm(dtype: torch.dtype) -> Optional[int]:
 
 
 _DATA_POINTER = Tensor.data_ptr
-_SHAPE = Tensor.size
-_CONTIGUOUS = Tensor.is_contiguous
+_STRIDE = Tensor.stride
+_NUMEL = Tensor.numel
 _empty_like, _mm, _BOOL = torch.empty_like, torch.mm, torch.bool
+_get_num_threads = torch.get_num_threads
 
 
 def _layout_key(tensors: Sequence[Tensor]) -> tuple:
-    """What an argument struct depends on: the tensors' data pointers, shapes and layouts."""
+    """What an argument struct depends on: the tensors' data pointers, sizes and strides (the
+    memory each one covers; a tensor whose pointer, size and strides are unchanged covers the
+    same memory in the same layout, which the struct was checked against)."""
     return (
         tuple(map(_DATA_POINTER, tensors)),
-        tuple(map(_SHAPE, tensors)),
-        tuple(map(_CONTIGUOUS, tensors)),
+        tuple(map(_NUMEL, tensors)),
+        tuple(map(_STRIDE, tensors)),
     )
 
 
@@ -313,25 +316,37 @@ def _input_args(tensors: Sequence[Tensor]) -> tuple:
 
 
 # -- neurons -------------------------------------------------------------------------------
-def _neuron(
-    model: int,
-    x: Tensor,
-    state: Tuple[Tensor, ...],
-    adaptive: Tuple[Tensor, ...],
-    update_type: str,
-    relax: bool,
-    cache: dict,
-    strict: bool,
-) -> Optional[Tensor]:
-    """Run the neuron kernel; None (nothing done) when it does not apply."""
-    args, address, reason = _cached(
-        cache, "neuron", state + adaptive, _neuron_args, model, len(state), relax
+def _neuron(model: int, x: Tensor, arguments: tuple, cache: dict, strict: bool):
+    """Run the neuron kernel on the arguments of the model's whole-step function (after
+    ``x``); None (nothing done) when it does not apply."""
+    if model == _MODEL_IF:  # no tau_v: alpha_v stands in its slot (the kernel does not read it)
+        tensors, update_type, relax = arguments[:7] + arguments[6:11], arguments[11], False
+    elif model == _MODEL_LIF:
+        tensors, update_type, relax = arguments[:12], arguments[12], False
+    else:
+        tensors, update_type = arguments[:12] + arguments[13:16], arguments[12]
+        relax = bool(arguments[16])
+    key = (
+        tuple(map(_DATA_POINTER, tensors)),
+        tuple(map(_NUMEL, tensors)),
+        tuple(map(_STRIDE, tensors)),
+        relax,
     )
-    v_cell = state[0]
-    if reason is None and not (
-        isinstance(x, Tensor) and x.dtype is v_cell.dtype and x.shape == v_cell.shape and x.is_cpu
-    ):
-        reason = "an input that is not a CPU tensor of the cells' shape and dtype"
+    entry = cache.get("neuron")
+    if entry is None or entry[0] != key:
+        entry = (key, *_neuron_args(tensors, model, 12, relax))
+        cache["neuron"] = entry
+    _, args, address, reason = entry
+    if reason is None:
+        if not _enabled:
+            reason = "the kernels are switched off process-wide"
+        elif not (
+            isinstance(x, Tensor)
+            and x.dtype is tensors[0].dtype
+            and x.shape == tensors[0].shape
+            and x.is_cpu
+        ):
+            reason = "an input that is not a CPU tensor of the cells' shape and dtype"
     if reason is not None:
         _decline(strict, reason)
         return None
@@ -341,7 +356,7 @@ def _neuron(
         tail = (x, x.data_ptr(), current.data_ptr(), *current.stride())
         if tail[2] == tail[1]:  # a view: the same memory at the next step
             cache["neuron_input"] = tail
-    fired = _empty_like(state[2])
+    fired = _empty_like(tensors[2])
     args.input, args.in_row_stride, args.in_col_stride = tail[2:]
     args.fired, args.linear = fired.data_ptr(), update_type == "linear"
     _extension.neuron_step(address)
@@ -416,145 +431,27 @@ def _neuron_args(tensors, model: int, n_state: int, relax: bool) -> tuple:
     return args, ctypes.addressof(args), None
 
 
-def if_step(
-    x,
-    v_cell,
-    thresh,
-    spikes,
-    trace,
-    refrac_counts,
-    v_rest,
-    alpha_v,
-    alpha_t,
-    tau_t,
-    dt,
-    duration_refrac,
-    update_type,
-    *,
-    cache: dict,
-    strict: bool = False,
-) -> Tensor:
-    """C twin of :func:`pysnn.functional.if_step` (``cache`` and ``strict`` as
-    :func:`input_step`)."""
-    state = (v_cell, thresh, spikes, trace, refrac_counts, v_rest, alpha_v, alpha_v, alpha_t)
-    state += (tau_t, dt, duration_refrac)
-    fired = _neuron(_MODEL_IF, x, state, (), update_type, False, cache, strict)
-    if fired is not None:
-        return fired
-    return sf.if_step(
-        x,
-        v_cell,
-        thresh,
-        spikes,
-        trace,
-        refrac_counts,
-        v_rest,
-        alpha_v,
-        alpha_t,
-        tau_t,
-        dt,
-        duration_refrac,
-        update_type,
-    )
+def if_step(x: Tensor, *arguments, cache: dict, strict: bool = False) -> Tensor:
+    """C twin of :func:`pysnn.functional.if_step`: the same positional arguments and result.
+
+    :param cache: a dict kept by the module between steps (see :func:`input_step`).
+    :param strict: raise instead of running the PyTorch function where the kernel does not
+        apply.
+    """
+    fired = _neuron(_MODEL_IF, x, arguments, cache, strict)
+    return sf.if_step(x, *arguments) if fired is None else fired
 
 
-def lif_step(
-    x,
-    v_cell,
-    thresh,
-    spikes,
-    trace,
-    refrac_counts,
-    v_rest,
-    alpha_v,
-    tau_v,
-    alpha_t,
-    tau_t,
-    dt,
-    duration_refrac,
-    update_type,
-    *,
-    cache: dict,
-    strict: bool = False,
-) -> Tensor:
-    """C twin of :func:`pysnn.functional.lif_step` (``cache`` and ``strict`` as
-    :func:`input_step`)."""
-    state = (v_cell, thresh, spikes, trace, refrac_counts, v_rest, alpha_v, tau_v, alpha_t)
-    state += (tau_t, dt, duration_refrac)
-    fired = _neuron(_MODEL_LIF, x, state, (), update_type, False, cache, strict)
-    if fired is not None:
-        return fired
-    return sf.lif_step(
-        x,
-        v_cell,
-        thresh,
-        spikes,
-        trace,
-        refrac_counts,
-        v_rest,
-        alpha_v,
-        tau_v,
-        alpha_t,
-        tau_t,
-        dt,
-        duration_refrac,
-        update_type,
-    )
+def lif_step(x: Tensor, *arguments, cache: dict, strict: bool = False) -> Tensor:
+    """C twin of :func:`pysnn.functional.lif_step` (arguments as :func:`if_step`)."""
+    fired = _neuron(_MODEL_LIF, x, arguments, cache, strict)
+    return sf.lif_step(x, *arguments) if fired is None else fired
 
 
-def adaptive_lif_step(
-    x,
-    v_cell,
-    thresh,
-    spikes,
-    trace,
-    refrac_counts,
-    v_rest,
-    alpha_v,
-    tau_v,
-    alpha_t,
-    tau_t,
-    dt,
-    duration_refrac,
-    update_type,
-    alpha_thresh,
-    tau_thresh,
-    thresh_center,
-    relax_to_center,
-    *,
-    cache: dict,
-    strict: bool = False,
-) -> Tensor:
-    """C twin of :func:`pysnn.functional.adaptive_lif_step` (``cache`` and ``strict`` as
-    :func:`input_step`)."""
-    state = (v_cell, thresh, spikes, trace, refrac_counts, v_rest, alpha_v, tau_v, alpha_t)
-    state += (tau_t, dt, duration_refrac)
-    adaptive = (alpha_thresh, tau_thresh, thresh_center)
-    fired = _neuron(
-        _MODEL_ADAPTIVE_LIF, x, state, adaptive, update_type, bool(relax_to_center), cache, strict
-    )
-    if fired is not None:
-        return fired
-    return sf.adaptive_lif_step(
-        x,
-        v_cell,
-        thresh,
-        spikes,
-        trace,
-        refrac_counts,
-        v_rest,
-        alpha_v,
-        tau_v,
-        alpha_t,
-        tau_t,
-        dt,
-        duration_refrac,
-        update_type,
-        alpha_thresh,
-        tau_thresh,
-        thresh_center,
-        relax_to_center,
-    )
+def adaptive_lif_step(x: Tensor, *arguments, cache: dict, strict: bool = False) -> Tensor:
+    """C twin of :func:`pysnn.functional.adaptive_lif_step` (arguments as :func:`if_step`)."""
+    fired = _neuron(_MODEL_ADAPTIVE_LIF, x, arguments, cache, strict)
+    return sf.adaptive_lif_step(x, *arguments) if fired is None else fired
 
 
 # -- Linear --------------------------------------------------------------------------------
@@ -581,12 +478,21 @@ def linear_step(
     ``_native.c``). The trace sum is taken by PyTorch, as in the PyTorch function.
     """
     tensors = (weight, pre_trace, pre_spikes, spike_queue)
-    settings = (reduction, weight.requires_grad, torch.get_num_threads())
+    # the caller checked the inputs' shapes and that nothing requires grad
+    settings = (reduction, _get_num_threads())
     args, address, reason = _cached(cache, "linear", tensors, _linear_args, *settings)
     if reason is None:
-        code = _x_code(x, pre_trace.dtype, pre_trace.shape)
-        if code is None or _x_code(trace_in, pre_trace.dtype, pre_trace.shape) != 0:
-            reason = "inputs that are not contiguous CPU tensors of shape (B, 1, I)"
+        dtype = pre_trace.dtype
+        code = 1 if x.dtype is _BOOL else 0 if x.dtype is dtype else None
+        if not (
+            code is not None
+            and trace_in.dtype is dtype
+            and x.is_contiguous()
+            and trace_in.is_contiguous()
+            and x.is_cpu
+            and trace_in.is_cpu
+        ):
+            reason = "inputs that are not contiguous CPU tensors of the weight's dtype"
     if reason is not None:
         _decline(strict, reason)
         return sf.linear_step(
@@ -630,7 +536,7 @@ def linear_step(
     return sf._sum_outputs(pre_trace, out)
 
 
-def _linear_args(tensors, reduction: str, requires_grad: bool, threads: int) -> tuple:
+def _linear_args(tensors, reduction: str, threads: int) -> tuple:
     weight, pre_trace, pre_spikes, spike_queue = tensors
     dtype = pre_trace.dtype
     reason = None

@@ -170,7 +170,7 @@ class BaseInput(BackendMixin, _StateMixin, nn.Module):
         return f"cells_shape={self.cells_shape}, dt={self.dt.item():g}"
 
 
-class Input(BaseInput):
+class Input(BaseInput, native_twin=True):
     """Input layer: stores incoming spikes and keeps their trace.
 
     The trace is updated with the input **as given** (not binarised: an input of 2.0 adds
@@ -484,8 +484,11 @@ class BaseNeuron(BackendMixin, _StateMixin, nn.Module):
             current = self.fold(x)
             if isinstance(x, Tensor):
                 self.__dict__["_last_fold"] = (x, x.data_ptr(), current)
-        self._check_step_state(current)
-        if self._overrides_step():  # a subclass's own step pieces: PyTorch only
+        if (current.requires_grad and torch.is_grad_enabled()) or self._parameters[
+            "thresh"
+        ].requires_grad:
+            self._check_step_state(current)  # raises the clear error
+        if self._overrides_step_flag:  # a subclass's own step pieces: PyTorch only
             if self._backend == "native":
                 self._native_failed(self._static_native_obstacle())
             return self._step(current)
@@ -545,7 +548,7 @@ class BaseNeuron(BackendMixin, _StateMixin, nn.Module):
         return text + f", backend={self.backend!r}"
 
 
-class IFNeuron(BaseNeuron):
+class IFNeuron(BaseNeuron, native_twin=True):
     r"""Integrate-and-fire neuron: :math:`v \leftarrow v + [r = 0]\,\alpha_v I`.
 
     :param cells_shape: population shape, batch first.
@@ -612,7 +615,7 @@ class IFNeuron(BaseNeuron):
         )
 
 
-class LIFNeuron(BaseNeuron):
+class LIFNeuron(BaseNeuron, native_twin=True):
     r"""Leaky integrate-and-fire neuron.
 
     ``update_type="linear"``: :math:`v \leftarrow v_{rest} + [r=0]((v - v_{rest})\lambda_v + \alpha_v I)`
@@ -668,7 +671,13 @@ class LIFNeuron(BaseNeuron):
     def _lif_state(self) -> tuple:
         buffers = self._buffers
         return (
-            *self._common_state(),
+            buffers["v_cell"],
+            self._parameters["thresh"],
+            buffers["spikes"],
+            buffers["trace"],
+            buffers["refrac_counts"],
+            buffers["v_rest"],
+            buffers["alpha_v"],
             buffers["tau_v"],
             buffers["alpha_t"],
             buffers["tau_t"],
@@ -681,7 +690,7 @@ class LIFNeuron(BaseNeuron):
         return self._dispatch(sf.lif_step, native.lif_step, x, *self._lif_state())
 
 
-class AdaptiveLIFNeuron(LIFNeuron):
+class AdaptiveLIFNeuron(LIFNeuron, native_twin=True):
     r"""LIF neuron whose threshold rises with each of its spikes and relaxes between them.
 
     Threshold update (after the spikes of the step), ``update_type="linear"``:
@@ -787,7 +796,7 @@ class AdaptiveLIFNeuron(LIFNeuron):
         return super().extra_repr() + f", relax_to_center={self.relax_to_center}"
 
 
-class FedeNeuron(BaseNeuron):
+class FedeNeuron(BaseNeuron, native_twin=True):
     r"""Neuron of Paredes-Vallés et al. (2019), trained with :class:`pysnn.learning.FedeSTDP`.
 
     :math:`v \leftarrow v + [r = 0]\frac{\Delta t}{\tau_v}\big(-(v - v_{rest}) + \alpha_v \sum_R (a - x)\big)`
@@ -898,10 +907,3 @@ class FedeNeuron(BaseNeuron):
                 f"FedeNeuron: update_type is always 'exponential' for this model, got {value!r}"
             )
         self.__dict__["_update_type"] = value
-
-
-Input._native_owner = Input
-IFNeuron._native_owner = IFNeuron
-LIFNeuron._native_owner = LIFNeuron
-AdaptiveLIFNeuron._native_owner = AdaptiveLIFNeuron
-FedeNeuron._native_owner = FedeNeuron
