@@ -397,6 +397,8 @@ class Linear(BackendMixin, Connection, native_twin=True):
         self.weight = nn.Parameter(
             torch.empty(out_features, in_features, **self._factory), requires_grad=False
         )
+        self._input_shape = torch.Size((batch_size, 1, in_features))
+        self._weight_shape = torch.Size((out_features, in_features))
         self._init_backend(backend)
         self.init_connection()
 
@@ -420,12 +422,20 @@ class Linear(BackendMixin, Connection, native_twin=True):
         :returns: ``(activation, trace)``, each ``(B, 1, O, I)`` with ``reduction="none"`` or
             ``(B, 1, O, 1)`` with ``"sum"``. The trace is a live view: clone it to keep it.
         """
-        expected = (self.batch_size, 1, self.in_features)
-        self._check_input(x, expected, "x")
-        self._check_input(trace_in, expected, "trace_in")
+        expected = self._input_shape
         weight = self._parameters["weight"]
-        self._check_weight(weight)
-        if self.uniform_delay and not self._overrides_step():
+        if not (  # the usual case in one test; anything else gets the full checks and errors
+            type(x) is Tensor
+            and type(trace_in) is Tensor
+            and x.shape == expected
+            and trace_in.shape == expected
+            and weight.shape == self._weight_shape
+            and not (x.requires_grad or trace_in.requires_grad or weight.requires_grad)
+        ):
+            self._check_input(x, expected, "x")
+            self._check_input(trace_in, expected, "trace_in")
+            self._check_weight(weight)
+        if self.uniform_delay and not self._overrides_step_flag:
             buffers = self._buffers
             if self.reduction == "none":
                 out = self._output_buffer(self.synapse_shape)

@@ -217,11 +217,16 @@ class Input(BaseInput, native_twin=True):
         :param x: input spikes (bool) or graded input, broadcastable to ``cells_shape``.
         :returns: ``(x, trace)``: the input as given and the live trace buffer.
         """
-        owner = type(self).__name__
-        _check_input_shape(x, self.cells_shape, "x", owner)
-        _check_step_input(x, "x", owner)
+        if not (
+            type(x) is Tensor
+            and x.shape == self.cells_shape
+            and not (x.requires_grad and torch.is_grad_enabled())
+        ):
+            owner = type(self).__name__
+            _check_input_shape(x, self.cells_shape, "x", owner)
+            _check_step_input(x, "x", owner)
         buffers = self._buffers
-        if self._overrides_step():  # a subclass's own conversion: PyTorch only
+        if self._overrides_step_flag:  # a subclass's own conversion: PyTorch only
             if self._backend == "native":
                 self._native_failed(self._static_native_obstacle())
             linear = self.update_type == "linear"
