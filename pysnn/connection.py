@@ -432,8 +432,8 @@ class Linear(BackendMixin, Connection, native_twin=True):
             and weight.shape == self._weight_shape
             and not (x.requires_grad or trace_in.requires_grad or weight.requires_grad)
         ):
-            self._check_input(x, expected, "x")
-            self._check_input(trace_in, expected, "trace_in")
+            self._check_input(x, tuple(expected), "x")
+            self._check_input(trace_in, tuple(expected), "trace_in")
             self._check_weight(weight)
         if self.uniform_delay and not self._overrides_step_flag:
             buffers = self._buffers
