@@ -1,7 +1,7 @@
 """Time and memory of one learning step (``update_state()`` + ``step()``), side by side with the
 bare matmul.
 
-Usage: ``python benchmarks/learning_time.py [--quick] [--threads N] [--device cpu|cuda]``
+Usage: ``python benchmarks/learning_time.py [--quick] [--threads N] [--device cpu|cuda] [--compare DIR]``
 
 Workload: Input → Linear(784 → 400, batch 32) → LIFNeuron, as in ``step_time.py``. Each rule
 runs in its own child process: it builds the network, runs 20 warm-up steps (so traces and
@@ -31,6 +31,7 @@ per-synapse eligibility trace updated with :meth:`~pysnn.learning.LearningRule.p
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -233,6 +234,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per process")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--compare", type=str, default=None, help="another pysnn checkout, measured after each row"
+    )
     parser.add_argument("--child", type=str, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -249,8 +253,13 @@ def main() -> None:
         f"B={B}, {N_IN}→{N_OUT}; peak extra from "
         f"{'max_memory_allocated' if args.device.startswith('cuda') else 'ru_maxrss'}\n"
     )
-    print("| rule | ms/step | matmul ms | ratio | ratio of minima | held MiB | peak extra MiB |")
-    print("|---|---|---|---|---|---|---|")
+    header = "| rule | ms/step | matmul ms | ratio | ratio of minima | held MiB | peak extra MiB |"
+    rule = "|---|---|---|---|---|---|---|"
+    if args.compare:
+        header += " before ms/step | before ratio |"
+        rule += "---|---|"
+    print(header)
+    print(rule)
     rates = []
     for label, kind, options in ROWS:
         command = [sys.executable, __file__, "--child", json.dumps([kind, options])]
@@ -259,19 +268,30 @@ def main() -> None:
             command.append("--quick")
         if args.threads:
             command += ["--threads", str(args.threads)]
-        result = json.loads(
-            subprocess.run(command, check=True, capture_output=True, text=True).stdout
-        )
+        result = _run_child(command)
         rates.append(result["post_rate"])
         ratio = result["ratio"]
         best = result["learn_min_ms"] / result["matmul_min_ms"]
-        print(
+        line = (
             f"| {label} | {result['learn_ms']:.3f} | {result['matmul_ms']:.3f} | {ratio:.1f}× | "
             f"{best:.1f}× | "
-            f"{result['held'] / mib:.2f} | {result['peak_extra'] / mib:.1f} |",
-            flush=True,
+            f"{result['held'] / mib:.2f} | {result['peak_extra'] / mib:.1f} |"
         )
+        if args.compare:
+            before = _run_child(command, args.compare)
+            line += f" {before['learn_ms']:.3f} | {before['ratio']:.1f}× |"
+        print(line, flush=True)
     print(f"\npostsynaptic spike rate during warm-up: {statistics.mean(rates):.3f} per step")
+
+
+def _run_child(command, path=None) -> dict:
+    """One measurement in a fresh process, with the pysnn of ``path`` first on the import path
+    when given (``--compare``)."""
+    environment = dict(os.environ)
+    if path:
+        environment["PYTHONPATH"] = os.path.abspath(path)
+    completed = subprocess.run(command, check=True, capture_output=True, text=True, env=environment)
+    return json.loads(completed.stdout)
 
 
 if __name__ == "__main__":
