@@ -32,6 +32,17 @@ class NativeUnavailableError(RuntimeError):
     """Raised when ``backend="native"`` was asked for and the C twin cannot run this step."""
 
 
+class KernelCache(dict):
+    """A module's kernel argument structs (see :mod:`pysnn.native`): rebuilt on demand, so a
+    copy or a pickle of the module starts with an empty one (ctypes structs cannot be copied)."""
+
+    def __deepcopy__(self, memo) -> "KernelCache":
+        return KernelCache()
+
+    def __reduce__(self):
+        return (KernelCache, ())
+
+
 _OPAQUE: dict = {}
 
 
@@ -125,7 +136,7 @@ class BackendMixin:
         return native_step(*args, cache=self.__dict__["_native_cache"], strict=backend == "native")
 
     def _init_backend(self, backend: str) -> None:
-        self.__dict__["_native_cache"] = {}
+        self.__dict__["_native_cache"] = KernelCache()
         self.backend = check_backend(backend, type(self).__name__)
 
 

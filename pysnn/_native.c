@@ -83,7 +83,10 @@ struct ingest_args {
     int64_t n_out;
     void *product;
     void *operands; /* capacity x rows x cols: each thread's own copy of the input */
-    int64_t capacity;
+    int64_t capacity; /* the most threads that may share the work (scratch copies) */
+    void *trace_sums; /* rows values: each row's trace sum (reduction="sum"), or NULL */
+    void *sum_scratch; /* capacity x sum_length values */
+    int64_t sum_length; /* the power of two >= cols of functional.pairwise_sum */
 };
 
 /* IF / LIF / adaptive LIF step. Fields the caller refreshes each step: input, in_row_stride,
@@ -246,15 +249,20 @@ static PyObject *py_input_step(PyObject *self, PyObject *const *args, Py_ssize_t
     Py_RETURN_NONE;
 }
 
-/* One thread's block of rows of the presynaptic step. */
+/* One thread's block of rows of the presynaptic step, and their trace sums. */
 static void ingest_rows(const struct ingest_args *a, int part, int parts)
 {
     const Py_ssize_t first = block_start((Py_ssize_t)a->rows, part, parts, 1);
     const Py_ssize_t count = block_start((Py_ssize_t)a->rows, part + 1, parts, 1) - first;
-    if (a->is_double)
+    if (a->is_double) {
         ingest_block_f64(a, first * a->cols, count * a->cols);
-    else
+        if (a->trace_sums != NULL)
+            trace_sums_f64(a, first, count, part);
+    } else {
         ingest_block_f32(a, first * a->cols, count * a->cols);
+        if (a->trace_sums != NULL)
+            trace_sums_f32(a, first, count, part);
+    }
 }
 
 /* ingest(address of struct ingest_args): the presynaptic step alone. */
@@ -264,7 +272,9 @@ static PyObject *py_ingest(PyObject *self, PyObject *const *args, Py_ssize_t nar
     const struct ingest_args *a = struct_argument(args, nargs, "ingest");
     if (a == NULL)
         return NULL;
-    const int threads = team_size((Py_ssize_t)(a->rows * a->cols), (Py_ssize_t)a->rows);
+    int threads = team_size((Py_ssize_t)(a->rows * a->cols), (Py_ssize_t)a->rows);
+    if (threads > a->capacity)
+        threads = (int)a->capacity;
 #pragma omp parallel num_threads(threads) if (threads > 1)
     ingest_rows(a, THREAD_INDEX(), THREAD_COUNT());
     Py_RETURN_NONE;
@@ -573,7 +583,8 @@ static PyObject *py_layout(PyObject *self, PyObject *unused)
     FIELD(ingest_args, pre_trace) FIELD(ingest_args, slot) FIELD(ingest_args, out)
     FIELD(ingest_args, pre_spikes) FIELD(ingest_args, gemm) FIELD(ingest_args, weight)
     FIELD(ingest_args, n_out) FIELD(ingest_args, product) FIELD(ingest_args, operands)
-    FIELD(ingest_args, capacity)
+    FIELD(ingest_args, capacity) FIELD(ingest_args, trace_sums) FIELD(ingest_args, sum_scratch)
+    FIELD(ingest_args, sum_length)
     if (add_layout(result, "ingest_args", sizeof(struct ingest_args), fields) < 0)
         goto fail;
     Py_CLEAR(fields);

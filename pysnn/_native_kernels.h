@@ -80,6 +80,29 @@ TARGET_CLONES static void KERNEL(ingest_block)(const struct ingest_args *a, Py_s
     }
 }
 
+/* The trace sums of rows [first, first + count) (functional.pairwise_sum): each row, padded
+ * with zeros to sum_length values (a power of two), is halved level by level, element j taking
+ * element j + h, so every addition is the one PyTorch makes, in the same order. */
+static void KERNEL(trace_sums)(const struct ingest_args *a, Py_ssize_t first, Py_ssize_t count,
+                               int part)
+{
+    const Py_ssize_t cols = (Py_ssize_t)a->cols, length = (Py_ssize_t)a->sum_length;
+    T *restrict scratch = (T *)a->sum_scratch + part * length;
+    const T *trace = (const T *)a->pre_trace;
+    T *sums = (T *)a->trace_sums;
+    for (Py_ssize_t r = first; r < first + count; ++r) {
+        const T *restrict row = trace + r * cols;
+        for (Py_ssize_t c = 0; c < cols; ++c)
+            scratch[c] = row[c];
+        for (Py_ssize_t c = cols; c < length; ++c)
+            scratch[c] = (T)0;
+        for (Py_ssize_t half = length / 2; half >= 1; half /= 2)
+            for (Py_ssize_t j = 0; j < half; ++j)
+                scratch[j] = scratch[j] + scratch[j + half];
+        sums[r] = scratch[0];
+    }
+}
+
 /* p = coef * src (scaled) or p = src, bool or T source (learning rules' stacked factors). */
 static void KERNEL(stack_term)(Py_ssize_t count, T *restrict out, const void *restrict src,
                                int src_is_bool, T coef, int scaled)

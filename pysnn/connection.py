@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from pysnn import functional as sf
 from pysnn import native
-from pysnn._backend import BackendMixin, StateMixin
+from pysnn._backend import BackendMixin, KernelCache, StateMixin
 from pysnn._checks import _check_reduction, _check_same_shape
 from pysnn.utils import (
     IntOrPair,
@@ -163,7 +163,7 @@ class Connection(StateMixin, nn.Module):
 
     def _apply(self, fn, recurse=True):
         # the kernels' argument structs point to the old tensors (they would be rebuilt anyway)
-        self.__dict__["_native_cache"] = {}
+        self.__dict__["_native_cache"] = KernelCache()
         # Converting an expanded view would materialise it; convert the compact state only.
         for name in _VIEW_BUFFERS:
             self._buffers.pop(name, None)
@@ -172,6 +172,11 @@ class Connection(StateMixin, nn.Module):
         finally:
             self._rebuild_views()
         return result
+
+    def __setstate__(self, state) -> None:
+        # unpickled tensors no longer share memory with the compact state: view it again
+        super().__setstate__(state)
+        self._rebuild_views()
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, *args):
         saved_delay = state_dict.get(prefix + "delay_init")

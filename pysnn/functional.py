@@ -495,7 +495,29 @@ def sum_buffers(n_out: int, batch: int, dtype: torch.dtype, device=None) -> SumB
     return SumBuffers(product, trace_sum, activation, trace_sum.expand(-1, -1, n_out).unsqueeze(-1))
 
 
+def pairwise_sum(x: Tensor) -> Tensor:
+    """Sum over the last axis by a fixed tree: padded with zeros to a power of two ``P``, then
+    halved ``log2(P)`` times, element ``j`` taking element ``j + P/2``.
+
+    Every addition is an elementwise IEEE addition in ``x``'s dtype in an order fixed here, so
+    the C kernel of :func:`pysnn.native.linear_step` reproduces it bit for bit (a reduction
+    like ``Tensor.sum`` leaves its order to the implementation). Pairwise summation is also
+    more accurate than a running sum.
+
+    :param x: any shape ``(..., n)``.
+    :returns: ``(..., 1)``.
+    """
+    n = x.shape[-1]
+    length = 1 << (n - 1).bit_length()
+    if length != n:
+        x = torch.nn.functional.pad(x, (0, length - n))
+    while x.shape[-1] > 1:
+        half = x.shape[-1] // 2
+        x = x[..., :half] + x[..., half:]
+    return x
+
+
 def _sum_outputs(pre_trace: Tensor, out: SumBuffers) -> Tuple[Tensor, Tensor]:
-    """Take the trace sum (by PyTorch on both backends) and return the outputs' views."""
-    torch.sum(pre_trace, -1, keepdim=True, out=out.trace_sum)
+    """Take the trace sum (:func:`pairwise_sum`) and return the outputs' views."""
+    out.trace_sum.copy_(pairwise_sum(pre_trace))
     return out.activation, out.trace

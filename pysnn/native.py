@@ -122,6 +122,7 @@ class _IngestArgs(ctypes.Structure):
         + [(name, _PTR) for name in ("x", "trace_in", "pre_trace", "slot", "out", "pre_spikes")]
         + [("gemm", _PTR), ("weight", _PTR), ("n_out", _I64), ("product", _PTR)]
         + [("operands", _PTR), ("capacity", _I64)]
+        + [("trace_sums", _PTR), ("sum_scratch", _PTR), ("sum_length", _I64)]
     )
 
 
@@ -506,7 +507,7 @@ def linear_step(
             reduction,
             out,
         )
-    spikes_f, operands = args._kept
+    spikes_f, operands, _ = args._kept
     batch, n_out = pre_trace.shape[0], weight.shape[0]
     delayed = spike_queue.shape[0] > 0
     slot = spike_queue[cursor] if delayed else None
@@ -521,6 +522,8 @@ def linear_step(
     product = out.product  # (O, B), the module's buffer
     if product.is_contiguous():
         args.product = product.data_ptr()
+    # (B, 1, 1), made by functional.sum_buffers in the weight's (= the state's) dtype
+    args.trace_sums = out.trace_sum.data_ptr()
     if operands is not None and product.is_contiguous() and _extension.ingest_product(address):
         pass  # ingest and product on all threads (see _native.c)
     elif delayed:
@@ -533,7 +536,7 @@ def linear_step(
         args.out = spikes_f.data_ptr()
         _extension.ingest(address)
         _mm(weight, spikes_f.view(batch, -1).t(), out=product)
-    return sf._sum_outputs(pre_trace, out)
+    return out.activation, out.trace
 
 
 def _linear_args(tensors, reduction: str, threads: int) -> tuple:
@@ -574,15 +577,20 @@ def _linear_args(tensors, reduction: str, threads: int) -> tuple:
         weight=weight.data_ptr(),
         n_out=n_out,
     )
-    operands = None
+    operands = sum_scratch = None
     gemm = _blas_gemm(dtype) if reduction == "sum" else None
-    capacity = torch.get_num_threads()  # PyTorch sets the OpenMP team size the kernels use
+    capacity = max(threads, 1)  # PyTorch sets the OpenMP team size the kernels use
+    args.capacity = capacity
+    if reduction == "sum":  # each thread's row of functional.pairwise_sum
+        length = 1 << (n_in - 1).bit_length()
+        sum_scratch = torch.empty(capacity, length, dtype=dtype)
+        args.sum_scratch, args.sum_length = sum_scratch.data_ptr(), length
     # the threads' BLAS calls read W as a row-major (O, I) array; any other layout (a
     # transposed or expanded weight) takes torch.mm, as the PyTorch function does
     if gemm is not None and capacity > 1 and _extension.openmp and weight.is_contiguous():
         operands = torch.empty(capacity, n, dtype=dtype)  # each thread's copy of the input
         args.gemm, args.operands, args.capacity = gemm, operands.data_ptr(), capacity
-    args._kept = (spikes_f, operands)  # kept alive with the struct that points to them
+    args._kept = (spikes_f, operands, sum_scratch)  # kept alive with the struct
     return args, ctypes.addressof(args), None
 
 

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from pysnn import functional as sf
 from pysnn import native
-from pysnn._backend import BackendMixin, StateMixin
+from pysnn._backend import BackendMixin, KernelCache, StateMixin
 from pysnn._checks import (
     _check_cells_shape,
     _check_input_shape,
@@ -81,17 +81,19 @@ class _StateMixin(StateMixin):
         factory = self._factory
         tensor = torch.as_tensor(value, dtype=factory["dtype"]).detach()
         try:
-            tensor = tensor.to(factory["device"]).expand(self.cells_shape).clone()
+            expanded = tensor.expand(self.cells_shape)
         except RuntimeError:
             raise ValueError(
                 f"{owner}: {name} of shape {tuple(tensor.shape)} does not broadcast to "
                 f"cells_shape {self.cells_shape}"
             ) from None
+        # checked where the value is given, before the state is made on its device
         if not bool(torch.isfinite(tensor).all()):
             raise ValueError(f"{owner}: {name} must be finite, got {value}")
         if kind != "any":
             _check_tau_values(tensor, name, "linear" if kind == "decay" else "exponential", owner)
-        self.register_buffer(name, tensor)
+        device = factory["device"]
+        self.register_buffer(name, (expanded if device is None else expanded.to(device)).clone())
 
     def no_grad(self) -> None:
         """Switch off gradients of every parameter (nothing here trains by autograd)."""
@@ -99,7 +101,7 @@ class _StateMixin(StateMixin):
 
     def _apply(self, fn, recurse=True):
         # the kernels' argument structs point to the old tensors (they would be rebuilt anyway)
-        self.__dict__["_native_cache"] = {}
+        self.__dict__["_native_cache"] = KernelCache()
         return super()._apply(fn, recurse)
 
     # -- update type and backend ---------------------------------------------------------------

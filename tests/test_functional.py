@@ -186,3 +186,33 @@ def test_trace_update_graded_input_not_binarised():
     trace = torch.zeros(2, dtype=torch.float64)
     sf.linear_trace_update(trace, torch.tensor([2.0, 0.5], dtype=torch.float64), 0.5, 0.9, 1.0)
     assert trace.tolist() == [1.0, 0.25]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 8, 784, 1000])
+def test_pairwise_sum_is_the_fixed_tree(n):
+    """``pairwise_sum`` adds in a fixed order (zero padding to a power of two, then halving):
+    the same float32 additions done one by one in NumPy give the same bits, and the result is
+    within the pairwise rounding bound of the exact sum."""
+    import math
+
+    import numpy as np
+
+    gen = torch.Generator().manual_seed(n)
+    x = torch.rand(3, 1, n, generator=gen) * 10 - 3
+    got = sf.pairwise_sum(x)
+    assert got.shape == (3, 1, 1) and got.dtype == torch.float32
+    length = 1 << (n - 1).bit_length()
+    for row, value in zip(x.reshape(3, n).numpy(), got.reshape(3)):
+        work = np.zeros(length, dtype=np.float32)
+        work[:n] = row
+        half = length // 2
+        while half >= 1:
+            for j in range(half):
+                work[j] = np.float32(work[j] + work[j + half])
+            half //= 2
+        assert value.item() == float(work[0])
+        exact = math.fsum(float(v) for v in row)
+        bound = (
+            max(1, math.log2(length)) * float(np.finfo(np.float32).eps) * float(np.abs(row).sum())
+        )
+        assert abs(value.item() - exact) <= bound
