@@ -509,15 +509,24 @@ def pairwise_sum(x: Tensor) -> Tensor:
     """
     n = x.shape[-1]
     length = 1 << (n - 1).bit_length()
-    if length != n:
-        x = torch.nn.functional.pad(x, (0, length - n))
-    while x.shape[-1] > 1:
-        half = x.shape[-1] // 2
-        x = x[..., :half] + x[..., half:]
-    return x
+    work = x.new_zeros(x.shape[:-1] + (length,))
+    work[..., :n] = x
+    half = length // 2
+    while half >= 1:
+        work[..., :half].add_(work[..., half : 2 * half])
+        half //= 2
+    return work[..., :1]
 
 
 def _sum_outputs(pre_trace: Tensor, out: SumBuffers) -> Tuple[Tensor, Tensor]:
-    """Take the trace sum (:func:`pairwise_sum`) and return the outputs' views."""
-    out.trace_sum.copy_(pairwise_sum(pre_trace))
+    """Take the trace sum and return the outputs' views.
+
+    On the CPU, where the C twin runs, the sum is :func:`pairwise_sum`, which the kernel
+    reproduces bit for bit; elsewhere (CUDA, where only PyTorch runs) it is ``Tensor.sum``,
+    one kernel instead of ``log2(I)``.
+    """
+    if pre_trace.is_cpu:
+        out.trace_sum.copy_(pairwise_sum(pre_trace))
+    else:
+        torch.sum(pre_trace, -1, keepdim=True, out=out.trace_sum)
     return out.activation, out.trace
