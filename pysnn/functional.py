@@ -246,6 +246,13 @@ def _trace_step(trace: Tensor, s: Tensor, alpha: Tensor, tau: Tensor, dt: Tensor
         exponential_trace_update(trace, s, alpha, tau, dt)
 
 
+def _lif_voltage(v_cell, v_rest, x, alpha_v, tau_v, dt, refrac_counts, linear: bool) -> None:
+    if linear:
+        lif_linear_voltage_update(v_cell, v_rest, x, alpha_v, tau_v, dt, refrac_counts)
+    else:
+        lif_exponential_voltage_update(v_cell, v_rest, x, alpha_v, tau_v, dt, refrac_counts)
+
+
 def _fire(v_cell: Tensor, thresh: Tensor, spikes: Tensor) -> Tuple[Tensor, Tensor]:
     """Spikes where ``v_cell >= thresh``: stored in ``spikes``; returns a copy and its floats."""
     torch.ge(v_cell, thresh, out=spikes)
@@ -348,10 +355,7 @@ def lif_step(
 
     :returns: a new bool tensor with this step's spikes.
     """
-    if update_type == "linear":
-        lif_linear_voltage_update(v_cell, v_rest, x, alpha_v, tau_v, dt, refrac_counts)
-    else:
-        lif_exponential_voltage_update(v_cell, v_rest, x, alpha_v, tau_v, dt, refrac_counts)
+    _lif_voltage(v_cell, v_rest, x, alpha_v, tau_v, dt, refrac_counts, update_type == "linear")
     fired, s = _fire(v_cell, thresh, spikes)
     _trace_step(trace, s, alpha_t, tau_t, dt, update_type == "linear")
     _refractory_reset(v_cell, fired, refrac_counts, v_rest, dt, duration_refrac)
@@ -387,10 +391,7 @@ def adaptive_lif_step(
     :returns: a new bool tensor with this step's spikes.
     """
     linear = update_type == "linear"
-    if linear:
-        lif_linear_voltage_update(v_cell, v_rest, x, alpha_v, tau_v, dt, refrac_counts)
-    else:
-        lif_exponential_voltage_update(v_cell, v_rest, x, alpha_v, tau_v, dt, refrac_counts)
+    _lif_voltage(v_cell, v_rest, x, alpha_v, tau_v, dt, refrac_counts, linear)
     fired, s = _fire(v_cell, thresh, spikes)
     _trace_step(trace, s, alpha_t, tau_t, dt, linear)
     if relax_to_center:

@@ -6,6 +6,7 @@ reference of every comparison is the same network run without compilation on the
 backend.
 """
 
+import contextlib
 import copy
 
 import pytest
@@ -43,6 +44,11 @@ def _set_backend(model: torch.nn.Module, backend: str) -> None:
             module.backend = backend
 
 
+def _kernels(kernels: str):
+    """``native.disabled()`` for ``"off"``, nothing for ``"on"``."""
+    return native.disabled() if kernels == "off" else contextlib.nullcontext()
+
+
 def _run(model, step, inputs):
     out = []
     for x in inputs:
@@ -73,10 +79,7 @@ def test_compiled_input_linear_lif_equals_eager(kernels, compile_backend):
     expected = _run(reference, reference, inputs)
     torch._dynamo.reset()
     compiled = torch.compile(model, backend=compile_backend)
-    if kernels == "off":
-        with native.disabled():
-            got = _run(model, compiled, inputs)
-    else:
+    with _kernels(kernels):
         got = _run(model, compiled, inputs)
     _assert_same_runs(got, expected, model, reference)
 
@@ -108,9 +111,6 @@ def test_compiled_diehl_cook_forward_equals_eager(kernels):
     expected = _run(reference, reference, inputs)
     torch._dynamo.reset()
     compiled = torch.compile(model, backend="aot_eager")
-    if kernels == "off":
-        with native.disabled():
-            got = _run(model, compiled, inputs)
-    else:
+    with _kernels(kernels):
         got = _run(model, compiled, inputs)
     _assert_same_runs(got, expected, model, reference)
