@@ -19,9 +19,11 @@ inputs). Traces are not delayed (as in PySNN).
 """
 
 import math
+import os
 from numbers import Integral
 from typing import Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -44,7 +46,53 @@ __all__ = ["Connection", "Linear", "Conv2d", "MaxPool2d", "AdaptiveMaxPool2d"]
 
 Delay = Union[int, Tensor]
 # Buffers that are broadcast views of compact state: rebuilt after .to()/load, never copied.
-_VIEW_BUFFERS = ("trace", "spikes", "delay")
+_VIEW_BUFFERS = ("trace", "spikes", "delay", "delay_init")
+# Largest int delay accepted before any size is computed (beyond int64 a tensor cannot hold it).
+_MAX_DELAY = 2**62
+
+
+def _nbytes(n: int) -> str:
+    """``n`` bytes in readable units."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def _device_memory(device: torch.device) -> Optional[int]:
+    """Total memory of ``device`` in bytes, or ``None`` where it is not known."""
+    try:
+        if device.type == "cpu":
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        if device.type == "cuda" and torch.cuda.is_available():
+            return torch.cuda.get_device_properties(device).total_memory
+    except (ValueError, OSError, RuntimeError, AttributeError):
+        pass
+    return None
+
+
+def _check_pair(value: IntOrPair, name: str, owner: str, minimum: int) -> Tuple[int, int]:
+    """``_pair`` plus a lower bound: a clear ``ValueError`` naming ``name`` below ``minimum``."""
+    pair = _pair(value, name, owner)
+    if min(pair) < minimum:
+        bound = "positive" if minimum == 1 else f">= {minimum}"
+        raise ValueError(f"{owner}: {name} must be {bound}, got {value!r}")
+    return pair
+
+
+def _allocate(shape: Tuple[int, ...], factory, name: str, owner: str) -> Tensor:
+    """``torch.empty(shape)``, turning the allocator's error into one naming ``name``."""
+    try:
+        return torch.empty(shape, **factory)
+    except (RuntimeError, MemoryError) as error:
+        raise MemoryError(f"{owner}: could not allocate the {name} of shape {shape} ({error})")
+
+
+def _check_bool(value, name: str, owner: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{owner}: {name} must be a bool, got {value!r}")
+    return bool(value)
 
 
 class Connection(StateMixin, nn.Module):
@@ -56,11 +104,20 @@ class Connection(StateMixin, nn.Module):
     :param delay: synaptic delay in **steps**: an int (the same for every synapse; 0 means no
         delay) or an integer tensor of per-synapse delays broadcastable to ``shape[1:]``.
 
-    Buffers: ``delay_init`` (the delay as given, int64), ``dt`` (scalar), ``trace`` (float),
-    ``delay`` (per-synapse delay in steps, int64) and ``spikes`` (bool, the delayed spikes that
-    reach each synapse this step), all of the synapse shape except ``delay_init`` and ``dt``.
+    Buffers: ``delay_init`` (PySNN's value, ``delay + 1`` per synapse: for an int delay ``d``
+    a tensor of the synapse shape full of ``d + 1`` in the weight dtype, as PySNN's
+    ``ones(shape) * (d + 1)`` — also for ``d = 0``, where PySNN had ``None``; for a tensor delay
+    ``delay + 1``, int64, of the delay's shape), ``dt`` (scalar), ``trace`` (float), ``delay``
+    (per-synapse delay in steps, int64) and ``spikes`` (bool, the delayed spikes that reach each
+    synapse this step), all of the synapse shape except ``dt`` (and a tensor ``delay_init``).
     Subclasses register the ``weight`` parameter.
+
+    :raises MemoryError: when the state and the weight asked for exceed the device's memory (the
+        message names the sizes and the bytes).
     """
+
+    # 2: delay_init holds delay + 1 (PySNN's value); version 1 state dicts held the delay.
+    _version = 2
 
     def __init__(
         self,
@@ -74,19 +131,32 @@ class Connection(StateMixin, nn.Module):
         super().__init__()
         owner = type(self).__name__
         self._factory = factory = _factory_kwargs(device, dtype, owner)
-        device = factory["device"]
         self.synapse_shape = tuple(int(n) for n in shape)
-        compact_shape = (self.synapse_shape[0], 1) + self.synapse_shape[2:]
         dt = _check_positive_real(dt, "dt", owner)
         delay_steps = self._check_delay(delay, owner)
         self.uniform_delay = delay_steps.dim() == 0
         self.max_delay = int(delay_steps.max().item()) if delay_steps.numel() else 0
+        self._check_memory(delay, owner)
         self._cursor = 0
         self._activation: Optional[Tensor] = None
         self._sum_out: Optional[sf.SumBuffers] = None
         self._gathered: Optional[Tensor] = None
 
-        self.register_buffer("delay_init", delay_steps.to(device))
+        try:
+            self._allocate_state(delay_steps, dt, factory)
+        except (RuntimeError, MemoryError) as error:
+            raise MemoryError(
+                f"{owner}: could not allocate the state of synapse shape {self.synapse_shape} "
+                f"with delay up to {self.max_delay} steps ({error})"
+            ) from None
+        self._rebuild_views()
+
+    def _allocate_state(self, delay_steps: Tensor, dt: float, factory) -> None:
+        device = factory["device"]
+        compact_shape = (self.synapse_shape[0], 1) + self.synapse_shape[2:]
+        # The delay in steps (compact); ``delay`` and ``delay_init`` are views/functions of it.
+        self._buffers["delay_init"] = None  # set by _rebuild_views; first, as in PySNN
+        self.register_buffer("_delay_steps", delay_steps.to(device), persistent=False)
         self.register_buffer("dt", torch.tensor(dt, **factory))
         self.register_state("pre_trace", torch.zeros(compact_shape, **factory), 0, False)
         spikes = {"dtype": torch.bool, "device": device}
@@ -111,13 +181,55 @@ class Connection(StateMixin, nn.Module):
             )
         # In-flight spikes; persistent so a saved network resumes exactly where it stopped.
         self.register_state("spike_queue", torch.zeros(queue_shape, **factory), 0)
-        self._rebuild_views()
+
+    def _weight_numel(self) -> int:
+        """Number of weights the subclass will allocate (for the memory check)."""
+        return 0
+
+    def _size_arguments(self) -> str:
+        """The constructor's size arguments, for error messages."""
+        return f"synapse shape {self.synapse_shape}"
+
+    def _check_memory(self, delay, owner: str) -> None:
+        """Refuse, before allocating anything, state that cannot fit on the device."""
+        factory = self._factory
+        dtype = factory["dtype"] if factory["dtype"] is not None else torch.get_default_dtype()
+        element = torch.empty((), dtype=dtype).element_size()
+        batch = self.synapse_shape[0]
+        n_inputs = math.prod(self.synapse_shape[2:])
+        n_synapses = math.prod(self.synapse_shape)
+        parts = {
+            "weight": self._weight_numel() * element,
+            "trace": batch * n_inputs * element,
+        }
+        if self.uniform_delay:
+            parts["spikes"] = batch * n_inputs
+            parts["delay line"] = self.max_delay * batch * n_inputs * element
+        else:
+            parts["spikes"] = n_synapses
+            parts["delay line"] = (self.max_delay + 1) * batch * n_inputs * element
+            parts["delay routing"] = 2 * 8 * n_synapses // batch
+        if getattr(self, "reduction", "none") == "none":
+            parts["activation (reduction='none')"] = n_synapses * element
+        total = sum(parts.values())
+        available = _device_memory(torch.device(factory["device"] or "cpu"))
+        if available is not None and total > available:
+            detail = ", ".join(f"{name} {_nbytes(n)}" for name, n in parts.items() if n)
+            delay_text = delay if not isinstance(delay, Tensor) else f"up to {self.max_delay}"
+            raise MemoryError(
+                f"{owner}: {self._size_arguments()} with delay={delay_text} steps need "
+                f"{_nbytes(total)} ({total} bytes: {detail}), more than the "
+                f"{_nbytes(available)} of the device; use smaller sizes or delays"
+                + (" or reduction='sum'" if "activation (reduction='none')" in parts else "")
+            )
 
     # -- construction helpers -----------------------------------------------------------------
     def _check_delay(self, delay, owner: str) -> Tensor:
         if isinstance(delay, Integral) and not isinstance(delay, bool):
             if delay < 0:
                 raise ValueError(f"{owner}: delay must be >= 0 steps, got {delay}")
+            if delay > _MAX_DELAY:
+                raise ValueError(f"{owner}: delay={delay} steps is too large (at most 2**62)")
             return torch.tensor(int(delay), dtype=torch.int64)
         if isinstance(delay, Tensor):
             if delay.is_floating_point():
@@ -159,14 +271,23 @@ class Connection(StateMixin, nn.Module):
             self._buffers["spikes"] = self.pre_spikes.expand(self.synapse_shape)
         else:
             self._buffers["spikes"] = self.pre_spikes
-        self._buffers["delay"] = self.delay_init.expand(self.synapse_shape)
+        steps = self._delay_steps
+        self._buffers["delay"] = steps.expand(self.synapse_shape)
+        if self.uniform_delay:  # PySNN: ones(shape) * (delay + 1), in the weight dtype
+            init = torch.full(
+                (), self.max_delay + 1, dtype=self.pre_trace.dtype, device=steps.device
+            )
+            self._buffers["delay_init"] = init.expand(self.synapse_shape)
+        else:  # PySNN: delay + 1
+            self._buffers["delay_init"] = steps + 1
 
     def _apply(self, fn, recurse=True):
         # the kernels' argument structs point to the old tensors (they would be rebuilt anyway)
         self.__dict__["_native_cache"] = KernelCache()
         # Converting an expanded view would materialise it; convert the compact state only.
         for name in _VIEW_BUFFERS:
-            self._buffers.pop(name, None)
+            if name in self._buffers:
+                self._buffers[name] = None  # skipped by nn.Module._apply; keeps the key order
         try:
             result = super()._apply(fn, recurse)
         finally:
@@ -178,14 +299,42 @@ class Connection(StateMixin, nn.Module):
         super().__setstate__(state)
         self._rebuild_views()
 
+    def _saved_delay_matches(self, saved, version) -> bool:
+        """Whether a saved ``delay_init`` holds this connection's delays.
+
+        Version 2 (this format) holds ``delay + 1`` (PySNN's value); version 1 (pysnn before
+        delay_init followed PySNN) held the delay itself: 0-d for an int delay, the tensor's
+        shape for a tensor delay. Without version metadata (a plain dict) both are tried.
+        """
+        if not isinstance(saved, Tensor):
+            return False
+        saved = saved.detach().cpu()
+        if saved.is_complex() or saved.dtype == torch.bool:
+            return False
+        steps = self._delay_steps.cpu()
+        formats = []
+        if version is None or version >= 2:
+            shape = self.synapse_shape if self.uniform_delay else tuple(steps.shape)
+            formats.append((shape, steps + 1))
+        if version is None or version < 2:
+            formats.append((tuple(steps.shape), steps))
+        for shape, expected in formats:
+            if tuple(saved.shape) == shape and bool(
+                (saved.to(torch.float64) == expected.to(torch.float64)).all()
+            ):
+                return True
+        return False
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, *args):
-        saved_delay = state_dict.get(prefix + "delay_init")
-        if saved_delay is not None and not torch.equal(saved_delay.cpu(), self.delay_init.cpu()):
-            # The delay line's depth and routing are fixed at construction.
-            raise ValueError(
-                f"{type(self).__name__}: {prefix}delay_init in the state dict differs from this "
-                f"connection's delays; construct the connection with the saved delays"
-            )
+        if prefix + "delay_init" in state_dict:
+            saved_delay = state_dict[prefix + "delay_init"]
+            if not self._saved_delay_matches(saved_delay, local_metadata.get("version")):
+                # The delay line's depth and routing are fixed at construction.
+                raise ValueError(
+                    f"{type(self).__name__}: {prefix}delay_init in the state dict differs from "
+                    f"this connection's delays (delay_init = delay + 1); construct the "
+                    f"connection with the saved delays"
+                )
         cursor = state_dict.pop(prefix + "cursor", None)
         if cursor is not None:
             depth = self.spike_queue.shape[0 if self.uniform_delay else 1]
@@ -197,7 +346,7 @@ class Connection(StateMixin, nn.Module):
         compact = {"trace": self.pre_trace, "spikes": self.pre_spikes}
         for name in _VIEW_BUFFERS:
             value = state_dict.pop(prefix + name, None)
-            if value is None or name == "delay":
+            if value is None or name in ("delay", "delay_init"):
                 continue
             target = compact[name]
             if value.shape != torch.Size(self.synapse_shape):
@@ -400,12 +549,22 @@ class Linear(BackendMixin, Connection, native_twin=True):
         shape = (batch_size, out_features, in_features)
         super().__init__(shape, dt, delay, device=device, dtype=dtype)
         self.weight = nn.Parameter(
-            torch.empty(out_features, in_features, **self._factory), requires_grad=False
+            _allocate((out_features, in_features), self._factory, "weight", owner),
+            requires_grad=False,
         )
         self._input_shape = torch.Size((batch_size, 1, in_features))
         self._weight_shape = torch.Size((out_features, in_features))
         self._init_backend(backend)
         self.init_connection()
+
+    def _weight_numel(self) -> int:
+        return self.out_features * self.in_features
+
+    def _size_arguments(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"batch_size={self.batch_size}"
+        )
 
     def fold(self, x: Tensor) -> Tensor:
         """Reshape a synapse-shaped tensor ``(B, O, I)`` to ``(B, -1, O, I)``."""
@@ -511,7 +670,7 @@ class Linear(BackendMixin, Connection, native_twin=True):
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"batch_size={self.batch_size}, dt={self.dt.item():g}, "
-            f"delay={self.delay_init.tolist() if self.uniform_delay else 'per-synapse'}, "
+            f"delay={self.max_delay if self.uniform_delay else 'per-synapse'}, "
             f"reduction={self.reduction!r}, backend={self.backend!r}"
         )
 
@@ -564,10 +723,10 @@ class Conv2d(Connection):
         self.in_channels = _check_positive_int(in_channels, "in_channels", owner)
         self.out_channels = _check_positive_int(out_channels, "out_channels", owner)
         self.batch_size = _check_positive_int(batch_size, "batch_size", owner)
-        self.kernel_size = _pair(kernel_size, "kernel_size", owner)
-        self.stride = _pair(stride, "stride", owner)
-        self.padding = _pair(padding, "padding", owner)
-        self.dilation = _pair(dilation, "dilation", owner)
+        self.kernel_size = _check_pair(kernel_size, "kernel_size", owner, 1)
+        self.stride = _check_pair(stride, "stride", owner, 1)
+        self.padding = _check_pair(padding, "padding", owner, 0)
+        self.dilation = _check_pair(dilation, "dilation", owner, 1)
         self.reduction = _check_reduction(reduction, owner)
         if not isinstance(im_dims, (tuple, list)) or not all(
             isinstance(n, Integral) and not isinstance(n, bool) for n in im_dims
@@ -577,6 +736,8 @@ class Conv2d(Connection):
             raise NotImplementedError(
                 f"{owner}: only 2-D images are supported, got im_dims of length {len(im_dims)}"
             )
+        if min(im_dims) <= 0:
+            raise ValueError(f"{owner}: im_dims must be positive, got {tuple(im_dims)}")
         self.im_dims = (int(im_dims[0]), int(im_dims[1]))
         self.image_out_shape = conv2d_output_shape(
             *self.im_dims, self.kernel_size, self.stride, self.padding, self.dilation
@@ -591,10 +752,22 @@ class Conv2d(Connection):
         shape = (batch_size, out_channels, fan_in, positions)
         super().__init__(shape, dt, delay, device=device, dtype=dtype)
         self.weight = nn.Parameter(
-            torch.empty(out_channels, in_channels, *self.kernel_size, **self._factory),
+            _allocate(
+                (out_channels, in_channels) + self.kernel_size, self._factory, "weight", owner
+            ),
             requires_grad=False,
         )
         self.init_connection()
+
+    def _weight_numel(self) -> int:
+        return self.out_channels * self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+
+    def _size_arguments(self) -> str:
+        return (
+            f"in_channels={self.in_channels}, out_channels={self.out_channels}, "
+            f"kernel_size={self.kernel_size}, im_dims={self.im_dims}, "
+            f"batch_size={self.batch_size}"
+        )
 
     def unfold(self, x: Tensor) -> Tensor:
         """Unfold ``(B, C_in, H, W)`` into columns ``(B, 1, K, L)``."""
@@ -649,30 +822,46 @@ class Conv2d(Connection):
         )
 
 
-def _select_by_max(spikes: Tensor, trace: Tensor, indices: Tensor) -> Tuple[Tensor, Tensor]:
-    """Gather spikes and traces at per-plane flat ``indices`` of shape ``(B, C, h, w)``."""
-    flat_index = indices.flatten(2)
-    pooled_spikes = spikes.flatten(2).gather(2, flat_index).view_as(indices)
-    pooled_trace = trace.flatten(2).gather(2, flat_index).view_as(indices)
-    return pooled_spikes, pooled_trace
+def _select_by_max(trace: Tensor, indices: Tensor) -> Tensor:
+    """Gather the traces at per-plane flat ``indices`` of shape ``(B, C, h, w)``."""
+    return trace.flatten(2).gather(2, indices.flatten(2)).view_as(indices)
 
 
 def _pool_key(spikes: Tensor, trace: Tensor) -> Tensor:
-    """Ranking that puts any spiking element first, then the largest trace.
+    """Exact float64 ranking of the elements for the trace selection of a pooling window.
 
-    ``trace + spike · (2·max|trace| + 1)``: a spiking element always outranks a silent one.
+    From highest to lowest: finite traces of spiking elements, finite traces of silent elements
+    (each group by trace value, equal traces equal keys), then non-finite traces: spiking before
+    silent, and within each ``+inf`` > ``-inf`` > NaN. Keys are dense ranks (small integers), so
+    no trace value, however large, small or non-finite, can disturb the order of the others.
     """
-    trace = trace.to(torch.promote_types(trace.dtype, torch.float32))
-    offset = trace.abs().amax() * 2 + 1
-    return trace + spikes.to(trace.dtype) * offset
+    spiking = (spikes != 0).to(torch.float64)
+    finite = torch.isfinite(trace)
+    # dense ranks of the finite traces (non-finite ones ranked as 0.0, then overwritten)
+    clean = torch.where(finite, trace, torch.zeros((), dtype=trace.dtype, device=trace.device))
+    _, rank = torch.unique(clean.to(torch.float64), sorted=True, return_inverse=True)
+    n_ranks = float(trace.numel())  # an upper bound of the number of distinct ranks
+    finite_key = 6.0 + rank.to(torch.float64) + n_ranks * spiking
+    # non-finite: NaN 0, -inf 1, +inf 2; + 3 when spiking → keys 0 … 5
+    code = torch.where(trace > 0, 2.0, 1.0).to(torch.float64).masked_fill_(trace != trace, 0.0)
+    key = torch.where(finite, finite_key, code + 3.0 * spiking)
+    return key
 
 
 class MaxPool2d(nn.Module):
-    """Spike max-pooling: a window spikes if any of its inputs spikes.
+    """Spike max-pooling: a window spikes iff any of its inputs spikes (nonzero), whatever the
+    traces.
 
-    The trace passed on is the one of the selected element: among spiking elements the one with
-    the largest trace; in a window without spikes, the largest trace. Batches and channels are
-    pooled independently. Arguments as :func:`torch.nn.functional.max_pool2d`.
+    The trace passed on is selected among the window's **finite** traces: the largest trace of a
+    spiking element; in a window without a spiking element with a finite trace, the largest
+    finite trace. Equal traces: the first element in the window (row-major), as torch. A window
+    whose traces are all non-finite passes on one of them, ranked the same way (spiking first,
+    then ``+inf``, ``-inf``, NaN): a window of NaN traces passes on NaN. Batches and channels
+    are pooled independently. Arguments as :func:`torch.nn.functional.max_pool2d`.
+
+    :raises ValueError: kernel_size, stride or dilation below 1, padding below 0 or larger
+        than half the kernel.
+    :raises TypeError: non-int sizes, a ``ceil_mode`` that is not a bool.
     """
 
     def __init__(
@@ -685,11 +874,19 @@ class MaxPool2d(nn.Module):
     ) -> None:
         super().__init__()
         owner = type(self).__name__
-        self.kernel_size = _pair(kernel_size, "kernel_size", owner)
-        self.stride = self.kernel_size if stride is None else _pair(stride, "stride", owner)
-        self.padding = _pair(padding, "padding", owner)
-        self.dilation = _pair(dilation, "dilation", owner)
-        self.ceil_mode = bool(ceil_mode)
+        self.kernel_size = _check_pair(kernel_size, "kernel_size", owner, 1)
+        if stride is None:
+            self.stride = self.kernel_size
+        else:
+            self.stride = _check_pair(stride, "stride", owner, 1)
+        self.padding = _check_pair(padding, "padding", owner, 0)
+        if any(p > k // 2 for p, k in zip(self.padding, self.kernel_size)):
+            raise ValueError(
+                f"{owner}: padding must be at most half the kernel size {self.kernel_size}, "
+                f"got {padding!r}"
+            )
+        self.dilation = _check_pair(dilation, "dilation", owner, 1)
+        self.ceil_mode = _check_bool(ceil_mode, "ceil_mode", owner)
 
     def forward(self, x: Tensor, trace: Tensor) -> Tuple[Tensor, Tensor]:
         """Pool spikes ``(B, C, H, W)`` and their traces (same shape).
@@ -697,17 +894,10 @@ class MaxPool2d(nn.Module):
         :returns: ``(spikes, trace)``: bool pooled spikes and the selected traces.
         """
         _check_same_shape(x, trace, type(self).__name__)
-        _, indices = F.max_pool2d(
-            _pool_key(x, trace),
-            self.kernel_size,
-            self.stride,
-            self.padding,
-            self.dilation,
-            self.ceil_mode,
-            return_indices=True,
-        )
-        spikes, pooled_trace = _select_by_max(x, trace, indices)
-        return spikes.to(torch.bool), pooled_trace
+        args = (self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+        spikes = F.max_pool2d((x != 0).to(torch.float32), *args)
+        _, indices = F.max_pool2d(_pool_key(x, trace), *args, return_indices=True)
+        return spikes > 0, _select_by_max(trace, indices)
 
     def reset_state(self) -> None:
         """Pooling keeps no state."""
@@ -717,23 +907,24 @@ class MaxPool2d(nn.Module):
 
 
 class AdaptiveMaxPool2d(nn.Module):
-    """Adaptive spike max-pooling to a fixed output size; selection as :class:`MaxPool2d`.
+    """Adaptive spike max-pooling to a fixed output size; spikes and trace selection (finite
+    traces, non-finite ones last) as :class:`MaxPool2d`.
 
-    :param output_size: int or (h, w).
+    :param output_size: int or (h, w), each at least 1 (``ValueError`` otherwise).
     """
 
     def __init__(self, output_size: IntOrPair) -> None:
         super().__init__()
-        self.output_size = _pair(output_size, "output_size", type(self).__name__)
+        self.output_size = _check_pair(output_size, "output_size", type(self).__name__, 1)
 
     def forward(self, x: Tensor, trace: Tensor) -> Tuple[Tensor, Tensor]:
         """Pool spikes ``(B, C, H, W)`` and their traces to ``(B, C, *output_size)``."""
         _check_same_shape(x, trace, type(self).__name__)
+        spikes = F.adaptive_max_pool2d((x != 0).to(torch.float32), self.output_size)
         _, indices = F.adaptive_max_pool2d(
             _pool_key(x, trace), self.output_size, return_indices=True
         )
-        spikes, pooled_trace = _select_by_max(x, trace, indices)
-        return spikes.to(torch.bool), pooled_trace
+        return spikes > 0, _select_by_max(trace, indices)
 
     def reset_state(self) -> None:
         """Pooling keeps no state."""

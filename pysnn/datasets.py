@@ -151,7 +151,15 @@ class DiscretizeFloat:
     def __call__(self, x: Union[Tensor, float]) -> Union[Tensor, float]:
         """:param x: tensor or number. :returns: the rounded value(s) as float."""
         if isinstance(x, Tensor):
+            if x.is_complex():
+                raise TypeError(f"DiscretizeFloat: x must be a real tensor, got {x.dtype}")
             return torch.round(x if x.is_floating_point() else x.float())
+        if isinstance(x, bool) or not isinstance(x, Real):
+            raise TypeError(
+                f"DiscretizeFloat: x must be a tensor or a real number, got {type(x).__name__}"
+            )
+        if not math.isfinite(float(x)):
+            raise ValueError(f"DiscretizeFloat: x must be finite to round to an integer, got {x!r}")
         return float(round(x))
 
     def __repr__(self) -> str:
@@ -181,6 +189,11 @@ class BooleanNoise:
         for name, value in (("low_thresh", low_thresh), ("high_thresh", high_thresh)):
             if isinstance(value, bool) or not isinstance(value, Real) or not 0 <= value <= 1:
                 raise ValueError(f"BooleanNoise: {name} must lie in [0, 1], got {value!r}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"BooleanNoise: generator must be a torch.Generator or None, "
+                f"got {type(generator).__name__}"
+            )
         self.low_thresh = float(low_thresh)
         self.high_thresh = float(high_thresh)
         self.generator = generator
@@ -189,6 +202,8 @@ class BooleanNoise:
         """:param x: tensor of 0s and 1s (any shape). :returns: a noisy floating copy."""
         if not isinstance(x, Tensor):
             raise TypeError(f"BooleanNoise: x must be a torch.Tensor, got {type(x).__name__}")
+        if x.is_complex():
+            raise TypeError(f"BooleanNoise: x must be a real tensor, got {x.dtype}")
         out = x.clone() if x.is_floating_point() else x.float()
         zeros = out == 0
         ones = out == 1
@@ -216,10 +231,19 @@ class Intensity:
             raise TypeError(
                 f"Intensity: intensity must be a number, got {type(intensity).__name__}"
             )
+        if isinstance(intensity, Tensor):
+            finite = intensity.device.type != "cpu" or bool(torch.isfinite(intensity).all())
+        else:
+            finite = math.isfinite(float(intensity))
+        if not finite:
+            raise ValueError(f"Intensity: intensity must be finite, got {intensity!r}")
         self.intensity = intensity
 
     def __call__(self, x: Tensor) -> Tensor:
-        """:param x: sample tensor. :returns: ``x * intensity`` (a new tensor)."""
+        """:param x: sample tensor (or number). :returns: ``x * intensity`` (a new tensor)."""
+        if not isinstance(x, Tensor) and (isinstance(x, bool) or not isinstance(x, Real)):
+            # e.g. a str or list would be repeated by ``*``, silently: refuse it.
+            raise TypeError(f"Intensity: x must be a tensor or a number, got {type(x).__name__}")
         return x * self.intensity
 
     def __repr__(self) -> str:
@@ -751,7 +775,7 @@ def synthetic_nmnist(
     for path, payload in payloads.items():
         if path not in unchanged:
             path.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(path, payload)
+            _atomic_write(path, payload, owner)
     for split in ("Train", "Test"):
         (root / split).mkdir(parents=True, exist_ok=True)
     return root

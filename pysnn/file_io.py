@@ -19,7 +19,12 @@ For the 2-D format, byte 0 is x, byte 1 is y, the top bit of byte 2 is the polar
 remaining 23 bits of bytes 2–4 are the timestamp. Readers decode whole files at once with
 :func:`numpy.frombuffer`. Writers validate every field and raise :class:`ValueError` naming it
 before anything is written, then write a temporary file in the target directory and move it over
-the target with :func:`os.replace`, so a failed write never leaves a partial file behind.
+the target with :func:`os.replace`, so a failed write never leaves a partial file behind (the old
+file stays as it was and the temporary file is removed). A symbolic link is followed: the file it
+points to is replaced and the link stays. The permission bits of an existing file are kept; a new
+file gets ``0o666`` minus the umask. The rename necessarily gives the path a new inode, so other
+**hard links** to the old file keep the old contents. An empty ``filename`` raises
+:class:`ValueError`.
 
 Fixes relative to PySNN 0.1.1: the writers and :func:`show_td` accept the dimension they are
 made for (B8); the 1-D and 3-D writers pack every bit (B9); :class:`Events` copies its inputs and
@@ -252,12 +257,22 @@ def spike_array_to_events(spike_mat: Union[np.ndarray, Tensor], sampling_time: f
 
 def _read_records(filename: PathType, record: int, owner: str) -> np.ndarray:
     """The file as a ``(N, record)`` uint8 array; clear errors for missing/empty/truncated files."""
+    if isinstance(filename, bool) or not isinstance(filename, (str, bytes, PathLike)):
+        raise TypeError(
+            f"{owner}: filename must be a str or os.PathLike, got {type(filename).__name__}"
+        )
     path = os.fspath(filename)
+    if len(path) == 0:
+        raise ValueError(f"{owner}: filename must not be empty")
     try:
         with open(path, "rb") as handle:
             data = handle.read()
     except FileNotFoundError as error:
-        raise FileNotFoundError(f"{owner}: no such file: {path}") from error
+        raise FileNotFoundError(f"{owner}: no such file: filename={path!r}") from error
+    except IsADirectoryError as error:
+        raise IsADirectoryError(
+            f"{owner}: filename {path!r} is a directory, not an event file"
+        ) from error
     if not data:
         raise ValueError(f"{owner}: {path} is empty (expected {record}-byte event records)")
     if len(data) % record:
@@ -335,20 +350,73 @@ def _check_not_empty(td: Events, owner: str) -> None:
         raise ValueError(f"{owner}: TD has no events (an empty file cannot be read back)")
 
 
-def _atomic_write(filename: PathType, payload: bytes) -> None:
-    """Write ``payload`` to a temporary file beside ``filename``, then rename it over the target.
+def _current_umask() -> int:
+    """The process umask: from ``/proc/self/status`` where Linux has it (no side effect on other
+    threads), else by setting it and putting it back at once."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
-    The temporary file is created with mode 0o666 minus the umask, like :func:`open`; it is
-    removed if anything fails, and the target is untouched until the final :func:`os.replace`.
+
+def _write_target(filename: PathType, owner: str) -> str:
+    """The path an atomic writer replaces: ``filename`` with every symbolic link resolved.
+
+    :raises TypeError: ``filename`` is not a str or path-like (bytes paths are refused too).
+    :raises ValueError: ``filename`` is empty or names a directory.
     """
+    if isinstance(filename, bool) or not isinstance(filename, (str, PathLike)):
+        raise TypeError(
+            f"{owner}: filename must be a str or os.PathLike, got {type(filename).__name__}"
+        )
     path = os.fspath(filename)
-    directory, name = os.path.split(os.path.abspath(path))
+    if not isinstance(path, str):
+        raise TypeError(f"{owner}: filename must be a str path, got {type(path).__name__}")
+    if path == "":
+        raise ValueError(f"{owner}: filename must not be empty")
+    if "\x00" in path:
+        raise ValueError(f"{owner}: filename must not contain NUL characters, got {path!r}")
+    # Follow symbolic links (also dangling ones, whose target is created): the link stays a
+    # link and the file it points to gets the new contents.
+    target = os.path.realpath(path)
+    if os.path.isdir(target) or path.endswith(("/", os.sep)):
+        raise ValueError(f"{owner}: filename names a directory, not a file: {path!r}")
+    return target
+
+
+def _atomic_write(filename: PathType, payload: bytes, owner: str = "file_io") -> None:
+    """Write ``payload`` to a temporary file beside the target, then rename it over the target.
+
+    The target is ``filename`` with symbolic links resolved (the link is kept and the file it
+    points to is replaced). The temporary file gets the permission bits of the existing target,
+    or ``0o666`` minus the umask (like :func:`open`) for a new file; it is removed if anything
+    fails, and the target is untouched until the final :func:`os.replace`. The rename gives the
+    path a new inode: other hard links to the old file keep the old contents.
+    """
+    target = _write_target(filename, owner)
+    directory, name = os.path.split(target)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(
+            f"{owner}: the directory of filename {os.fspath(filename)!r} does not exist "
+            f"({directory})"
+        )
+    try:
+        mode = os.stat(target).st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o666 & ~_current_umask()
     temp = os.path.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
-        os.replace(temp, path)
+        os.chmod(temp, mode)
+        os.replace(temp, target)
     except BaseException:
         try:
             os.unlink(temp)
@@ -381,8 +449,14 @@ def encode_1d_spikes(filename: PathType, TD: Events) -> None:
     :param TD: :class:`Events` with ``dim == 1``: ``x`` ids in [0, 65535], ``p`` in {0, 1},
         ``t`` in [0, 8388.607] ms (stored as ``round(t · 1000)`` µs).
     :raises TypeError: ``TD`` is not :class:`Events`.
-    :raises ValueError: ``TD`` is not 1-D, has no events or a field is out of range (nothing
-        is written).
+    :raises ValueError: ``TD`` is not 1-D, has no events or a field is out of range, or
+        ``filename`` is empty or a directory (nothing is written).
+    :raises FileNotFoundError: the directory of ``filename`` does not exist.
+
+    Atomic write: a symbolic link ``filename`` is followed (the link stays, the file it names
+    is replaced), the existing file's permission bits are kept (a new file gets ``0o666`` minus
+    the umask). The final rename gives the path a **new inode**: other hard links to the old
+    file keep the old contents (owner and group become the writer's).
     """
     owner = "encode_1d_spikes"
     _check_events(TD, owner, (1,), "1-D")
@@ -391,7 +465,7 @@ def encode_1d_spikes(filename: PathType, TD: Events) -> None:
     polarity = _integral_field(TD.p, "p (polarity)", owner, 2)
     micro = _time_field(TD.t, "t", owner, 23)
     word = (neuron << 24) | (polarity << 23) | micro
-    _atomic_write(filename, _to_bytes(word, 5).tobytes())
+    _atomic_write(filename, _to_bytes(word, 5).tobytes(), owner)
 
 
 def read_2d_spikes(filename: PathType) -> Events:
@@ -420,10 +494,16 @@ def encode_2d_spikes(filename: PathType, TD: Events) -> None:
     :param TD: :class:`Events` with ``dim == 2``: ``x`` and ``y`` in [0, 255], ``p`` in {0, 1},
         ``t`` in [0, 8388.607] ms (stored as ``round(t · 1000)`` µs, < 2**23).
     :raises TypeError: ``TD`` is not :class:`Events`.
-    :raises ValueError: ``TD`` is not 2-D, has no events or a field is out of range (nothing
-        is written).
+    :raises ValueError: ``TD`` is not 2-D, has no events or a field is out of range, or
+        ``filename`` is empty or a directory (nothing is written).
+    :raises FileNotFoundError: the directory of ``filename`` does not exist.
+
+    Atomic write: a symbolic link ``filename`` is followed (the link stays, the file it names
+    is replaced), the existing file's permission bits are kept (a new file gets ``0o666`` minus
+    the umask). The final rename gives the path a **new inode**: other hard links to the old
+    file keep the old contents (owner and group become the writer's).
     """
-    _atomic_write(filename, _pack_2d(TD, "encode_2d_spikes"))
+    _atomic_write(filename, _pack_2d(TD, "encode_2d_spikes"), "encode_2d_spikes")
 
 
 def _pack_2d(TD: Events, owner: str) -> bytes:
@@ -462,8 +542,14 @@ def encode_3d_spikes(filename: PathType, TD: Events) -> None:
     :param TD: :class:`Events` with ``dim == 2`` and the channel in ``p``: ``x``, ``y`` in
         [0, 4095], ``p`` in [0, 255], ``t`` in [0, 16777.215] ms (``round(t · 1000)`` µs).
     :raises TypeError: ``TD`` is not :class:`Events`.
-    :raises ValueError: ``TD`` is 1-D, has no events or a field is out of range (nothing is
-        written).
+    :raises ValueError: ``TD`` is 1-D, has no events or a field is out of range, or
+        ``filename`` is empty or a directory (nothing is written).
+    :raises FileNotFoundError: the directory of ``filename`` does not exist.
+
+    Atomic write: a symbolic link ``filename`` is followed (the link stays, the file it names
+    is replaced), the existing file's permission bits are kept (a new file gets ``0o666`` minus
+    the umask). The final rename gives the path a **new inode**: other hard links to the old
+    file keep the old contents (owner and group become the writer's).
     """
     owner = "encode_3d_spikes"
     _check_events(TD, owner, (2,), "3-D (x, y, channel in p)")
@@ -473,7 +559,7 @@ def encode_3d_spikes(filename: PathType, TD: Events) -> None:
     channel = _integral_field(TD.p, "p (channel)", owner, 1 << 8)
     micro = _time_field(TD.t, "t", owner, 24)
     word = (x << 44) | (y << 32) | (channel << 24) | micro
-    _atomic_write(filename, _to_bytes(word, 7).tobytes())
+    _atomic_write(filename, _to_bytes(word, 7).tobytes(), owner)
 
 
 def read_1d_num_spikes(filename: PathType) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -483,12 +569,21 @@ def read_1d_num_spikes(filename: PathType) -> Tuple[np.ndarray, np.ndarray, np.n
     :returns: ``(n_id, t_start, t_end, n_spikes)``: neuron ids (int64), window start and end in
         ms (float64), spike counts (int64), each of shape ``(N,)``.
     :raises FileNotFoundError: the file does not exist.
-    :raises ValueError: the file is empty or its length is not a multiple of 10 bytes.
+    :raises ValueError: the file is empty, its length is not a multiple of 10 bytes or a record
+        has ``t_end < t_start`` (a corrupt file), or ``filename`` is empty.
     """
     raw = _read_records(filename, 10, "read_1d_num_spikes")
     n_id = _big_endian(raw[:, 0:2]).astype(np.int64)
     t_start = _big_endian(raw[:, 2:5]).astype(np.int64) / 1000.0
     t_end = _big_endian(raw[:, 5:8]).astype(np.int64) / 1000.0
+    backwards = np.flatnonzero(t_end < t_start)
+    if len(backwards):
+        i = int(backwards[0])
+        raise ValueError(
+            f"read_1d_num_spikes: {os.fspath(filename)} is corrupt or not this format: record "
+            f"{i} has t_end={t_end[i]:g} ms < t_start={t_start[i]:g} ms "
+            f"({len(backwards)} such record(s))"
+        )
     n_spikes = _big_endian(raw[:, 8:10]).astype(np.int64)
     return n_id, t_start, t_end, n_spikes
 
@@ -505,10 +600,19 @@ def encode_1d_num_spikes(
     :param filename: path of the file to (over)write (atomically).
     :param n_id: neuron ids in [0, 65535], shape ``(N,)``.
     :param t_start: window starts in ms, in [0, 16777.215] (stored as ``round(t · 1000)`` µs).
-    :param t_end: window ends in ms, same range.
+    :param t_end: window ends in ms, same range, ``t_end >= t_start`` in every record
+        (compared after rounding to µs; an empty window ``t_end == t_start`` is allowed).
     :param n_spikes: spike counts in [0, 65535], shape ``(N,)``.
+    :raises TypeError: ``filename`` is not a str or path-like.
     :raises ValueError: no records, a field out of range or of another length than
-        ``n_id`` (nothing is written).
+        ``n_id``, ``t_end < t_start``, an empty ``filename`` or one naming a directory
+        (nothing is written).
+    :raises FileNotFoundError: the directory of ``filename`` does not exist.
+
+    Atomic write: a symbolic link ``filename`` is followed (the link stays, the file it names
+    is replaced), the existing file's permission bits are kept (a new file gets ``0o666`` minus
+    the umask). The final rename gives the path a **new inode**: other hard links to the old
+    file keep the old contents (owner and group become the writer's).
     """
     owner = "encode_1d_num_spikes"
     ids = _integral_field(n_id, "n_id", owner, 1 << 16)
@@ -516,11 +620,19 @@ def encode_1d_num_spikes(
         raise ValueError(f"{owner}: n_id is empty (an empty file cannot be read back)")
     start = _time_field(t_start, "t_start", owner, 24, len(ids))
     end = _time_field(t_end, "t_end", owner, 24, len(ids))
+    backwards = np.flatnonzero(end < start)
+    if len(backwards):
+        i = int(backwards[0])
+        raise ValueError(
+            f"{owner}: t_end must be >= t_start in every record, got t_end < t_start in "
+            f"{len(backwards)} record(s), first at index {i}: t_start={start[i] / 1000:g} ms, "
+            f"t_end={end[i] / 1000:g} ms"
+        )
     counts = _integral_field(n_spikes, "n_spikes", owner, 1 << 16, length=len(ids))
     payload = np.concatenate(
         [_to_bytes(ids, 2), _to_bytes(start, 3), _to_bytes(end, 3), _to_bytes(counts, 2)], axis=1
     )
-    _atomic_write(filename, payload.tobytes())
+    _atomic_write(filename, payload.tobytes(), owner)
 
 
 # ----------------------------------------------------------------------------- frames and plots

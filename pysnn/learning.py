@@ -39,16 +39,17 @@ import math
 import operator
 from collections import OrderedDict
 from collections.abc import Mapping
-from numbers import Real
+from numbers import Integral, Real
 from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from pysnn import native
 from pysnn._backend import BackendMixin, NativeUnavailableError, check_backend
 from pysnn.connection import Conv2d, Linear
-from pysnn._checks import _check_bounds, _check_real
+from pysnn._checks import _check_bounds as _checks_bounds, _check_real as _checks_real
 
 __all__ = ["LearningRule", "STDP", "MSTDP", "MSTDPET", "FedeSTDP"]
 
@@ -56,6 +57,42 @@ Reward = Union[float, Tensor]
 _LAYER_TYPES = {"linear": Linear, "conv2d": Conv2d}
 _CONNECTION_KEYS = ("weight", "spikes", "trace")
 _NEURON_KEYS = ("spikes", "trace")
+
+
+def _check_not_huge(value: Any, name: str, owner: str) -> None:
+    """A clear ``ValueError`` for an int too large for a float (``float(10**400)`` raises
+    ``OverflowError``)."""
+    if isinstance(value, Integral) and not isinstance(value, bool):
+        try:
+            float(value)
+        except OverflowError:
+            raise ValueError(
+                f"{owner}: {name} must be finite, got an int too large for a float"
+            ) from None
+
+
+def _check_real(value: Any, name: str, owner: str, **limits: Any) -> float:
+    """:func:`pysnn._checks._check_real`, plus :func:`_check_not_huge`."""
+    _check_not_huge(value, name, owner)
+    return _checks_real(value, name, owner, **limits)
+
+
+def _check_bounds(
+    w_min: Any, w_max: Any, owner: str, **options: Any
+) -> Tuple[Optional[float], Optional[float]]:
+    """:func:`pysnn._checks._check_bounds`, plus :func:`_check_not_huge`."""
+    _check_not_huge(w_min, "w_min", owner)
+    _check_not_huge(w_max, "w_max", owner)
+    return _checks_bounds(w_min, w_max, owner, **options)
+
+
+def _check_finite_product(owner: str, **factors: float) -> None:
+    """Raise a ``ValueError`` naming the parameters when their product (a coefficient of the
+    update) overflows to ``inf``: every weight would become ``inf`` or NaN at the first step."""
+    if not math.isfinite(math.prod(factors.values())):
+        names = " * ".join(factors)
+        values = " * ".join(f"{value!r}" for value in factors.values())
+        raise ValueError(f"{owner}: {names} must be finite, got {values} (overflows)")
 
 
 class _AttrReader:
@@ -130,10 +167,6 @@ class _Layer(Mapping):
         self._workspace: Dict[str, Tensor] = {}
         self._stacks: Dict[int, _Stack] = {}
         self._views: Dict[str, Tensor] = {}
-        # Set by a rule that keeps its state in a scaled form (MSTDPET): called before the
-        # rule's state is read through this mapping, so readers always see true values.
-        self.settle: Optional[Callable[[], None]] = None
-        self.state_scale = 1.0
         self._weight_ref = _reference(self.connection, "weight")
         self._pre_spikes_ref = _reference(self.connection, "spikes")
         self._pre_trace_ref = _reference(self.connection, "trace")
@@ -217,8 +250,6 @@ class _Layer(Mapping):
     def __getitem__(self, key: str) -> Any:
         if key in self._KEYS:
             return getattr(self, key)
-        if self.settle is not None:
-            self.settle()
         return self.state[key]
 
     def __setitem__(self, key: str, value: Any) -> None:
@@ -536,7 +567,13 @@ def _reward_value(
         ``(B,)`` tensor on the weight's device and dtype (``(B,)`` only when ``per_sample``).
     """
     if isinstance(reward, Real) and not isinstance(reward, bool):
-        return float(reward), None
+        try:
+            factor = float(reward)
+        except OverflowError:
+            factor = math.inf
+        if not math.isfinite(factor):
+            raise ValueError(f"{owner}: reward must be finite, got {reward!r}")
+        return factor, None
     if not isinstance(reward, Tensor):
         raise TypeError(
             f"{owner}: reward must be a number or a tensor (0-dim, or (B,) per sample), "
@@ -558,7 +595,36 @@ def _reward_value(
             f"({layer.batch},) (one per sample) for layer {layer.name!r}, "
             f"got shape {tuple(reward.shape)}"
         )
-    return 1.0, tensor.to(device=weight.device, dtype=weight.dtype)
+    tensor = tensor.to(device=weight.device, dtype=weight.dtype)
+    # CPU tensors are checked here, in the weight's dtype (a float64 reward may overflow a
+    # float32 one), through NumPy: no aten read-back (``item``/``is_nonzero``) in the profiler.
+    # A CUDA reward is not checked: reading the result would synchronise the host with the
+    # device at every step.
+    if tensor.device.type == "cpu" and not _all_finite(tensor):
+        raise ValueError(
+            f"{owner}: reward must be finite, got a tensor holding NaN or inf "
+            f"(shape {tuple(reward.shape)})"
+        )
+    return 1.0, tensor
+
+
+def _all_finite(tensor: Tensor) -> bool:
+    """Whether a CPU tensor holds finite values only, read through NumPy where it can."""
+    try:
+        values = (tensor.detach() if tensor.requires_grad else tensor).numpy()
+    except (TypeError, RuntimeError):  # e.g. bfloat16, which NumPy lacks
+        return bool(torch.isfinite(tensor).all())
+    return bool(np.isfinite(values).all())
+
+
+def _reward_values(reward: Any, layers: Iterator[_Layer], owner: str, per_sample: bool) -> list:
+    """``(layer, weight matrix, factor, tensor)`` per layer (see :func:`_reward_value`), all
+    checked before the caller changes any weight."""
+    values = []
+    for layer in layers:
+        weight = layer.weight_matrix()
+        values.append((layer, weight) + _reward_value(reward, layer, weight, owner, per_sample))
+    return values
 
 
 class LearningRule(BackendMixin):
@@ -589,8 +655,12 @@ class LearningRule(BackendMixin):
     such as ``e_trace``. Subclasses implement :meth:`update_state`, :meth:`step` and
     :meth:`reset_state`.
 
+    An empty ``layers`` (``LearningRule(OrderedDict(), {})``, as PySNN's tests build it to call
+    :meth:`pre_mult_post` and :meth:`reduce_connections`) is allowed: such a rule trains
+    nothing, and its :meth:`update_state`, :meth:`step` and :meth:`reset_state` do nothing.
+
     :raises TypeError: ``layers`` is not a dict of dicts, or holds modules of the wrong type.
-    :raises ValueError: no layers, an unknown ``type``, missing keys or shapes that do not match.
+    :raises ValueError: an unknown ``type``, missing keys or shapes that do not match.
     """
 
     _native_owner: type = object  # set below to LearningRule: no step method is skipped
@@ -639,7 +709,7 @@ class LearningRule(BackendMixin):
         """Validate the ``layers`` argument (see the class docstring).
 
         :raises TypeError: not a dict, a layer that is not a dict, a module of the wrong kind.
-        :raises ValueError: empty, missing keys, unknown ``type``.
+        :raises ValueError: missing keys, unknown ``type``.
         """
         owner = type(self).__name__
         if not isinstance(layers, dict):
@@ -647,8 +717,6 @@ class LearningRule(BackendMixin):
                 f"{owner}: layers must be an OrderedDict name -> layer dict (e.g. "
                 f"net.layers or net.layer_state_dict()), got {type(layers).__name__}"
             )
-        if not layers:
-            raise ValueError(f"{owner}: layers must contain at least one layer, got none")
         for name, layer in layers.items():
             if not isinstance(layer, Mapping):
                 raise TypeError(
@@ -692,16 +760,21 @@ class LearningRule(BackendMixin):
             raise ValueError(f"{owner}: the {role} of layer {name!r} has no tensor {missing}")
 
     def update_state(self) -> None:
-        """Update the rule's state from the layers' current state (call after every step)."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement update_state")
+        """Update the rule's state from the layers' current state (call after every step).
+
+        Nothing to do without layers; otherwise subclasses implement it."""
+        if self.layers:
+            raise NotImplementedError(f"{type(self).__name__} does not implement update_state")
 
     def step(self, *args: Any, **kwargs: Any) -> None:
-        """Apply the weight update."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement step")
+        """Apply the weight update (nothing to do without layers)."""
+        if self.layers:
+            raise NotImplementedError(f"{type(self).__name__} does not implement step")
 
     def reset_state(self) -> None:
-        """Reset the rule's state (e.g. eligibility traces)."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement reset_state")
+        """Reset the rule's state, e.g. eligibility traces (nothing to do without layers)."""
+        if self.layers:
+            raise NotImplementedError(f"{type(self).__name__} does not implement reset_state")
 
     def pre_mult_post(self, pre: Tensor, post: Tensor, con_type: str) -> Tensor:
         """Per-sample outer product of presynaptic and postsynaptic tensors, per synapse.
@@ -827,6 +900,12 @@ class STDP(LearningRule):
         w_min, w_max = _check_bounds(w_min, w_max, owner, allow_inf=weight_dependence == "additive")
         if w_min is None or w_max is None:
             raise TypeError(f"{owner}: w_min and w_max must be numbers, got None")
+        _check_finite_product(owner, lr=lr, a_plus=a_plus)
+        _check_finite_product(owner, lr=lr, a_minus=a_minus)
+        if weight_dependence == "multiplicative" and not math.isfinite(w_max - w_min):
+            raise ValueError(
+                f"{owner}: w_max - w_min must be finite, got {w_max} - {w_min} (overflows)"
+            )
         defaults = dict(
             lr=lr,
             a_plus=a_plus,
@@ -927,6 +1006,8 @@ class MSTDP(LearningRule):
         a_pre = _check_real(a_pre, "a_pre", owner)
         a_post = _check_real(a_post, "a_post", owner)
         lr = _check_real(lr, "lr", owner, low=0.0, low_open=True)
+        _check_finite_product(owner, lr=lr, a_pre=a_pre)
+        _check_finite_product(owner, lr=lr, a_post=a_post)
         w_min, w_max = _check_bounds(w_min, w_max, owner)
         defaults = dict(a_pre=a_pre, a_post=a_post, lr=lr, w_min=w_min, w_max=w_max)
         super().__init__(layers, defaults, backend=backend)
@@ -944,23 +1025,21 @@ class MSTDP(LearningRule):
 
         :param reward: a number or 0-dim tensor (the whole batch), or a ``(B,)`` tensor (one
             reward per sample). Tensors stay on their device: no host synchronisation.
+        :raises ValueError: a non-finite reward (NaN or inf would turn every weight into NaN).
+            Numbers and CPU tensors are checked, before any weight changes; CUDA tensors are
+            not (the check would synchronise the host with the device at every step).
         """
         owner = type(self).__name__
         self._check_native()
-        for layer in self.layers.values():
-            weight = layer.weight_matrix()
-            factor, scale = _reward_value(reward, layer, weight, owner, per_sample=True)
+        for layer, weight, factor, scale in _reward_values(
+            reward, self.layers.values(), owner, per_sample=True
+        ):
             gain = self.lr * factor
             terms = [
                 (layer.pre_trace, layer.post_spikes, gain * self.a_pre),
                 (layer.pre_spikes, layer.post_trace, -gain * self.a_post),
             ]
             layer.accumulate(weight, terms, scale=scale, bounds=(self.w_min, self.w_max))
-
-
-# MSTDPET folds its running scale into the eligibility trace before it falls below this: the
-# stored trace then stays within a factor 1e6 of the true one (well inside float32's range).
-_RESCALE_BELOW = 1e-6
 
 
 class MSTDPET(LearningRule):
@@ -1039,10 +1118,14 @@ class MSTDPET(LearningRule):
             weight = layer.weight
             shape = ((layer.batch,) if per_sample_reward else ()) + tuple(weight.shape)
             layer.state["e_trace"] = torch.zeros(shape, dtype=weight.dtype, device=weight.device)
-            layer.state_scale = 1.0  # e_trace holds E / state_scale (see update_state)
 
     def update_state(self) -> None:
-        """Decay the eligibility traces and add this step's pre/post correlations."""
+        """Decay the eligibility traces and add this step's pre/post correlations.
+
+        ``E ← γE + C`` is one matrix product accumulated into the stored trace with
+        ``beta = γ``: the tensor ``layers[name]["e_trace"]`` holds :math:`E` itself after every
+        step (a reference kept across steps stays exact).
+        """
         self._check_native()
         for layer in self.layers.values():
             e_trace = layer.follow_weight("e_trace", layer.weight)
@@ -1057,44 +1140,30 @@ class MSTDPET(LearningRule):
                 ]
                 stack = layer.stack(terms, e_trace)
                 if stack is None:  # per-synapse delays
-                    self._settle(layer)
                     layer.accumulate(e_trace, terms, beta=self.e_trace_decay)
                     continue
                 n = layer.batch * layer.positions
-                if self.e_trace_decay == 0.0:
-                    e_trace.addmm_(stack.p_matrix, stack.q_matrix, beta=0.0, alpha=1.0 / n)
-                    continue
-                # E is kept as s·Ẽ with s = γ^k (k steps since Ẽ was last rescaled): the decay
-                # then costs nothing, and Ẽ ← Ẽ + C/s is one product accumulated in place (BLAS
-                # products that scale their output take an extra pass over it).
-                scale = layer.state_scale = layer.state_scale * self.e_trace_decay
-                e_trace.addmm_(stack.p_matrix, stack.q_matrix, alpha=1.0 / (n * scale))
-                if layer.settle is None:
-                    layer.settle = lambda layer=layer: self._settle(layer)
-                if scale < _RESCALE_BELOW:
-                    self._settle(layer)
+                e_trace.addmm_(
+                    stack.p_matrix, stack.q_matrix, beta=self.e_trace_decay, alpha=1.0 / n
+                )
 
     def _uses_stacking(self) -> bool:
         return not self.defaults.get("per_sample_reward", False)
-
-    def _settle(self, layer: _Layer) -> None:
-        """Fold the scale into the stored eligibility trace: Ẽ ← s·Ẽ, s ← 1."""
-        layer.settle = None
-        if layer.state_scale != 1.0:
-            layer.follow_weight("e_trace", layer.weight).mul_(layer.state_scale)
-            layer.state_scale = 1.0
 
     def step(self, reward: Reward) -> None:
         """Apply :math:`W \\leftarrow W + \\eta r E`.
 
         :param reward: a number or 0-dim tensor shared by the batch; a ``(B,)`` tensor (one per
             sample) only with ``per_sample_reward=True``. Tensors stay on their device.
+        :raises ValueError: a non-finite reward (NaN or inf would turn every weight into NaN).
+            Numbers and CPU tensors are checked, before any weight changes; CUDA tensors are
+            not (the check would synchronise the host with the device at every step).
         """
         owner = type(self).__name__
         self._check_native()
-        for layer in self.layers.values():
-            weight = layer.weight_matrix()
-            factor, scale = _reward_value(reward, layer, weight, owner, self.per_sample_reward)
+        for layer, weight, factor, scale in _reward_values(
+            reward, self.layers.values(), owner, self.per_sample_reward
+        ):
             e_trace = layer.follow_weight("e_trace", weight)
             if self.per_sample_reward:
                 if scale is None:
@@ -1106,16 +1175,14 @@ class MSTDPET(LearningRule):
                     scale.view(1, -1), e_trace.view(layer.batch, -1), alpha=self.lr / layer.batch
                 )
             elif scale is None:
-                weight.add_(e_trace, alpha=self.lr * factor * layer.state_scale)
+                weight.add_(e_trace, alpha=self.lr * factor)
             else:
-                weight.addcmul_(e_trace, scale, value=self.lr * layer.state_scale)
+                weight.addcmul_(e_trace, scale, value=self.lr)
             _clamp_bounds(weight, self.w_min, self.w_max)
 
     def reset_state(self) -> None:
         """Zero the eligibility traces."""
         for layer in self.layers.values():
-            layer.settle = None
-            layer.state_scale = 1.0
             layer.state["e_trace"].zero_()
 
 

@@ -114,7 +114,9 @@ class Monitor:
     converts the records taken so far. A variable must keep its shape while it is recorded
     (record ``spikes`` rather than a neuron's growing ``complete_trace``). A monitor with a hook
     stays attached until :meth:`remove` (or the end of a ``with`` block); several monitors may
-    watch the same module.
+    watch the same module. A recorded variable that stops being a tensor (e.g. set to ``None``)
+    raises :class:`ValueError` naming the variable and the module at the next record, and with
+    a hook already before the module's next forward (a forward pre-hook checks it).
 
     Example::
 
@@ -168,6 +170,7 @@ class Monitor:
         self._calls = 0  # steps counted since the last reset
         self._steps: Union[List[int], Deque[int]] = self._new_steps()
         self._handle = module.register_forward_hook(self._on_forward) if hook else None
+        self._pre_handle = module.register_forward_pre_hook(self._before_forward) if hook else None
         # Allocate now so the memory cost shows at construction, not in the middle of a run.
         self._sync_sources()
 
@@ -175,17 +178,37 @@ class Monitor:
     def _new_steps(self) -> Union[List[int], Deque[int]]:
         return [] if self.max_steps is None else deque(maxlen=self.max_steps)
 
+    def _lost_source(self, name: str, value) -> ValueError:
+        """The error for a monitored variable that is no longer a tensor (e.g. set to None)."""
+        return ValueError(
+            f"{type(self).__name__}: the monitored variable {name!r} of module "
+            f"{type(self.module).__name__} is no longer a tensor (got "
+            f"{type(value).__name__}); it was replaced after the monitor was created. "
+            f"Call reset_state() on the module (or assign a tensor of the same shape) before "
+            f"running it, or remove() this monitor"
+        )
+
+    def _check_sources(self) -> None:
+        """Raise the clear error if a monitored variable is no longer a tensor (cheap)."""
+        module = self.module
+        for recording in self._recordings:
+            value = getattr(module, recording.name, None)
+            if value is not recording.source and not isinstance(value, Tensor):
+                raise self._lost_source(recording.name, value)
+
     def _sync_sources(self) -> None:
         rows = self.max_steps if self.max_steps is not None else _GROWING_START_ROWS
         for recording in self._recordings:
             value = getattr(self.module, recording.name, None)
             if value is not recording.source:
                 if not isinstance(value, Tensor):
-                    raise ValueError(
-                        f"{type(self).__name__}: {type(self.module).__name__}.{recording.name} "
-                        f"is no longer a tensor (got {type(value).__name__})"
-                    )
+                    raise self._lost_source(recording.name, value)
                 recording.refresh(value, rows, self._length, type(self).__name__)
+
+    def _before_forward(self, module: nn.Module, args) -> None:
+        # A variable set to None would otherwise fail deep inside the module's forward (e.g.
+        # "descriptor 'data_ptr' ... doesn't apply to a 'NoneType' object").
+        self._check_sources()
 
     def _on_forward(self, module: nn.Module, args, output) -> None:
         self._count_step()
@@ -304,6 +327,9 @@ class Monitor:
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
+        if getattr(self, "_pre_handle", None) is not None:
+            self._pre_handle.remove()
+            self._pre_handle = None
 
     @property
     def attached(self) -> bool:
@@ -416,6 +442,10 @@ class NetworkMonitor:
     def _count_step(self) -> None:
         for monitor in self.monitors.values():
             monitor._count_step()
+
+    def _check_sources(self) -> None:
+        for monitor in self.monitors.values():
+            monitor._check_sources()
 
     @property
     def attached(self) -> bool:

@@ -1,7 +1,7 @@
 """SNNNetwork: a container of layers, each a (connection, postsynaptic neuron) pair."""
 
 from collections import OrderedDict
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -11,6 +11,13 @@ from pysnn.connection import Connection, Conv2d, Linear
 from pysnn.neuron import BaseNeuron
 
 __all__ = ["SNNNetwork"]
+
+
+def _output_cells(connection: Connection) -> Tuple[int, ...]:
+    """The cells a connection feeds: ``(B, 1, O)`` (Linear) or ``(B, C_out, H_out, W_out)``."""
+    if isinstance(connection, Linear):
+        return (connection.batch_size, 1, connection.out_features)
+    return (connection.batch_size, connection.out_channels) + tuple(connection.image_out_shape)
 
 
 class SNNNetwork(nn.Module):
@@ -35,7 +42,12 @@ class SNNNetwork(nn.Module):
             :class:`~pysnn.connection.Conv2d`.
         :param neuron: the postsynaptic neuron (any :class:`~pysnn.neuron.BaseNeuron`).
         :raises TypeError: wrong module types.
-        :raises KeyError: empty, dotted or duplicate name.
+        :raises KeyError: empty, dotted or duplicate name, or a name whose
+            ``<name>_connection`` / ``<name>_neuron`` attribute already holds something else.
+        :raises ValueError: the neuron's ``cells_shape`` differs from the connection's output
+            cells: ``(B, 1, O)`` for ``Linear``, ``(B, C_out, H_out, W_out)`` for ``Conv2d``.
+
+        Nothing is registered when it raises.
         """
         if not isinstance(connection, Connection):
             raise TypeError(
@@ -62,12 +74,29 @@ class SNNNetwork(nn.Module):
                 f"SNNNetwork.add_layer: connection must be Linear or Conv2d, "
                 f"got {type(connection).__name__}"
             )
-        self._layers[name] = {"connection": connection, "neuron": neuron, "type": layer_type}
+        expected = _output_cells(connection)
+        cells = getattr(neuron, "cells_shape", None)
+        if cells is not None and tuple(cells) != expected:
+            raise ValueError(
+                f"SNNNetwork.add_layer: layer {name!r}: the neuron's cells_shape {tuple(cells)} "
+                f"does not match the {type(connection).__name__}'s output shape {expected}"
+            )
         known = {id(module) for module in self.modules()}
+        to_add = []
         for role, module in (("connection", connection), ("neuron", neuron)):
-            if id(module) not in known:
-                self.add_module(f"{name}_{role}", module)
-                known.add(id(module))
+            if id(module) in known:
+                continue
+            attribute = f"{name}_{role}"
+            if hasattr(self, attribute) or attribute in self._modules:
+                raise KeyError(
+                    f"SNNNetwork.add_layer: cannot register layer {name!r}: the attribute "
+                    f"{attribute!r} already exists and holds another object"
+                )
+            to_add.append((attribute, module))
+            known.add(id(module))
+        self._layers[name] = {"connection": connection, "neuron": neuron, "type": layer_type}
+        for attribute, module in to_add:
+            self.add_module(attribute, module)
 
     @property
     def layers(self) -> "OrderedDict[str, Dict]":

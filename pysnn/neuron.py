@@ -14,7 +14,7 @@ Times (``dt``, ``duration_refrac``, exponential time constants) are in milliseco
 """
 
 import math
-from numbers import Real
+from numbers import Integral, Real
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
@@ -48,10 +48,18 @@ __all__ = [
 ]
 
 _HISTORY_START_CAPACITY = 64
+_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
 def _concat_fan_in(x: Sequence[Tensor], name: str, owner: str) -> Tensor:
     """Concatenate a list of inputs along the fan-in axis, naming the argument on a mismatch."""
+    if len(x) == 0:
+        raise ValueError(f"{owner}: the {name} list is empty; pass at least one tensor")
+    for item in x:
+        if not isinstance(item, Tensor):
+            raise TypeError(
+                f"{owner}: the {name} list must hold tensors only, got {type(item).__name__}"
+            )
     try:
         return torch.cat(list(x), dim=-1)
     except (RuntimeError, TypeError) as err:
@@ -60,6 +68,76 @@ def _concat_fan_in(x: Sequence[Tensor], name: str, owner: str) -> Tensor:
             f"{owner}: the tensors of the {name} list must match in all but the last (fan-in) "
             f"axis, got {shapes}"
         ) from err
+
+
+def _cells_shape(cells_shape, owner: str) -> Tuple[int, ...]:
+    """``_check_cells_shape`` that also accepts numpy (any ``numbers.Integral``) integers."""
+    if isinstance(cells_shape, (tuple, list)):
+        cells_shape = tuple(
+            int(n) if isinstance(n, Integral) and not isinstance(n, bool) else n
+            for n in cells_shape
+        )
+    return _check_cells_shape(cells_shape, owner)
+
+
+def _check_dt(dt, dtype: torch.dtype, owner: str, name: str = "dt") -> float:
+    """A positive finite ``dt`` that stays positive and finite in the state's ``dtype``."""
+    dt = _check_positive_real(dt, name, owner, unit=" (ms)")
+    stored = torch.tensor(dt, dtype=dtype).item()
+    if not (math.isfinite(stored) and stored > 0):
+        raise ValueError(
+            f"{owner}: {name} = {dt!r} ms becomes {stored} in {dtype}; it must stay a positive "
+            "finite number in the state's dtype"
+        )
+    return dt
+
+
+def _check_bool(value, name: str, owner: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{owner}: {name} must be a bool, got {value!r}")
+    return value
+
+
+def _check_tau_dt(tensor: Tensor, name: str, dt: Tensor, owner: str) -> None:
+    """Exponential time constants below ``dt`` make the forward-Euler step overshoot."""
+    if tensor.is_meta or dt.is_meta or tensor.numel() == 0:
+        return  # no values to compare
+    low = tensor.min()
+    if bool(low < dt.to(device=low.device, dtype=low.dtype)):
+        raise ValueError(
+            f"{owner}: {name} must be >= dt = {dt.item():g} ms for update_type='exponential' "
+            f"(dt/{name} > 1 makes the forward-Euler update overshoot and oscillate), "
+            f"got {low.item():g}"
+        )
+
+
+def _check_real_input(x, name: str, owner: str) -> None:
+    """Inputs are bool, integer or floating-point tensors (no complex values)."""
+    if not isinstance(x, Tensor):
+        raise TypeError(
+            f"{owner}: {name} must be a torch.Tensor or a list of tensors, got {type(x).__name__}"
+        )
+    if x.is_complex():
+        raise TypeError(f"{owner}: {name} must be real (bool, int or float), got {x.dtype}")
+
+
+def _check_fan_in(x: Tensor, cells_shape: Tuple[int, ...], name: str, owner: str) -> None:
+    """``x`` must carry the fan-in axis last: ``cells_shape + (R,)`` (size-1 axes broadcast)."""
+    if x.dim() != len(cells_shape) + 1:
+        raise ValueError(
+            f"{owner}: {name} of shape {tuple(x.shape)} must have the fan-in axis last, "
+            f"cells_shape + (R,) = ({', '.join(map(str, cells_shape))}, R); add it with "
+            "x.unsqueeze(-1)"
+        )
+    try:
+        broadcast = torch.broadcast_shapes(x.shape[:-1], cells_shape)
+    except RuntimeError:
+        broadcast = None
+    if broadcast != torch.Size(cells_shape):
+        raise ValueError(
+            f"{owner}: {name} of shape {tuple(x.shape)} (cell axes {tuple(x.shape[:-1])}, "
+            f"fan-in R = {x.shape[-1]}) does not broadcast to cells_shape {cells_shape}"
+        )
 
 
 class _StateMixin(StateMixin):
@@ -78,6 +156,12 @@ class _StateMixin(StateMixin):
             raise TypeError(
                 f"{owner}: {name} must be a number or a tensor, got {type(value).__name__}"
             )
+        if isinstance(value, Tensor) and (
+            value.is_complex()
+            or not value.dtype.is_floating_point
+            and value.dtype not in _INT_DTYPES
+        ):
+            raise TypeError(f"{owner}: {name} must be real, got a tensor of {value.dtype}")
         factory = self._factory
         tensor = torch.as_tensor(value, dtype=factory["dtype"]).detach()
         try:
@@ -92,6 +176,8 @@ class _StateMixin(StateMixin):
             raise ValueError(f"{owner}: {name} must be finite, got {value}")
         if kind != "any":
             _check_tau_values(tensor, name, "linear" if kind == "decay" else "exponential", owner)
+        if kind == "time_constant":
+            _check_tau_dt(tensor, name, self._buffers["dt"], owner)
         device = factory["device"]
         self.register_buffer(name, (expanded if device is None else expanded.to(device)).clone())
 
@@ -124,7 +210,60 @@ class _StateMixin(StateMixin):
             tensor = self._buffers.get(name)
             if tensor is not None:
                 _check_tau_values(tensor, name, value, owner)
+                if value == "exponential":
+                    _check_tau_dt(tensor, name, self._buffers["dt"], owner)
         self.__dict__["_update_type"] = value
+
+    # -- loading ---------------------------------------------------------------------------
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
+        # the constructor's checks, on the incoming tensors, before anything is copied
+        self._check_loaded_state(state_dict, prefix)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    def _check_loaded_state(self, state_dict, prefix: str) -> None:
+        owner = type(self).__name__
+        own = {**self._parameters, **self._buffers}
+        incoming = {}
+        for name, current in own.items():
+            value = state_dict.get(prefix + name)
+            if (
+                not isinstance(value, Tensor)
+                or value.is_meta
+                or current is None
+                or name == "duration_refrac"
+            ):
+                continue  # duration_refrac: rounded to steps at every step (NaN counts as 0)
+            key = prefix + name
+            if value.is_floating_point() or value.is_complex():
+                if value.is_complex() and not current.is_complex():
+                    raise TypeError(f"{owner}: {key} must be real, got {value.dtype}")
+                value = value.detach().to(current.dtype)  # what the copy would store
+                if not bool(torch.isfinite(value).all()):
+                    raise ValueError(
+                        f"{owner}: {key} in the state_dict must be finite (in {current.dtype})"
+                    )
+            incoming[name] = (key, value)
+        dt = incoming.get("dt", ("dt", self._buffers.get("dt")))[1]
+        if "dt" in incoming and dt.numel() == 1 and not bool(dt > 0):
+            raise ValueError(
+                f"{owner}: {prefix}dt in the state_dict must be > 0 (ms), got {dt.item()}"
+            )
+        update_type = self.update_type
+        for name in self._tau_parameters:
+            if name not in incoming:
+                if update_type == "exponential" and "dt" in incoming and name in own:
+                    _check_tau_dt(own[name], prefix + name, dt, owner)
+                continue
+            key, value = incoming[name]
+            if value.numel() == 0:
+                continue
+            _check_tau_values(value, key, update_type, owner)
+            if update_type == "exponential" and dt is not None and dt.numel() == 1:
+                _check_tau_dt(value, key, dt, owner)
 
 
 class BaseInput(BackendMixin, _StateMixin, nn.Module):
@@ -147,9 +286,9 @@ class BaseInput(BackendMixin, _StateMixin, nn.Module):
     ) -> None:
         super().__init__()
         owner = type(self).__name__
-        self.cells_shape = _check_cells_shape(cells_shape, owner)
-        dt = _check_positive_real(dt, "dt", owner)
+        self.cells_shape = _cells_shape(cells_shape, owner)
         self._factory = factory = _factory_kwargs(device, dtype, owner)
+        dt = _check_dt(dt, factory["dtype"], owner)
         self.register_state("trace", torch.zeros(self.cells_shape, **factory), 0)
         self.register_buffer("dt", torch.tensor(dt, **factory))
         spikes = torch.zeros(self.cells_shape, dtype=torch.bool, device=factory["device"])
@@ -265,7 +404,9 @@ class BaseNeuron(BackendMixin, _StateMixin, nn.Module):
     :param dt: time step in ms.
     :param duration_refrac: refractory period in ms, >= 0 and an integer multiple of ``dt``. A
         cell that spikes ignores its input for ``duration_refrac / dt`` steps.
-    :param store_trace: keep the history of spikes in ``complete_trace``.
+    :param store_trace: keep the history of spikes in ``complete_trace`` (a bool). The history
+        is a recording, not state: it is not in ``state_dict`` (not saved, not restored by
+        ``load_state_dict``) and ``reset_state`` restarts it.
     :param device: keyword-only, where the state is created (``torch.nn``'s factory argument).
     :param dtype: keyword-only, the floating-point dtype of the state (default: torch's).
 
@@ -277,6 +418,9 @@ class BaseNeuron(BackendMixin, _StateMixin, nn.Module):
     ``duration_refrac``, ``thresh_center`` (scalars or the threshold as given), ``spikes``
     (bool), ``v_cell``, ``trace`` and ``refrac_counts`` (remaining refractory **steps**, int32),
     all of ``cells_shape``.
+
+    Inputs need the fan-in axis last, ``cells_shape + (R,)``, at every batch size; exponential
+    time constants must be >= ``dt``; ``load_state_dict`` checks the incoming values first.
     """
 
     def __init__(
@@ -294,16 +438,19 @@ class BaseNeuron(BackendMixin, _StateMixin, nn.Module):
         super().__init__()
         owner = type(self).__name__
         self._factory = factory = _factory_kwargs(device, dtype, owner)
-        self.cells_shape = _check_cells_shape(cells_shape, owner)
-        dt = _check_positive_real(dt, "dt", owner)
+        self.cells_shape = _cells_shape(cells_shape, owner)
+        dt = _check_dt(dt, factory["dtype"], owner)
         if isinstance(v_rest, Tensor) and v_rest.numel() == 1:
             v_rest = v_rest.item()
         if isinstance(v_rest, bool) or not isinstance(v_rest, Real):
             raise TypeError(f"{owner}: v_rest must be a real number, got {type(v_rest).__name__}")
+        stored = torch.tensor(float(v_rest), dtype=factory["dtype"]).item()
+        if not (math.isfinite(v_rest) and math.isfinite(stored)):
+            raise ValueError(
+                f"{owner}: v_rest must be finite (in {factory['dtype']}), got {v_rest!r}"
+            )
         self._refrac_steps(duration_refrac, dt, owner)
-        if not isinstance(store_trace, bool):
-            raise TypeError(f"{owner}: store_trace must be a bool, got {store_trace!r}")
-        self.store_trace = store_trace
+        self.store_trace = _check_bool(store_trace, "store_trace", owner)
 
         self._register_cell_param("thresh", thresh)
         thresh_center = self._buffers.pop("thresh")
@@ -410,18 +557,12 @@ class BaseNeuron(BackendMixin, _StateMixin, nn.Module):
             different ``R`` (several incoming connections, e.g. in cyclic graphs).
         :returns: tensor broadcastable to ``cells_shape``.
         """
+        owner = type(self).__name__
         if isinstance(x, (list, tuple)):
-            x = _concat_fan_in(x, "input", type(self).__name__)
-        if not isinstance(x, Tensor):
-            raise TypeError(
-                f"{type(self).__name__}: input must be a tensor or a list of tensors, "
-                f"got {type(x).__name__}"
-            )
-        folded = x.squeeze(-1) if x.shape[-1] == 1 else x.sum(-1)
-        _check_input_shape(
-            folded, self.cells_shape, "input (fan-in axis summed)", type(self).__name__
-        )
-        return folded
+            x = _concat_fan_in(x, "input", owner)
+        _check_real_input(x, "input", owner)
+        _check_fan_in(x, self.cells_shape, "input", owner)
+        return x.squeeze(-1) if x.shape[-1] == 1 else x.sum(-1)
 
     def unfold(self, x: Tensor) -> Tensor:
         """Reshape ``x`` to ``cells_shape + (R,)`` (the inverse of folding for ``R`` synapses)."""
@@ -757,7 +898,7 @@ class AdaptiveLIFNeuron(LIFNeuron, native_twin=True):
         # PySNN's state_dict order: alpha_v, alpha_t, alpha_thresh, tau_v, tau_t, tau_thresh.
         for name in ("tau_v", "tau_t", "tau_thresh"):
             self._buffers[name] = self._buffers.pop(name)
-        self.relax_to_center = bool(relax_to_center)
+        self.relax_to_center = _check_bool(relax_to_center, "relax_to_center", type(self).__name__)
 
     _tau_parameters = ("tau_v", "tau_t", "tau_thresh")
     _step_methods = BaseNeuron._step_methods + ("update_thresh",)
@@ -857,11 +998,11 @@ class FedeNeuron(BaseNeuron, native_twin=True):
             x = _concat_fan_in(x, "x", owner)
         if isinstance(pre_trace, (list, tuple)):
             pre_trace = _concat_fan_in(pre_trace, "pre_trace", owner)
-        if not isinstance(x, Tensor):
-            raise TypeError(f"{owner}: x must be a torch.Tensor, got {type(x).__name__}")
-        expected = self.cells_shape + (x.shape[-1],)
-        _check_input_shape(x, expected, "x", owner)
-        _check_input_shape(pre_trace, expected, "pre_trace", owner)
+        _check_real_input(x, "x", owner)
+        _check_real_input(pre_trace, "pre_trace", owner)
+        _check_fan_in(x, self.cells_shape, "x", owner)
+        _check_fan_in(pre_trace, self.cells_shape, "pre_trace", owner)
+        _check_input_shape(pre_trace, self.cells_shape + (x.shape[-1],), "pre_trace", owner)
         return x, pre_trace
 
     def update_voltage(self, x: Tensor, pre_trace: Tensor) -> None:

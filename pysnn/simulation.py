@@ -11,6 +11,7 @@ plus resetting, collecting the outputs and recording; it adds nothing per step b
 of the output into a preallocated buffer (see ``benchmarks/monitor_overhead.py``).
 """
 
+import math
 import warnings
 from numbers import Real
 from typing import Any, Callable, Optional, Sequence, Union
@@ -44,7 +45,12 @@ def _reward_getter(reward: Reward, n_steps: int) -> Optional[Callable[[int, Any]
             )
         return lambda t, output: reward[..., t]
     if isinstance(reward, (list, tuple, np.ndarray)):
-        values = np.asarray(reward, dtype=np.float64)
+        try:
+            values = np.asarray(reward, dtype=np.float64)
+        except (TypeError, ValueError) as error:
+            raise TypeError(
+                f"run: a reward sequence must hold numbers, one per step, got {error}"
+            ) from None
         if values.shape != (n_steps,):
             raise ValueError(
                 f"run: a reward sequence must have one value per step ({n_steps}), "
@@ -55,6 +61,58 @@ def _reward_getter(reward: Reward, n_steps: int) -> Optional[Callable[[int, Any]
     raise TypeError(
         f"run: reward must be None, a number, a tensor, a sequence of numbers or a callable "
         f"(t, output) -> reward, got {type(reward).__name__}"
+    )
+
+
+def _non_finite(name: str, detail: str) -> ValueError:
+    return ValueError(
+        f"run: {name} must be finite (no NaN or inf), got {detail}; nothing was learnt from it"
+    )
+
+
+def _check_rewards(reward: Reward) -> None:
+    """Refuse non-finite rewards before the first step (so no weight changes first).
+
+    Numbers, sequences and CPU tensors are checked here; tensors on other devices are not
+    (that would synchronise with the device): the learning rule sees them as they are.
+    """
+    if isinstance(reward, Real) and not isinstance(reward, bool):
+        if not math.isfinite(float(reward)):
+            raise _non_finite("reward", repr(reward))
+    elif isinstance(reward, Tensor):
+        if reward.device.type == "cpu" and reward.is_floating_point():
+            finite = torch.isfinite(reward)
+            if not bool(finite.all()):
+                bad = (~finite).nonzero()[0].tolist()
+                raise _non_finite("reward", f"{reward[tuple(bad)].item()!r} at index {bad}")
+    elif isinstance(reward, (list, tuple, np.ndarray)):
+        values = np.asarray(reward, dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(values))
+        if len(bad):
+            raise _non_finite("reward", f"{float(values[bad[0]])!r} at step {int(bad[0])}")
+
+
+def _check_reward_value(value: Any, t: int) -> None:
+    """A callable's reward of step ``t``: must be finite (host numbers and CPU tensors only)."""
+    if isinstance(value, Real) and not isinstance(value, bool):
+        if not math.isfinite(float(value)):
+            raise _non_finite(f"reward (the callable's value at step {t})", repr(value))
+    elif isinstance(value, Tensor) and value.device.type == "cpu" and value.is_floating_point():
+        if not bool(torch.isfinite(value).all()):
+            raise _non_finite(f"reward (the callable's value at step {t})", "a non-finite tensor")
+
+
+def _changed_output(t: int, out: Tensor, shape: torch.Size, dtype: torch.dtype) -> None:
+    """Raise for an output of step ``t`` that differs in shape or dtype from step 0's."""
+    if out.shape != shape:
+        raise ValueError(
+            f"run: the network's output changed shape at step {t}: {tuple(out.shape)}, "
+            f"but step 0 gave {tuple(shape)} (every step must return the same shape; it is "
+            f"not broadcast)"
+        )
+    raise TypeError(
+        f"run: the network's output changed dtype at step {t}: {out.dtype}, but step 0 gave "
+        f"{dtype} (every step must return the same dtype; it is not cast)"
     )
 
 
@@ -121,9 +179,14 @@ def run(
     :returns: the network's outputs stacked along a new **last** axis (time last, like the
         input): ``(*out_shape, T)``. When the forward returns a tuple, its first element (the
         output spikes) is stacked. ``None`` if the forward returns ``None``.
-    :raises TypeError: wrong argument types.
+    :raises TypeError: wrong argument types, or an output whose dtype differs from step 0's
+        (it is not cast into the output buffer; the message names the step and both dtypes).
     :raises ValueError: ``inputs`` without a time step, reward of the wrong length, a reward
-        without learning rule.
+        without learning rule, a non-finite ``reward`` (numbers, sequences and CPU tensors are
+        checked before the first step, so no weight changes; a callable's host values before
+        each step's update), an output whose shape differs from step 0's (it is not
+        broadcast; the message names the step and both shapes), or a monitored variable that
+        is no longer a tensor.
     """
     if not callable(network):
         raise TypeError(f"run: network must be a callable module, got {type(network).__name__}")
@@ -145,6 +208,9 @@ def run(
     elif reward is not None:
         raise ValueError("run: reward was given without a learning_rule")
     reward_at = _reward_getter(reward, n_steps)
+    _check_rewards(reward)
+    # A callable's values are checked as they come (host numbers and CPU tensors only).
+    check_each = callable(reward) and not isinstance(reward, Tensor)
     if isinstance(monitors, (Monitor, NetworkMonitor)):
         monitors = (monitors,)
     for monitor in monitors:
@@ -156,6 +222,9 @@ def run(
     if not isinstance(reset, bool):
         raise TypeError(f"run: reset must be a bool, got {reset!r}")
     stepped = [monitor for monitor in monitors if not monitor.attached]
+    for monitor in monitors:
+        # A monitored variable set to None: a clear error now, not one from deep in a forward.
+        monitor._check_sources()
 
     if reset:
         reset_state = getattr(network, "reset_state", None)
@@ -181,6 +250,10 @@ def run(
                 if outputs is None:
                     # Time first while filling (contiguous row copies), moved last at the end.
                     outputs = out.new_empty((n_steps,) + tuple(out.shape))
+                    out_shape = out.shape
+                    out_dtype = out.dtype
+                elif out.shape != out_shape or out.dtype != out_dtype:
+                    _changed_output(t, out, out_shape, out_dtype)
                 outputs[t].copy_(out)
             if learning_rule is not None:
                 learning_rule.update_state()
@@ -191,6 +264,8 @@ def run(
                     if value is None:
                         learning_rule.step()
                     else:
+                        if check_each:
+                            _check_reward_value(value, t)
                         learning_rule.step(value)
             for monitor in stepped:
                 monitor._count_step()

@@ -1,6 +1,7 @@
 """pysnn.connection: values, layouts, delays, pooling, weights, dtypes and saved state."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -101,6 +102,81 @@ def test_pinned_delay_three():
     """PySNN test: spike fed at t=0; t=0, 1, 2 silent, t=3 emits, t=4 silent."""
     conn = Linear(1, 1, 1, 1.0, 3)
     assert run_delay_line(conn, [1, 0, 0, 0, 0]) == [3]
+
+
+def test_pinned_delay_three_through_propagate_spike():
+    """PySNN's own test: one spike through ``propagate_spike``, then ``delay_init - 1`` empty
+    calls; the spike leaves on the last of them (and on no earlier one)."""
+    conn = Linear(1, 1, 1, 1.0, 3)
+    assert conn.delay_init.shape == (1, 1, 1) and conn.delay_init.tolist() == [[[4.0]]]
+    assert conn.propagate_spike(torch.ones(1, 1, 1)).tolist() == [[[0.0]]]
+    outputs = [
+        conn.propagate_spike(torch.zeros(1, 1, 1)).tolist()
+        for _ in range(int(conn.delay_init[0, 0, 0]) - 1)
+    ]
+    assert outputs == [[[[0.0]]], [[[0.0]]], [[[1.0]]]]
+    assert conn.spikes.tolist() == [[[True]]]
+
+
+@pytest.mark.parametrize("d", [0, 1, 3])
+def test_delay_init_holds_pysnn_values_for_int_delays(d):
+    """PySNN: ``delay_init = ones(shape) * (d + 1)`` of the synapse shape, weight dtype."""
+    conn = Linear(3, 2, 4, 1.0, d)
+    assert conn.delay_init.shape == (4, 2, 3) and conn.delay_init.dtype == torch.float32
+    assert torch.equal(conn.delay_init, torch.ones(4, 2, 3) * (d + 1))
+    assert conn.delay.dtype == torch.int64 and (conn.delay == d).all()  # unchanged
+    assert conn.max_delay == d and f"delay={d}," in repr(conn)
+    conv = Conv2d(2, 3, 2, (4, 4), 2, 1.0, d).double()
+    assert conv.delay_init.shape == conv.synapse_shape == (2, 3, 8, 9)
+    assert conv.delay_init.dtype == torch.float64 and (conv.delay_init == d + 1).all()
+    state = conn.state_dict()
+    assert torch.equal(state["delay_init"], torch.full((4, 2, 3), d + 1.0))
+
+
+def test_delay_init_holds_delay_plus_one_for_tensor_delays():
+    delays = torch.tensor([[0, 1, 2], [3, 0, 5]])
+    conn = Linear(3, 2, 2, 1.0, delays)
+    assert conn.delay_init.tolist() == [[1, 2, 3], [4, 1, 6]]
+    assert conn.delay.shape == (2, 2, 3) and torch.equal(conn.delay[1], delays)
+    assert conn.max_delay == 5 and "delay=per-synapse" in repr(conn)
+    fresh = Linear(3, 2, 2, 1.0, delays)
+    fresh.load_state_dict(conn.state_dict())  # delay_init of the same delays: accepted
+
+
+@pytest.mark.parametrize("delay_kind", ["int", "tensor"])
+def test_state_dict_of_the_previous_format_loads(rng, delay_kind):
+    """Version 1 state dicts held the delay itself in delay_init; they still load (checked
+    against the delays) and resume the delay line where it stopped."""
+    delay = 2 if delay_kind == "int" else torch.tensor([[0, 1, 2, 2]] * 3)
+    conn = random_linear(rng, delay, in_features=4, out_features=3)
+    for _ in range(3):
+        conn(
+            torch.from_numpy(rng.random((B, 1, 4)) < 0.5), torch.zeros(B, 1, 4, dtype=torch.float64)
+        )
+    old = conn.state_dict()
+    old["delay_init"] = torch.tensor(2) if delay_kind == "int" else delay.clone()
+    old._metadata[""]["version"] = 1
+    fresh = random_linear(rng, delay, in_features=4, out_features=3)
+    fresh.load_state_dict(old)
+    x = torch.ones(B, 1, 4, dtype=torch.bool)
+    act_a, _ = conn(x, torch.zeros(B, 1, 4, dtype=torch.float64))
+    act_b, _ = fresh(x, torch.zeros(B, 1, 4, dtype=torch.float64))
+    assert torch.equal(act_a, act_b) and torch.equal(conn.spikes, fresh.spikes)
+    # version 1 with other delays, and the version-2 values under version 1: refused
+    old["delay_init"] = torch.tensor(3) if delay_kind == "int" else delay + 1
+    with pytest.raises(ValueError, match=r"Linear: delay_init in the state dict differs"):
+        random_linear(rng, delay, in_features=4, out_features=3).load_state_dict(old)
+
+
+def test_state_dict_without_metadata_loads_either_format():
+    conn = Linear(4, 3, 2, 1.0, 2)
+    plain = dict(conn.state_dict())  # no _metadata: no version
+    Linear(4, 3, 2, 1.0, 2).load_state_dict(plain)
+    plain["delay_init"] = torch.tensor(2)
+    Linear(4, 3, 2, 1.0, 2).load_state_dict(plain)
+    plain["delay_init"] = torch.tensor(1)
+    with pytest.raises(ValueError, match=r"delay_init in the state dict differs"):
+        Linear(4, 3, 2, 1.0, 2).load_state_dict(plain)
 
 
 def test_zero_delay_is_instantaneous_including_tensor_zero():
@@ -268,6 +344,116 @@ def test_pooling_picks_trace_of_its_own_plane():
         s, t = pool(spikes, trace)
         assert s.flatten().tolist() == [False, False, False, True]
         assert t.flatten().tolist() == [3.0, 0.0, 0.0, 7.0]
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+def nonfinite_pool_ref(spikes, trace, kernel):
+    """Windows of ``kernel`` (stride = kernel): spike iff any spike; trace among the finite
+    traces, spiking first, then the largest; else non-finite ranked spiking, +inf, -inf, NaN."""
+    b, c, h, w = spikes.shape
+    kh, kw = kernel
+    out_s = np.zeros((b, c, h // kh, w // kw), dtype=bool)
+    out_t = np.zeros((b, c, h // kh, w // kw))
+    for n in range(b):
+        for ch in range(c):
+            for y in range(h // kh):
+                for x in range(w // kw):
+                    s = spikes[n, ch, y * kh : (y + 1) * kh, x * kw : (x + 1) * kw].ravel()
+                    t = trace[n, ch, y * kh : (y + 1) * kh, x * kw : (x + 1) * kw].ravel()
+                    out_s[n, ch, y, x] = s.any()
+
+                    def rank(k):
+                        if np.isfinite(t[k]):
+                            return (2, s[k], t[k])
+                        return (0, s[k], 0 if np.isnan(t[k]) else 1 + (t[k] > 0))
+
+                    best = max(range(len(t)), key=rank)  # first maximum on ties, as torch
+                    out_t[n, ch, y, x] = t[best]
+    return out_s, out_t
+
+
+@pytest.mark.parametrize("make", [lambda: MaxPool2d(2), lambda: AdaptiveMaxPool2d((2, 3))])
+@pytest.mark.parametrize("bad", [NAN, INF, -INF])
+def test_pooling_one_nonfinite_trace_changes_nothing_else(make, bad):
+    """One NaN/±inf trace anywhere made every window drop its spikes (max|trace| = inf)."""
+    spikes = torch.zeros(2, 3, 4, 6, dtype=torch.bool)
+    spikes[:, :, 0, 0] = spikes[:, :, 3, 5] = spikes[1, 2, 2, 2] = True
+    trace = torch.arange(2 * 3 * 4 * 6, dtype=torch.float64).view(2, 3, 4, 6) / 100
+    reference = make()(spikes, trace)
+    trace[0, 1, 1, 3] = bad  # a window without spikes
+    out_s, out_t = make()(spikes, trace)
+    assert torch.equal(out_s, reference[0]) and out_s.sum() == 2 * 3 * 2 + 1
+    # the window holding the bad trace passes on its largest finite trace, all others unchanged
+    assert out_t[0, 1, 0, 1].item() == 0.32  # 0.33 replaced: the largest finite of 0.26 … 0.32
+    mask = torch.ones_like(out_t, dtype=torch.bool)
+    mask[0, 1, 0, 1] = False
+    assert torch.equal(out_t[mask], reference[1][mask])
+
+
+def test_pooling_two_spiking_windows_with_nonfinite_traces():
+    """The issue's case: ``[True, True]`` became ``[False, False]``."""
+    spikes = torch.tensor([[[[True, False, True, False]]]])
+    for bad in (NAN, INF, -INF):
+        trace = torch.tensor([[[[bad, 1.0, 2.0, 3.0]]]])
+        for pool in (MaxPool2d((1, 2)), AdaptiveMaxPool2d((1, 2))):
+            s, t = pool(spikes, trace)
+            assert s.tolist() == [[[[True, True]]]]
+            # left window: the only finite trace is the silent 1.0; right: the spiking 2.0
+            assert t.tolist() == [[[[1.0, 2.0]]]]
+
+
+@pytest.mark.parametrize("pool", [MaxPool2d(2), AdaptiveMaxPool2d((2, 2))])
+def test_pooling_nonfinite_traces_in_several_windows_matches_reference(rng, pool):
+    spikes = rng.random((3, 2, 4, 4)) < 0.3
+    trace = rng.random((3, 2, 4, 4)) * 10 - 5
+    flat = trace.reshape(-1)
+    flat[rng.choice(flat.size, 30, replace=False)] = rng.choice([NAN, INF, -INF], 30)
+    trace[0, 0, :2, :2] = NAN  # a window of NaN traces only: NaN
+    trace[0, 1, :2, :2] = [[NAN, -INF], [INF, NAN]]  # no finite trace: the spiking one (NaN)
+    spikes[0, 1, :2, :2] = [[True, False], [False, False]]
+    trace[1, 0, 2:, 2:] = [[-INF, -INF], [NAN, -INF]]
+    spikes[1, 0, 2:, 2:] = False
+    out_s, out_t = pool(torch.from_numpy(spikes), torch.from_numpy(trace))
+    exp_s, exp_t = nonfinite_pool_ref(spikes, trace, (2, 2))
+    np.testing.assert_array_equal(out_s.numpy(), exp_s)
+    np.testing.assert_array_equal(out_t.numpy(), exp_t)  # NaN == NaN for this assertion
+    assert exp_s.any() and not exp_s.all()
+    assert math.isnan(out_t[0, 0, 0, 0]) and math.isnan(out_t[0, 1, 0, 0])
+    assert out_t[1, 0, 1, 1] == -INF
+
+
+def test_pooling_tiny_trace_differences_are_kept():
+    """Dense ranks: a trace 1e-30 above another wins next to large traces (no offset)."""
+    spikes = torch.tensor([[[[True, True, False, False]]]])
+    trace = torch.tensor([[[[1e-30, 2e-30, 1e30, -1e30]]]], dtype=torch.float64)
+    s, t = MaxPool2d((1, 2))(spikes, trace)
+    assert s.tolist() == [[[[True, False]]]] and t.tolist() == [[[[2e-30, 1e30]]]]
+
+
+# -- huge sizes ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: Linear(10**6, 10**6, 1, 1.0, 0), r"in_features=1000000, out_features=1000000"),
+        (lambda: Linear(1, 1, 1, 1.0, 10**12), r"delay=1000000000000 steps need .*delay line"),
+        (
+            lambda: Linear(10, 10, 1, 1.0, torch.tensor(10**12)),
+            r"delay=up to 1000000000000 steps",
+        ),
+        (lambda: Conv2d(10**4, 10**4, 3, (8, 8), 100, 1.0, 0), r"in_channels=10000"),
+    ],
+)
+def test_huge_sizes_are_refused_at_construction(make, match):
+    with pytest.raises(MemoryError, match=match) as info:
+        make()
+    assert re.search(r"need [\d.]+ [KMGTP]iB \(\d+ bytes", str(info.value))
+
+
+def test_delay_beyond_int64_is_refused():
+    with pytest.raises(ValueError, match=r"delay=\d+ steps is too large"):
+        Linear(1, 1, 1, 1.0, 10**30)
 
 
 # -- weights ---------------------------------------------------------------------------------------

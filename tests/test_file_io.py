@@ -201,6 +201,7 @@ def test_every_writer_round_trips_through_its_reader(tmp_path, seed):
         t_ms(24),
         rng.integers(0, 2**16, n),
     )
+    starts, ends = np.minimum(starts, ends), np.maximum(starts, ends)  # windows run forwards
     encode_1d_num_spikes(tmp_path / "num.bin", ids, starts, ends, counts)
     got = read_1d_num_spikes(tmp_path / "num.bin")
     assert np.array_equal(got[0], ids) and np.array_equal(got[3], counts)
@@ -589,3 +590,163 @@ def test_to_spike_tensor_fills_a_cuda_tensor():
     Events([1, -1], [0, 0], [1, 0], [2.0, 0.0]).to_spike_tensor(tensor)
     assert tensor.device.type == "cuda"
     assert tensor.nonzero().tolist() == [[1, 0, 1, 2]]
+
+
+# ----------------------------------------------------------------------------- atomic writes keep
+# what the user owns: symbolic links, permission bits; hard links are documented to break.
+
+WRITERS = {
+    "encode_1d_spikes": lambda path: encode_1d_spikes(path, Events([3], None, [1], [2.0])),
+    "encode_2d_spikes": lambda path: encode_2d_spikes(path, Events([9], [9], [1], [9.0])),
+    "encode_3d_spikes": lambda path: encode_3d_spikes(path, Events([9], [9], [7], [9.0])),
+    "encode_1d_num_spikes": lambda path: encode_1d_num_spikes(path, [1], [0.0], [5.0], [3]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_writers_write_through_a_symlink_and_keep_it(tmp_path, name):
+    real = tmp_path / "real.bin"
+    real.write_bytes(b"old data")
+    link = tmp_path / "link.bin"
+    link.symlink_to(real)
+    WRITERS[name](link)
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    reference = tmp_path / "reference.bin"
+    WRITERS[name](reference)
+    assert real.read_bytes() == reference.read_bytes() != b"old data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.bin", "real.bin", "reference.bin"]
+
+
+def test_writers_follow_a_chain_of_relative_symlinks_and_a_dangling_one(tmp_path):
+    (tmp_path / "sub").mkdir()
+    real = tmp_path / "sub" / "real.bin"
+    (tmp_path / "sub" / "mid.bin").symlink_to("real.bin")  # relative, dangling for now
+    (tmp_path / "top.bin").symlink_to(os.path.join("sub", "mid.bin"))
+    encode_2d_spikes(tmp_path / "top.bin", Events([1], [2], [1], [3.0]))
+    assert (tmp_path / "top.bin").is_symlink() and (tmp_path / "sub" / "mid.bin").is_symlink()
+    assert same_events(read_2d_spikes(real), Events([1], [2], [1], [3.0]))
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+@pytest.mark.parametrize("name", sorted(WRITERS))
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o604])
+def test_writers_keep_the_permission_bits_of_an_existing_file(tmp_path, name, mode):
+    path = tmp_path / "private.bin"
+    path.write_bytes(b"secret")
+    os.chmod(path, mode)
+    WRITERS[name](path)
+    assert os.stat(path).st_mode & 0o7777 == mode
+    assert path.read_bytes() != b"secret"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_writers_give_a_new_file_the_umask_mode(tmp_path):
+    old = os.umask(0o027)
+    try:
+        encode_2d_spikes(tmp_path / "new.bin", Events([1], [2], [1], [3.0]))
+        with open(tmp_path / "plain.bin", "wb"):
+            pass
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "new.bin").st_mode & 0o7777 == 0o640
+    assert os.stat(tmp_path / "new.bin").st_mode & 0o7777 == (
+        os.stat(tmp_path / "plain.bin").st_mode & 0o7777
+    )
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX hard links")
+def test_a_write_through_a_symlink_keeps_the_targets_mode_not_the_links(tmp_path):
+    real = tmp_path / "real.bin"
+    real.write_bytes(b"x")
+    os.chmod(real, 0o600)
+    link = tmp_path / "link.bin"
+    link.symlink_to(real)
+    encode_1d_spikes(link, Events([3], None, [1], [2.0]))
+    assert os.stat(real).st_mode & 0o7777 == 0o600 and link.is_symlink()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX hard links")
+def test_hard_links_keep_the_old_contents_as_documented(tmp_path):
+    path = tmp_path / "a.bin"
+    path.write_bytes(b"old data")
+    other = tmp_path / "b.bin"
+    os.link(path, other)
+    inode = os.stat(path).st_ino
+    encode_2d_spikes(path, Events([1], [2], [1], [3.0]))
+    assert os.stat(path).st_ino != inode  # the rename gives the path a new inode ...
+    assert other.read_bytes() == b"old data"  # ... and the other link keeps the old file
+    import pysnn.file_io as file_io
+
+    for doc in (file_io.__doc__, encode_2d_spikes.__doc__, encode_1d_num_spikes.__doc__):
+        assert "hard links" in doc and "new inode" in doc
+
+
+def test_a_failed_write_through_a_symlink_keeps_the_target_and_removes_the_temp(
+    tmp_path, monkeypatch
+):
+    real = tmp_path / "real.bin"
+    real.write_bytes(b"old data")
+    link = tmp_path / "link.bin"
+    link.symlink_to(real)
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        encode_2d_spikes(link, Events([9], [9], [1], [9.0]))
+    assert real.read_bytes() == b"old data" and link.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.bin", "real.bin"]
+
+
+def test_a_write_that_fails_while_writing_removes_the_temp(tmp_path, monkeypatch):
+    path, original = original_file(tmp_path)
+    import pysnn.file_io as file_io
+
+    def broken_chmod(*args, **kwargs):
+        raise OSError("no space left")
+
+    monkeypatch.setattr(file_io.os, "chmod", broken_chmod)
+    with pytest.raises(OSError, match="no space left"):
+        encode_2d_spikes(path, Events([9], [9], [1], [9.0]))
+    assert path.read_bytes() == original
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.bin"]
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_writers_reject_an_empty_filename_and_write_nothing(tmp_path, monkeypatch, name):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    with pytest.raises(ValueError, match=rf"{name}: filename must not be empty"):
+        WRITERS[name]("")
+    assert list(tmp_path.iterdir()) == [work] and list(work.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_writers_reject_a_directory_and_a_missing_directory(tmp_path, name):
+    with pytest.raises(ValueError, match=rf"{name}: filename names a directory"):
+        WRITERS[name](tmp_path)
+    with pytest.raises(FileNotFoundError, match=rf"{name}: the directory of filename"):
+        WRITERS[name](tmp_path / "missing" / "x.bin")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_encode_1d_num_spikes_rejects_windows_that_end_before_they_start(tmp_path):
+    path, original = original_file(tmp_path)
+    with pytest.raises(
+        ValueError,
+        match=r"encode_1d_num_spikes: t_end must be >= t_start.*"
+        r"index 1: t_start=5 ms, t_end=4 ms",
+    ):
+        encode_1d_num_spikes(path, [1, 2], [0.0, 5.0], [1.0, 4.0], [3, 4])
+    assert path.read_bytes() == original
+    encode_1d_num_spikes(path, [1], [5.0], [5.0], [0])  # an empty window is fine
+    assert read_1d_num_spikes(path)[2].tolist() == [5.0]
+
+
+def test_read_1d_num_spikes_rejects_a_record_that_ends_before_it_starts(tmp_path):
+    path = tmp_path / "corrupt.bin"
+    path.write_bytes(record_num(1, 5000, 4000, 3))
+    with pytest.raises(ValueError, match=r"read_1d_num_spikes: .*corrupt.*t_end=4 ms < t_start"):
+        read_1d_num_spikes(path)

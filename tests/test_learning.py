@@ -15,6 +15,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 import torch
+from torch import Tensor
 
 from pysnn import native
 from pysnn.connection import Conv2d, Linear
@@ -349,34 +350,47 @@ def test_mstdpet_matches_reference(rng, kind, delay_kind, form):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("read_every", [0, 2])
-def test_mstdpet_scaled_trace_reads_and_rescales_exactly(rng, kind, read_every):
-    """MSTDPET keeps E as s·Ẽ (s = γ^k) and folds s into Ẽ before it falls below 1e-6, or when
-    ``layer["e_trace"]`` is read. With γ = 0.3 the fold happens every 12 steps; either way the
-    weights and the trace read must equal the reference (batch mean of the per-sample E)."""
-    a_pre, a_post, lr, decay = 0.5, 0.4, 0.05, 0.3
+@pytest.mark.parametrize("decay", [0.3, 1e-39, 0.0])
+def test_mstdpet_kept_e_trace_reference_is_live(rng, kind, decay):
+    """A reference to ``layer["e_trace"]`` taken before the steps holds E after every step: the
+    batch mean of the per-sample NumPy E of ``mstdpet_ref`` (float64, recomputed each step).
+    Decay 1e-39 (subnormal, legal) used to fail with "value cannot be converted to type float
+    without overflow"; the weights must follow the reference too."""
+    a_pre, a_post, lr = 0.5, 0.4, 0.05
     net, delay = make_net(kind, "int", rng)
     rule = MSTDPET(net.layers, a_pre, a_post, lr, decay)
-    layer = next(iter(rule.layers.values()))
+    kept = next(iter(rule.layers.values()))["e_trace"]
     ref_step = mstdpet_ref(a_pre, a_post, lr, decay)
     w, state = weight_np(net), {}
     batch = B if kind == "linear" else CB
     rewards = rewards_for(rng, "float", batch)
-    rescaled = 0
     for t, obs in drive(net, kind, Observer(kind, delay), rng):
         rule.update_state()
-        rescaled += layer.state_scale == 1.0
         rule.step(rewards[t][0])
         w = ref_step(w, obs, state, rewards[t][1])
+        expected_e = state["e"].mean(axis=(0, 3)).reshape(net.con.weight.shape)
+        np.testing.assert_allclose(as_np(kept), expected_e, atol=ATOL, rtol=1e-5, err_msg=f"{t}")
         np.testing.assert_allclose(weight_np(net), w, rtol=0, atol=ATOL, err_msg=f"step {t}")
-        if read_every and t % read_every == 0:
-            expected_e = state["e"].mean(axis=(0, 3)).reshape(net.con.weight.shape)
-            np.testing.assert_allclose(as_np(layer["e_trace"]), expected_e, atol=ATOL, rtol=1e-5)
-    if not read_every:
-        assert rescaled >= 1  # the scale was folded in at least once during the run
-    expected_e = state["e"].mean(axis=(0, 3)).reshape(net.con.weight.shape)
-    np.testing.assert_allclose(as_np(layer["e_trace"]), expected_e, atol=ATOL, rtol=1e-5)
-    assert layer.state_scale == 1.0  # reading settled it
+    assert np.abs(expected_e).max() > 0.01  # the trace is not trivially zero
+    assert kept is next(iter(rule.layers.values()))["e_trace"]
+
+
+def test_mstdpet_subnormal_decay_batch_one(rng):
+    """γ = 1e-39 with a batch of one: E ← γE + C, checked against NumPy for 10 steps."""
+    net = LinearNet(0, batch=1)
+    rule = MSTDPET(net.layers, 1.0, 0.5, 0.1, 1e-39)
+    e = np.zeros((O, I))
+    for t in range(10):
+        net(torch.from_numpy(rng.random((1, 1, I)) < 0.6))
+        pre_trace, pre_spikes = as_np(net.con.trace)[0], as_np(net.con.spikes)[0]
+        post_spikes, post_trace = as_np(net.neuron.spikes)[0, 0], as_np(net.neuron.trace)[0, 0]
+        e = (
+            1e-39 * e
+            + 1.0 * post_spikes[:, None] * pre_trace
+            - 0.5 * post_trace[:, None] * pre_spikes
+        )
+        rule.update_state()
+        np.testing.assert_allclose(as_np(rule.layers["fc"]["e_trace"]), e, atol=1e-6)
 
 
 def fede_ref(lr, w_init, a, gated=False):
@@ -772,6 +786,46 @@ def test_helpers_reject_unknown_con_type():
         rule.reduce_connections(torch.ones(1, 2, 3), "dense")
 
 
+@pytest.mark.parametrize("rule_type", [LearningRule, STDP, MSTDP, MSTDPET, FedeSTDP])
+def test_empty_rule_constructs_and_does_nothing(rule_type):
+    """PySNN's tests build ``LearningRule(OrderedDict(), {})`` to call its helpers."""
+    args = {
+        LearningRule: ({},),
+        STDP: (0.1, 1.0, 1.0),
+        MSTDP: (1.0, 1.0, 0.1),
+        MSTDPET: (1.0, 1.0, 0.1, 0.5),
+        FedeSTDP: (0.1, 0.5, 0.5),
+    }[rule_type]
+    rule = rule_type(OrderedDict(), *args)
+    assert len(rule.layers) == 0
+    rule.update_state()
+    rule.step(*(() if rule_type in (STDP, FedeSTDP) else (1.0,)))
+    rule.reset_state()
+
+
+def test_pysnn_helper_cases_on_an_empty_rule():
+    """PySNN 0.1.1's tests/test_learning.py cases, on ``LearningRule(OrderedDict(), {})``."""
+    rule = LearningRule(OrderedDict(), {})
+    pre = torch.tensor([[[0, 1, 1, 0]], [[1, 0, 0, 1]]], dtype=torch.bool)
+    post = torch.tensor([[[0.0, 1.0]], [[1.0, 0.0]]])
+    out = rule.pre_mult_post(pre, post, "linear")
+    expected = np.array(
+        [[[0.0, 0.0, 0.0, 0.0], [0.0, 1.0, 1.0, 0.0]], [[1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0]]]
+    )
+    assert out.shape == (2, 2, 4)
+    np.testing.assert_array_equal(as_np(out), expected)
+    out = rule.pre_mult_post(
+        torch.ones(2, 4, 50, 1024, dtype=torch.bool), torch.ones(2, 4, 32, 32), "conv2d"
+    )
+    assert out.shape == (2, 4, 50, 1024) and bool((out == 1).all())
+    tensor = torch.tensor([[[0.0, 1.0, 1.0, 0.0]], [[1.0, 0.0, 0.0, 1.0]]])
+    reduced = rule.reduce_connections(tensor, "linear")
+    assert reduced.shape == (1, 4)
+    np.testing.assert_array_equal(as_np(reduced), [[0.5, 0.5, 0.5, 0.5]])
+    reduced = rule.reduce_connections(torch.ones(2, 4, 50, 1024), "conv2d")
+    assert reduced.shape == (4, 50) and bool((reduced == 1).all())
+
+
 def test_base_rule_methods_are_abstract():
     rule = LearningRule(LinearNet(0).layers, {"lr": 1.0})
     assert rule.defaults == {"lr": 1.0}
@@ -786,7 +840,6 @@ def test_check_layers_errors():
     layer = net.layers["fc"]
     cases = [
         ([("fc", layer)], TypeError, "layers must be an OrderedDict"),
-        (OrderedDict(), ValueError, "at least one layer"),
         (OrderedDict(fc=[layer]), TypeError, "layer 'fc' must be a dict"),
         (OrderedDict(fc={"connection": net.con}), ValueError, r"lacks the key\(s\) \['neuron'"),
         (OrderedDict(fc={**layer, "type": "dense"}), ValueError, "type 'dense'"),
@@ -841,6 +894,70 @@ def test_reward_errors():
     with pytest.raises(ValueError, match=r"got shape \(4,\)"):
         MSTDP(layers, 1.0, 1.0, 0.1).step(torch.ones(4))
     mstdpet.step(torch.ones(1))  # a one-element tensor is a shared reward
+
+
+def _two_layer_net():
+    net = LinearNet(0)
+    net.con2 = Linear(O, 2, B, 1.0, 0)
+    net.neuron2 = IFNeuron((B, 1, 2), 1.2, 0.0, 1.0, 0.7, 1.0, 0.0, 0.6)
+    net.add_layer("fc2", net.con2, net.neuron2)
+    return net
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda layers: MSTDP(layers, 1.0, 1.0, 0.1),
+        lambda layers: MSTDPET(layers, 1.0, 1.0, 0.1, 0.5),
+        lambda layers: MSTDPET(layers, 1.0, 1.0, 0.1, 0.5, per_sample_reward=True),
+    ],
+    ids=["mstdp", "mstdpet", "mstdpet-per-sample"],
+)
+@pytest.mark.parametrize(
+    "reward",
+    [
+        math.nan,
+        math.inf,
+        -math.inf,
+        10**400,
+        np.float64("nan"),
+        torch.tensor(math.nan),
+        torch.tensor([math.inf]),
+        torch.tensor([1.0, math.nan, 1.0]),
+        torch.tensor([1.0, 1.0, -math.inf], dtype=torch.float64),
+        torch.tensor(1e300, dtype=torch.float64),  # finite, but inf in the float32 weights
+    ],
+    ids=[
+        "nan",
+        "inf",
+        "-inf",
+        "huge-int",
+        "np-nan",
+        "0dim-nan",
+        "1el-inf",
+        "B-nan",
+        "B-inf",
+        "f64-overflow",
+    ],
+)
+def test_non_finite_reward_is_rejected_before_any_change(rng, make, reward):
+    net = _two_layer_net()
+    rule = make(net.layers)
+    if isinstance(reward, Tensor) and reward.numel() > 1 and isinstance(rule, MSTDPET):
+        if not rule.per_sample_reward:
+            pytest.skip("a (B,) reward needs per_sample_reward=True (another error)")
+    for _ in range(3):
+        net(torch.from_numpy(rng.random((B, 1, I)) < 0.6))
+        rule.update_state()
+        rule.step(0.5)
+    weights = [net.con.weight.clone(), net.con2.weight.clone()]
+    traces = [layer.state["e_trace"].clone() for layer in rule.layers.values() if layer.state]
+    with pytest.raises(ValueError, match=f"{type(rule).__name__}: reward must be finite"):
+        rule.step(reward)
+    assert torch.equal(net.con.weight, weights[0]) and torch.equal(net.con2.weight, weights[1])
+    kept = [layer.state["e_trace"] for layer in rule.layers.values() if layer.state]
+    assert all(torch.equal(a, b) for a, b in zip(kept, traces))
+    assert bool(torch.isfinite(net.con.weight).all())
 
 
 # -- memory --------------------------------------------------------------------------------------

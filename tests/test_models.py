@@ -98,7 +98,11 @@ def test_lateral_inhibition_weights_and_output():
 
 def test_lateral_inhibition_options_and_errors():
     connection = lateral_inhibition(2, 1.0, 1, 1.0, delay=3, reduction="none")
-    assert connection.reduction == "none" and int(connection.delay_init) == 3
+    assert (
+        connection.reduction == "none"
+        and connection.max_delay == 3
+        and bool((connection.delay_init == 4).all())
+    )
     with pytest.raises(ValueError, match="lateral_inhibition: strength must be >= 0.0, got -1.0"):
         lateral_inhibition(2, -1.0, 1, 1.0)
     with pytest.raises(TypeError, match="lateral_inhibition: n must be an int"):

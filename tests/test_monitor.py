@@ -358,3 +358,28 @@ def test_other_errors():
         NetworkMonitor(_net(), ["weight_x"])
     with pytest.raises(ValueError, match="contains no pysnn neuron"):
         NetworkMonitor(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("hook", [True, False])
+@pytest.mark.parametrize("variable", ["spikes", "v_cell"])
+def test_a_variable_set_to_none_gives_an_error_naming_it_and_the_module(hook, variable):
+    neuron = LIFNeuron((1, 1, 3), 1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+    monitor = Monitor(neuron, ["spikes", "v_cell"], hook=hook)
+    neuron(torch.ones(1, 1, 3, 1))
+    monitor.record()
+    setattr(neuron, variable, None)
+    pattern = rf"Monitor: the monitored variable '{variable}' of module LIFNeuron is no longer a "
+    if hook:  # before the forward, which would fail with a 'data_ptr' descriptor error
+        with pytest.raises(ValueError, match=pattern):
+            neuron(torch.ones(1, 1, 3, 1))
+    with pytest.raises(ValueError, match=pattern):
+        monitor.record()
+    from pysnn.simulation import run
+
+    with pytest.raises(ValueError, match=pattern):
+        run(neuron, torch.ones(1, 1, 3, 1, 4), monitors=[monitor], reset=False)
+    held = 2 if hook else 1  # the earlier records are kept (the hook's and the manual one)
+    assert len(monitor) == held
+    assert monitor.get("spikes").shape == (held, 1, 1, 3)
+    monitor.remove()
+    assert len(neuron._forward_pre_hooks) == 0 and len(neuron._forward_hooks) == 0

@@ -123,6 +123,51 @@ def test_add_layer_duplicate_name():
     assert len(net.layers) == 1
 
 
+@pytest.mark.parametrize(
+    "make_conn, cells, expected",
+    [
+        (lambda: Linear(I, H, B, 1.0, 0), (B, 1, H + 1), (B, 1, H)),
+        (lambda: Linear(I, H, B, 1.0, 0), (B + 1, 1, H), (B, 1, H)),
+        (lambda: Linear(I, H, B, 1.0, 0), (B, H), (B, 1, H)),
+        (lambda: Conv2d(1, 2, 3, (5, 5), B, 1.0, 0), (B, 2, 5, 5), (B, 2, 3, 3)),
+        (lambda: Conv2d(1, 2, 3, (5, 5), B, 1.0, 0, stride=2), (B, 2, 3, 3), (B, 2, 2, 2)),
+    ],
+)
+def test_add_layer_refuses_a_neuron_of_another_shape(make_conn, cells, expected):
+    net = SNNNetwork()
+    conn = make_conn()
+    neuron = LIFNeuron(cells, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.5, 0.5)
+    message = rf"cells_shape \({', '.join(map(str, cells))}\) does not match the \w+'s output "
+    message += rf"shape \({', '.join(map(str, expected))}\)"
+    with pytest.raises(ValueError, match=message):
+        net.add_layer("a", conn, neuron)
+    assert len(net.layers) == 0 and len(list(net.children())) == 0  # nothing registered
+    net.add_layer("a", conn, LIFNeuron(expected, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.5, 0.5))
+
+
+@pytest.mark.parametrize("role", ["connection", "neuron"])
+@pytest.mark.parametrize("existing", ["module", "tensor", "int"])
+def test_add_layer_does_not_clobber_an_attribute(role, existing):
+    net = SNNNetwork()
+    other = {"module": lambda: lif(H), "tensor": lambda: torch.zeros(1), "int": lambda: 7}
+    old = other[existing]()
+    setattr(net, f"fc_{role}", old)
+    conn, neuron = Linear(I, H, B, 1.0, 0), lif(H)
+    with pytest.raises(KeyError, match=rf"'fc_{role}' already exists"):
+        net.add_layer("fc", conn, neuron)
+    assert getattr(net, f"fc_{role}") is old and len(net.layers) == 0
+    assert not any(m is conn or m is neuron for m in net.modules())  # nothing registered
+    net.add_layer("fc2", Linear(I, H, B, 1.0, 0), lif(H))  # another name is fine
+
+
+def test_add_layer_accepts_the_attribute_holding_the_same_module():
+    net = SNNNetwork()
+    conn, neuron = Linear(I, H, B, 1.0, 0), lif(H)
+    net.fc_connection = conn
+    net.add_layer("fc", conn, neuron)
+    assert net.fc_connection is conn and net.fc_neuron is neuron
+
+
 def test_add_layer_registers_modules_without_attributes():
     """PySNN forgot unassigned modules: .to() and state_dict missed them."""
     net = SNNNetwork()

@@ -404,7 +404,8 @@ LIF_ARGS = dict(
         (dict(tau_t=-0.1), ValueError, r"tau_t must lie in \[0, 1\]"),
         (dict(tau_v=torch.tensor([0.5, 1.2, 0.5])), ValueError, "tau_v"),
         (dict(update_type="exponential", tau_v=0.0), ValueError, "tau_v must be > 0"),
-        (dict(update_type="exponential", tau_t=-2.0), ValueError, "tau_t must be > 0"),
+        (dict(update_type="exponential", tau_v=2.0, tau_t=-2.0), ValueError, "tau_t must be > 0"),
+        (dict(update_type="exponential", tau_v=2.0, tau_t=0.5), ValueError, "tau_t must be >= dt"),
         (dict(update_type="exp"), ValueError, "update_type"),
         (dict(store_trace=1), TypeError, "store_trace"),
     ],
@@ -475,3 +476,134 @@ def test_base_neuron_step_is_not_implemented():
     neuron = BaseNeuron((1, 1, 2), 1.0, 0.0, 1.0, 0.0)
     with pytest.raises(NotImplementedError, match="BaseNeuron does not define update_voltage"):
         neuron(torch.zeros(1, 1, 2, 1))
+
+
+# -- regressions of the bad-input review (see also tests/test_bad_inputs_neuron.py) ------------
+def test_batch_one_input_without_fan_in_axis_is_rejected():
+    """Used to sum over the neurons: v became [0.5, 0.5, 0.5] instead of an error."""
+    x = torch.tensor([[[0.5, 0.0, 0.0]]])
+    for batch in (1, 2):
+        neuron = LIFNeuron(**{**LIF_ARGS, "cells_shape": (batch, 1, 3)})
+        with pytest.raises(ValueError, match=r"input of shape \(\d, 1, 3\).*fan-in axis"):
+            neuron(x.expand(batch, 1, 3))
+        assert neuron.v_cell.tolist() == [[[0.0] * 3]] * batch
+    fede = FedeNeuron((1, 1, 3), 1.0, 0.0, 1.0, 1.0, 1.0, 0.0, 2.0, 2.0)
+    with pytest.raises(ValueError, match=r"x of shape \(1, 1, 3\).*fan-in"):
+        fede(x, x)
+    with pytest.raises(ValueError, match=r"pre_trace of shape \(1, 1, 3\).*fan-in"):
+        fede(x.unsqueeze(-1), x)
+    # with the fan-in axis the same input reaches one neuron only (reference: v = alpha_v·x·λ⁰)
+    neuron = LIFNeuron(**LIF_ARGS)
+    neuron(x.unsqueeze(-1))
+    assert neuron.v_cell.tolist() == [[[0.5, 0.0, 0.0]]]
+
+
+@pytest.mark.parametrize("tau", ["tau_v", "tau_t", "tau_thresh"])
+def test_exponential_time_constant_below_dt_is_rejected(tau):
+    """dt/tau >= 2 made the forward-Euler trace oscillate and diverge."""
+    args = dict(LIF_ARGS, tau_v=4.0, tau_t=4.0, update_type="exponential")
+    extra = dict(alpha_thresh=0.1, tau_thresh=4.0)
+    with pytest.raises(ValueError, match=rf"{tau} must be >= dt = 1 ms for update_type='exp"):
+        AdaptiveLIFNeuron(**{**args, **extra, tau: 0.5})
+    ok = AdaptiveLIFNeuron(**{**args, **extra, tau: 1.0})  # dt/tau = 1 is allowed
+    # the trace of tau = dt jumps to alpha·s and is back at 0 one step later (reference)
+    assert ok.update_type == "exponential"
+
+
+def test_input_and_fede_time_constants_below_dt_are_rejected():
+    with pytest.raises(ValueError, match="tau_t must be >= dt = 1 ms"):
+        Input((1, 1, 2), 1.0, 1.0, 0.5, "exponential")
+    with pytest.raises(ValueError, match="tau_v must be >= dt = 2 ms"):
+        FedeNeuron((1, 1, 2), 1.0, 0.0, 1.0, 1.0, 2.0, 0.0, 1.0, 4.0)
+    with pytest.raises(ValueError, match="tau_t must be >= dt = 2 ms"):
+        FedeNeuron((1, 1, 2), 1.0, 0.0, 1.0, 1.0, 2.0, 0.0, 4.0, 1.0)
+
+
+def test_switching_to_exponential_checks_time_constants_against_dt():
+    neuron = LIFNeuron(**{**LIF_ARGS, "dt": 0.25, "tau_v": 0.5, "tau_t": 0.2})
+    with pytest.raises(ValueError, match="tau_t must be >= dt = 0.25 ms"):
+        neuron.update_type = "exponential"
+    assert neuron.update_type == "linear"
+    inp = Input((1, 1, 2), 2.0, 1.0, 0.9)
+    with pytest.raises(ValueError, match="tau_t must be >= dt = 2 ms"):
+        inp.update_type = "exponential"
+    assert inp.update_type == "linear"
+
+
+def test_exponential_trace_with_tau_equal_dt_matches_reference():
+    """tau = dt: x <- x + (−x + α s) = α s, the fastest update still allowed."""
+    inp = Input((1, 1, 1), 1.0, 2.0, 1.0, "exponential", dtype=torch.float64)
+    values = [inp(torch.tensor([[[s]]], dtype=torch.float64))[1].item() for s in (1.0, 0.0)]
+    assert values == [2.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    "key, value, match",
+    [
+        ("tau_v", 20.0, r"tau_v must lie in \[0, 1\] for update_type='linear', got 20"),
+        ("tau_t", -0.5, r"tau_t must lie in \[0, 1\]"),
+        ("alpha_v", float("nan"), "alpha_v in the state_dict must be finite"),
+        ("thresh", float("inf"), "thresh in the state_dict must be finite"),
+        ("v_rest", float("nan"), "v_rest in the state_dict must be finite"),
+        ("dt", 0.0, "dt in the state_dict must be > 0"),
+        ("dt", 1e300, "dt in the state_dict must be finite"),
+    ],
+)
+def test_load_state_dict_checks_values_before_changing_anything(key, value, match):
+    neuron = LIFNeuron(**LIF_ARGS)
+    before = {k: v.clone() for k, v in neuron.state_dict().items()}
+    state = neuron.state_dict()
+    state[key] = torch.full_like(state[key], value, dtype=torch.float64)
+    state["v_cell"] = torch.full_like(state["v_cell"], 0.25)  # would change if loaded
+    with pytest.raises(ValueError, match=match):
+        neuron.load_state_dict(state)
+    for k, v in neuron.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_load_state_dict_checks_exponential_time_constants_against_dt():
+    neuron = LIFNeuron(**{**LIF_ARGS, "tau_v": 4.0, "tau_t": 4.0, "update_type": "exponential"})
+    state = neuron.state_dict()
+    state["tau_t"] = torch.full_like(state["tau_t"], 0.5)
+    with pytest.raises(ValueError, match="tau_t must be >= dt = 1 ms"):
+        neuron.load_state_dict(state)
+    state = neuron.state_dict()
+    state["dt"] = torch.tensor(8.0)  # a larger dt makes the stored tau_v = 4 too short
+    with pytest.raises(ValueError, match="tau_v must be >= dt = 8 ms"):
+        neuron.load_state_dict(state)
+    assert neuron.dt.item() == 1.0
+    prefixed = nn_wrap(LIFNeuron(**LIF_ARGS))
+    state = prefixed.state_dict()
+    state["layer.tau_v"] = torch.full((1, 1, 3), 20.0)
+    with pytest.raises(ValueError, match=r"layer\.tau_v must lie in \[0, 1\]"):
+        prefixed.load_state_dict(state)
+    good = LIFNeuron(**{**LIF_ARGS, "tau_v": 0.25})
+    neuron = LIFNeuron(**LIF_ARGS)
+    neuron.load_state_dict(good.state_dict())  # valid values still load
+    assert neuron.tau_v.tolist() == [[[0.25] * 3]]
+
+
+def nn_wrap(module):
+    wrapper = torch.nn.Module()
+    wrapper.layer = module
+    return wrapper
+
+
+def test_spike_history_is_a_recording_not_state():
+    """Documented choice: complete_trace is not in state_dict, survives load_state_dict as it
+    is and is restarted by reset_state."""
+    neuron = LIFNeuron(**{**LIF_ARGS, "tau_v": 1.0, "thresh": 0.5}, store_trace=True)
+    for _ in range(10):
+        neuron(torch.ones(1, 1, 3, 1))
+    assert neuron.complete_trace.shape == (1, 1, 3, 11)
+    state = neuron.state_dict()
+    assert not any("history" in k or "complete_trace" in k for k in state)
+    fresh = LIFNeuron(**{**LIF_ARGS, "tau_v": 1.0, "thresh": 0.5}, store_trace=True)
+    fresh.load_state_dict(state)
+    assert fresh.complete_trace.shape == (1, 1, 3, 1)  # a new recording
+    assert torch.equal(fresh.v_cell, neuron.v_cell)  # the state itself is restored
+    recorded = neuron.complete_trace.clone()
+    neuron.load_state_dict(fresh.state_dict())
+    assert torch.equal(neuron.complete_trace, recorded)  # loading leaves the recording alone
+    neuron.reset_state()
+    assert neuron.complete_trace.shape == (1, 1, 3, 1) and not neuron.complete_trace.any()

@@ -327,3 +327,82 @@ def test_run_with_stdp_and_no_reward_equals_manual_loop():
     assert torch.equal(out, expected)
     assert torch.equal(net.con1.weight, twin.con1.weight)
     assert not torch.equal(net.con1.weight, before)
+
+
+class Shrinking(torch.nn.Module):
+    """Returns ``(B, 3)`` until step ``k``, then another shape or dtype."""
+
+    def __init__(self, k, late):
+        super().__init__()
+        self.k, self.late, self.calls = k, late, 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.late if self.calls > self.k else torch.zeros(2, 3, dtype=torch.bool)
+
+
+@pytest.mark.parametrize(
+    "late, error, pattern",
+    [
+        (
+            torch.zeros(2, 1, dtype=torch.bool),
+            ValueError,
+            r"changed shape at step 2: \(2, 1\).*\(2, 3\)",
+        ),
+        (
+            torch.zeros(3, dtype=torch.bool),
+            ValueError,
+            r"changed shape at step 2: \(3,\).*\(2, 3\)",
+        ),
+        (torch.zeros(2, 4, dtype=torch.bool), ValueError, r"changed shape at step 2: \(2, 4\)"),
+        (torch.full((2, 3), 0.7), TypeError, r"changed dtype at step 2: torch.float32.*torch.bool"),
+        (torch.zeros(2, 3, dtype=torch.int64), TypeError, r"changed dtype at step 2: torch.int64"),
+    ],
+)
+def test_run_rejects_an_output_that_changes_shape_or_dtype(late, error, pattern):
+    with pytest.raises(error, match=rf"run: the network's output {pattern}"):
+        run(Shrinking(2, late), torch.zeros(2, 5))
+
+
+def _weights(net):
+    return [net.con1.weight.clone(), net.con2.weight.clone()]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("form", ["list", "tuple", "array", "tensor", "number"])
+def test_a_non_finite_reward_raises_before_any_weight_changes(bad, form):
+    from pysnn.learning import MSTDPET
+
+    net = Net()
+    rule = MSTDPET(net.layers, 1.0, 0.6, 0.05, 0.8)
+    T = 6
+    values = [1.0] * T
+    values[3] = bad
+    reward = {
+        "list": values,
+        "array": np.array(values),
+        "tensor": torch.tensor(values),
+        "tuple": tuple(values),
+        "number": bad,
+    }[form]
+    before = _weights(net)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(ValueError, match=r"run: reward must be finite \(no NaN or inf\)"):
+        run(net, _inputs(T), rule, reward)
+    assert all(torch.equal(a, b) for a, b in zip(before, _weights(net)))
+    # Nothing ran: not even the network's state moved.
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())
+
+
+def test_a_callable_non_finite_reward_stops_before_that_steps_update():
+    from pysnn.learning import MSTDPET
+
+    net, twin = _pair()
+    rule = MSTDPET(net.layers, 1.0, 0.6, 0.05, 0.8)
+    twin_rule = MSTDPET(twin.layers, 1.0, 0.6, 0.05, 0.8)
+    inputs = _inputs(6)
+    with pytest.raises(ValueError, match=r"run: reward \(the callable's value at step 3\)"):
+        run(net, inputs, rule, lambda t, out: float("nan") if t == 3 else 1.0)
+    _manual(twin, twin_rule, inputs[..., :3], lambda t: 1.0)
+    assert torch.equal(net.con1.weight, twin.con1.weight)
+    assert torch.equal(net.con2.weight, twin.con2.weight)
