@@ -226,6 +226,9 @@ def latency_encoding(
     """
     owner = "latency_encoding"
     _check_intensities(intensities, owner)
+    if intensities.numel() and bool(torch.isinf(intensities).any()):
+        # the latencies scale with the largest intensity: one inf would silence every input
+        raise ValueError(f"{owner}: intensities must be finite, got inf")
     n_steps = _n_steps(duration, dt, owner)
     dtype = torch.promote_types(intensities.dtype, torch.float32)
     values = intensities.to(dtype)

@@ -361,9 +361,11 @@ class Input(BaseInput, native_twin=True):
         if not (
             type(x) is Tensor
             and x.shape == self.cells_shape
+            and not x.is_complex()
             and not (x.requires_grad and torch.is_grad_enabled())
         ):
             owner = type(self).__name__
+            _check_real_input(x, "x", owner)
             _check_input_shape(x, self.cells_shape, "x", owner)
             _check_step_input(x, "x", owner)
         buffers = self._buffers

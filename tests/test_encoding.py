@@ -346,3 +346,14 @@ def test_generator_must_be_a_torch_generator():
 def test_generator_on_another_device_is_rejected():
     with pytest.raises(ValueError, match=r"generator must live on the device of intensities"):
         poisson_encoding(torch.ones(2, device="cuda"), 10, 1, generator=seeded(0))
+
+
+def test_latency_encoding_rejects_an_infinite_intensity():
+    """One inf intensity used to give no spikes at all, for every input."""
+    from pysnn.encoding import latency_encoding
+
+    with pytest.raises(ValueError, match="intensities must be finite"):
+        latency_encoding(torch.tensor([1.0, float("inf")]), 10, 1.0)
+    spikes = latency_encoding(torch.tensor([1.0, 0.5]), 10, 1.0)
+    assert int(spikes.sum()) == 2  # each input fires once; the brighter one first
+    assert spikes[0].nonzero()[0, 0] < spikes[1].nonzero()[0, 0]

@@ -607,3 +607,11 @@ def test_spike_history_is_a_recording_not_state():
     assert torch.equal(neuron.complete_trace, recorded)  # loading leaves the recording alone
     neuron.reset_state()
     assert neuron.complete_trace.shape == (1, 1, 3, 1) and not neuron.complete_trace.any()
+
+
+def test_input_rejects_a_complex_input_of_the_cells_shape():
+    """A complex input of the right shape used to lose its imaginary part silently."""
+    layer = Input((1, 1, 3), 1.0, 1.0, 0.5)
+    with pytest.raises(TypeError, match="x must be real"):
+        layer(torch.ones(1, 1, 3, dtype=torch.complex64))
+    assert torch.equal(layer.trace, torch.zeros(1, 1, 3))
