@@ -573,8 +573,12 @@ class Linear(BackendMixin, Connection, native_twin=True):
     def activation_potential(self, x: Tensor) -> Tensor:
         """Weight the (delayed) spikes per synapse: ``fold(x · W)`` of shape ``(B, 1, O, I)``.
 
-        The result is written into a buffer reused at every step (see :meth:`_output_buffer`).
+        The result is written into a buffer reused at every step (see :meth:`_output_buffer`)
+        when ``x`` has the compact ``(B, 1, I)`` or synapse shape; other shapes that broadcast
+        with the weight (PySNN's own tests pass ``(B, 1, O, I)``) get a new tensor.
         """
+        if torch.broadcast_shapes(x.shape, self.weight.shape) != self.synapse_shape:
+            return self.fold(x * self.weight)
         out = self._output_buffer(self.synapse_shape)
         return self.fold(torch.mul(x, self.weight, out=out))
 
