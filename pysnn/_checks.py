@@ -117,17 +117,31 @@ def _check_update_type(update_type, owner: str) -> str:
     return update_type
 
 
+def broadcast_shape(*shapes: Sequence[int]) -> Optional[Tuple[int, ...]]:
+    """The shape ``shapes`` broadcast to, or None when they do not broadcast.
+
+    Plain Python: ``torch.broadcast_shapes`` imports ``torch._refs`` and the symbolic-shapes
+    machinery on its first call (half a second and ~35 MB), which a neuron's first step should
+    not pay.
+    """
+    length = max(map(len, shapes))
+    result = [1] * length
+    for shape in shapes:
+        for axis, size in enumerate(shape, length - len(shape)):
+            if size != 1:
+                if result[axis] not in (1, size):
+                    return None
+                result[axis] = size
+    return tuple(result)
+
+
 def _check_input_shape(x: Tensor, expected: Tuple[int, ...], name: str, owner: str) -> None:
     """Raise a clear error unless ``x`` broadcasts to ``expected`` without growing it."""
     if not isinstance(x, Tensor):
         raise TypeError(f"{owner}: {name} must be a torch.Tensor, got {type(x).__name__}")
     if x.shape == expected:
         return
-    try:
-        broadcast = torch.broadcast_shapes(x.shape, expected)
-    except RuntimeError:
-        broadcast = None
-    if broadcast != torch.Size(expected):
+    if broadcast_shape(x.shape, expected) != tuple(expected):
         raise ValueError(
             f"{owner}: {name} of shape {tuple(x.shape)} does not broadcast to the cells' "
             f"shape {expected}"

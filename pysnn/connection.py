@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from pysnn import functional as sf
 from pysnn import native
 from pysnn._backend import BackendMixin, KernelCache, StateMixin
-from pysnn._checks import _check_reduction, _check_same_shape
+from pysnn._checks import _check_reduction, _check_same_shape, broadcast_shape
 from pysnn.utils import (
     IntOrPair,
     _check_positive_int,
@@ -251,7 +251,6 @@ class Connection(StateMixin, nn.Module):
                     )
                 steps = steps[0]
             try:
-                torch.broadcast_shapes(steps.shape, self.synapse_shape[1:])
                 steps.expand(self.synapse_shape[1:])
             except RuntimeError:
                 raise ValueError(
@@ -577,7 +576,7 @@ class Linear(BackendMixin, Connection, native_twin=True):
         when ``x`` has the compact ``(B, 1, I)`` or synapse shape; other shapes that broadcast
         with the weight (PySNN's own tests pass ``(B, 1, O, I)``) get a new tensor.
         """
-        if torch.broadcast_shapes(x.shape, self.weight.shape) != self.synapse_shape:
+        if broadcast_shape(x.shape, self.weight.shape) != self.synapse_shape:
             return self.fold(x * self.weight)
         out = self._output_buffer(self.synapse_shape)
         return self.fold(torch.mul(x, self.weight, out=out))

@@ -24,6 +24,7 @@ from pysnn import functional as sf
 from pysnn import native
 from pysnn._backend import BackendMixin, KernelCache, StateMixin
 from pysnn._checks import (
+    broadcast_shape,
     _check_cells_shape,
     _check_input_shape,
     _check_positive_real,
@@ -129,11 +130,7 @@ def _check_fan_in(x: Tensor, cells_shape: Tuple[int, ...], name: str, owner: str
             f"cells_shape + (R,) = ({', '.join(map(str, cells_shape))}, R); add it with "
             "x.unsqueeze(-1)"
         )
-    try:
-        broadcast = torch.broadcast_shapes(x.shape[:-1], cells_shape)
-    except RuntimeError:
-        broadcast = None
-    if broadcast != torch.Size(cells_shape):
+    if broadcast_shape(x.shape[:-1], cells_shape) != tuple(cells_shape):
         raise ValueError(
             f"{owner}: {name} of shape {tuple(x.shape)} (cell axes {tuple(x.shape[:-1])}, "
             f"fan-in R = {x.shape[-1]}) does not broadcast to cells_shape {cells_shape}"

@@ -174,3 +174,34 @@ def test_pickled_module_runs_like_the_original(name):
     _drive(clone)
     for key, value in module.state_dict().items():
         assert torch.equal(value, clone.state_dict()[key]), key
+
+
+@pytest.mark.parametrize(
+    "shapes",
+    [((2, 1, 4), (2, 3, 4)), ((4,), (2, 3, 1)), ((1,), ()), ((2, 3), (3, 2)), ((0, 1), (1, 5))],
+)
+def test_broadcast_shape_agrees_with_torch(shapes):
+    from pysnn._checks import broadcast_shape
+
+    try:
+        expected = tuple(torch.broadcast_shapes(*shapes))
+    except RuntimeError:
+        expected = None
+    assert broadcast_shape(*shapes) == expected
+
+
+def test_a_neurons_first_step_imports_nothing_heavy():
+    """``torch.broadcast_shapes`` imports torch's symbolic-shapes machinery on first use (half a
+    second, ~35 MB); a step must not pull it in."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from pysnn.neuron import LIFNeuron\n"
+        "n = LIFNeuron((1, 1, 4), 1.0, 0.0, 1.0, 1.0, 1.0, 2.0, 0.9, 0.9)\n"
+        "n(torch.rand(1, 1, 4, 1))\n"
+        "print('torch.fx.experimental.symbolic_shapes' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
