@@ -818,13 +818,7 @@ class LIFNeuron(BaseNeuron, native_twin=True):
     def _lif_state(self) -> tuple:
         buffers = self._buffers
         return (
-            buffers["v_cell"],
-            self._parameters["thresh"],
-            buffers["spikes"],
-            buffers["trace"],
-            buffers["refrac_counts"],
-            buffers["v_rest"],
-            buffers["alpha_v"],
+            *self._common_state(),
             buffers["tau_v"],
             buffers["alpha_t"],
             buffers["tau_t"],
