@@ -27,8 +27,8 @@ number of threads. The one exception is the product of ``Linear(reduction="sum")
 threads: each thread takes its block of rows of ``W @ sᵀ`` with the BLAS ``?gemm_`` that
 ``torch.mm`` calls, which may round differently from one call for the whole product (MKL does
 not promise equality across row partitions); the tests hold it to the rounding bound of a dot
-product, ``|error| <= 8·eps·(|W| @ |s|)`` elementwise (the worst case of a dot product of
-length I is ``I·eps·(|W| @ |s|)``; the BLAS's blocked sums stay far inside it).
+product of length I: ``|error| <= I·eps·(|W| @ |s|)`` elementwise, which no summation order
+can exceed (in practice the two differ by a few units in the last place).
 
 Set the environment variable ``PYSNN_NATIVE=0`` before importing pysnn, call
 :func:`set_enabled` ``(False)``, or use the :func:`disabled` context manager to force the PyTorch
