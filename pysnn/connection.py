@@ -649,7 +649,8 @@ class Linear(BackendMixin, Connection, native_twin=True):
             summed = self._weigh_and_sum(spikes)
         else:
             summed = torch.einsum("boi,oi->bo", spikes, self.weight).unsqueeze(1)
-        trace_sum = self.pre_trace.sum(-1, keepdim=True).expand(-1, -1, self.out_features)
+        # the same sum as the whole-step function's, whichever path runs
+        trace_sum = sf.trace_sum(self.pre_trace).expand(-1, -1, self.out_features)
         return summed.unsqueeze(-1), trace_sum.unsqueeze(-1)
 
     def _check_weight(self, weight: Tensor) -> None:

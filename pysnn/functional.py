@@ -34,6 +34,8 @@ __all__ = [
     "adaptive_lif_step",
     "fede_step",
     "linear_step",
+    "pairwise_sum",
+    "trace_sum",
 ]
 
 #: The longest refractory period, in steps (``duration_refrac / dt`` is clamped to it).
@@ -519,15 +521,19 @@ def pairwise_sum(x: Tensor) -> Tensor:
     return work[..., :1]
 
 
-def _sum_outputs(pre_trace: Tensor, out: SumBuffers) -> Tuple[Tensor, Tensor]:
-    """Take the trace sum and return the outputs' views.
+def trace_sum(pre_trace: Tensor) -> Tensor:
+    """A ``reduction="sum"`` connection's trace sum over its last (input) axis, kept as size 1.
 
-    On the CPU, where the C twin runs, the sum is :func:`pairwise_sum`, which the kernel
-    reproduces bit for bit; elsewhere (CUDA, where only PyTorch runs) it is ``Tensor.sum``,
-    one kernel instead of ``log2(I)``.
+    On the CPU, where the C twin runs, it is :func:`pairwise_sum`, which the kernel reproduces
+    bit for bit; elsewhere (CUDA, where only PyTorch runs) it is ``Tensor.sum``, one kernel
+    instead of ``log2(I)``.
     """
     if pre_trace.is_cpu:
-        out.trace_sum.copy_(pairwise_sum(pre_trace))
-    else:
-        torch.sum(pre_trace, -1, keepdim=True, out=out.trace_sum)
+        return pairwise_sum(pre_trace)
+    return pre_trace.sum(-1, keepdim=True)
+
+
+def _sum_outputs(pre_trace: Tensor, out: SumBuffers) -> Tuple[Tensor, Tensor]:
+    """Take the trace sum (:func:`trace_sum`) and return the outputs' views."""
+    out.trace_sum.copy_(trace_sum(pre_trace))
     return out.activation, out.trace

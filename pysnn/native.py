@@ -328,27 +328,14 @@ def _neuron(model: int, x: Tensor, arguments: tuple, cache: dict, strict: bool):
     else:
         tensors, update_type = arguments[:12] + arguments[13:16], arguments[12]
         relax = bool(arguments[16])
-    key = (
-        tuple(map(_DATA_POINTER, tensors)),
-        tuple(map(_NUMEL, tensors)),
-        tuple(map(_STRIDE, tensors)),
-        relax,
-    )
-    entry = cache.get("neuron")
-    if entry is None or entry[0] != key:
-        entry = (key, *_neuron_args(tensors, model, 12, relax))
-        cache["neuron"] = entry
-    _, args, address, reason = entry
-    if reason is None:
-        if not _enabled:
-            reason = "the kernels are switched off process-wide"
-        elif not (
-            isinstance(x, Tensor)
-            and x.dtype is tensors[0].dtype
-            and x.shape == tensors[0].shape
-            and x.is_cpu
-        ):
-            reason = "an input that is not a CPU tensor of the cells' shape and dtype"
+    args, address, reason = _cached(cache, "neuron", tensors, _neuron_args, model, 12, relax)
+    if reason is None and not (
+        isinstance(x, Tensor)
+        and x.dtype is tensors[0].dtype
+        and x.shape == tensors[0].shape
+        and x.is_cpu
+    ):
+        reason = "an input that is not a CPU tensor of the cells' shape and dtype"
     if reason is not None:
         _decline(strict, reason)
         return None
