@@ -340,13 +340,19 @@ def _neuron(model: int, x: Tensor, arguments: tuple, cache: dict, strict: bool):
         _decline(strict, reason)
         return None
     tail = cache.get("neuron_input")
-    if tail is None or x is not tail[0] or x.data_ptr() != tail[1]:
+    if (
+        tail is None
+        or x is not tail[0]
+        or x.data_ptr() != tail[1]
+        or x.stride() != tail[2]
+        or x.shape != tail[3]
+    ):
         current = x.reshape(args.rows, -1)  # a view whenever the layout allows
-        tail = (x, x.data_ptr(), current.data_ptr(), *current.stride())
-        if tail[2] == tail[1]:  # a view: the same memory at the next step
+        tail = (x, x.data_ptr(), x.stride(), x.shape, current.data_ptr(), *current.stride())
+        if tail[4] == tail[1]:  # a view: the same memory at the next step
             cache["neuron_input"] = tail
     fired = _empty_like(tensors[2])
-    args.input, args.in_row_stride, args.in_col_stride = tail[2:]
+    args.input, args.in_row_stride, args.in_col_stride = tail[4:]
     args.fired, args.linear = fired.data_ptr(), update_type == "linear"
     _extension.neuron_step(address)
     return fired

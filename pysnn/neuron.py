@@ -625,12 +625,19 @@ class BaseNeuron(BackendMixin, _StateMixin, nn.Module):
             buffer (updated in place on the next step; clone it to keep it).
         """
         last = self.__dict__.get("_last_fold")
-        if last is not None and x is last[0] and x.data_ptr() == last[1]:
-            current = last[2]  # a connection's live output view, folded at the last step
+        if (
+            last is not None
+            and x is last[0]
+            and x.data_ptr() == last[1]
+            and x.stride() == last[2]
+            and x.shape == last[3]
+        ):
+            current = last[4]  # a connection's live output view, folded at the last step
         else:
             current = self.fold(x)
             if isinstance(x, Tensor):
-                self.__dict__["_last_fold"] = (x, x.data_ptr(), current)
+                # the same tensor object may be given new memory or a new layout (x.data = ...)
+                self.__dict__["_last_fold"] = (x, x.data_ptr(), x.stride(), x.shape, current)
         if (current.requires_grad and torch.is_grad_enabled()) or self._parameters[
             "thresh"
         ].requires_grad:

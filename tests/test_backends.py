@@ -1156,3 +1156,32 @@ def test_large_chain_on_threads(delay, threads):
             assert_same_state(neuron_n, neuron_t, NEURON_STATE, where)
         fired += int(sp_t.sum())
     assert fired > 0
+
+
+# -- a live connection output given a new layout on the same memory ------------------------------
+@pytest.mark.parametrize("backend", ["torch", "native"])
+def test_neuron_sees_relayout_of_a_live_connection_output(backend):
+    """A neuron keeps the folded view of the connection output it saw last. If that tensor
+    object is given another layout over the same first address (``x.data = ...``), the neuron
+    must read it in its new layout: its result equals that of a neuron fed a copy."""
+    batch, n_in, n_out = 2, 6, 5
+    torch.manual_seed(SEED)
+    lin = Linear(n_in, n_out, batch, DT, 0, reduction="sum", backend=backend)
+    lin.reset_weights("uniform", a=0.0, b=0.5)
+    params = (1.0, 0.0, 1.0, 1.0, DT, DURATION_REFRAC, 0.8, 0.7)
+    fed_view = LIFNeuron((batch, 1, n_out), *params, backend=backend)
+    fed_copy = LIFNeuron((batch, 1, n_out), *params, backend=backend)
+    gen = generator(SEED + 11)
+    for step in range(6):
+        x = torch.rand(batch, 1, n_in, generator=gen) < 0.5
+        activation, _ = lin(x, torch.zeros(batch, 1, n_in))
+        if step == 3:  # same first address, row-major strides instead of the product's
+            relaid = activation.data.as_strided(activation.shape, (n_out, n_out, 1, 1))
+            assert relaid.data_ptr() == activation.data_ptr()
+            assert relaid.stride() != activation.stride()
+            activation.data = relaid
+        expected = activation.clone()
+        spikes_view, _ = fed_view(activation)
+        spikes_copy, _ = fed_copy(expected)
+        assert_same(spikes_view, spikes_copy, f"step {step}: spikes")
+        assert_same(fed_view.v_cell, fed_copy.v_cell, f"step {step}: v_cell")
