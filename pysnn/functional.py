@@ -36,6 +36,11 @@ __all__ = [
     "linear_step",
     "pairwise_sum",
     "trace_sum",
+    "izhikevich_voltage_update",
+    "izhikevich_reset",
+    "izhikevich_step",
+    "cuba_lif_voltage_update",
+    "cuba_lif_step",
 ]
 
 #: The longest refractory period, in steps (``duration_refrac / dt`` is clamped to it).
@@ -537,3 +542,156 @@ def _sum_outputs(pre_trace: Tensor, out: SumBuffers) -> Tuple[Tensor, Tensor]:
     """Take the trace sum (:func:`trace_sum`) and return the outputs' views."""
     out.trace_sum.copy_(trace_sum(pre_trace))
     return out.activation, out.trace
+
+
+# -- models without a C twin (PyTorch only) ---------------------------------------------------
+
+
+def izhikevich_voltage_update(
+    v_cell: Tensor, u_cell: Tensor, v_in: Tensor, a: Scalar, b: Scalar, dt: Scalar
+) -> Tensor:
+    r"""Forward-Euler step of Izhikevich's (2003) model, both variables from the old state.
+
+    :math:`v \leftarrow v + \Delta t\,(0.04 v^2 + 5 v + 140 - u + I)` and
+    :math:`u \leftarrow u + \Delta t\,a\,(b v - u)` with the **old** :math:`v` and :math:`u`
+    on both right-hand sides (a simultaneous update); :math:`v` in mV, :math:`t` in ms.
+
+    :param v_cell: membrane voltage in mV, updated in place, shape ``cells_shape``.
+    :param u_cell: recovery variable (mV), updated in place, same shape.
+    :param v_in: folded input current :math:`I` (mV/ms), broadcastable to ``v_cell``.
+    :param a: time scale of the recovery variable (1/ms).
+    :param b: sensitivity of the recovery variable to the voltage (dimensionless).
+    :param dt: time step in ms.
+    :returns: ``v_cell``.
+    """
+    du = (dt * a) * (b * v_cell - u_cell)
+    v_cell.add_(dt * (0.04 * v_cell * v_cell + 5.0 * v_cell + 140.0 - u_cell + v_in))
+    u_cell.add_(du)
+    return v_cell
+
+
+def izhikevich_reset(
+    v_cell: Tensor, u_cell: Tensor, spikes: Tensor, c: Tensor, d: Tensor
+) -> Tensor:
+    r"""After-spike reset of Izhikevich's model: :math:`v \leftarrow c`,
+    :math:`u \leftarrow u + d` where ``spikes``; other cells unchanged.
+
+    :param v_cell: membrane voltage in mV, updated in place.
+    :param u_cell: recovery variable, updated in place.
+    :param spikes: bool spikes of the cells' shape.
+    :param c: reset voltage in mV (a tensor broadcastable to ``v_cell``).
+    :param d: jump of the recovery variable per spike (tensor).
+    :returns: ``v_cell``.
+    """
+    u_cell.add_(spikes.to(u_cell.dtype) * d)
+    torch.where(spikes, c, v_cell, out=v_cell)
+    return v_cell
+
+
+def izhikevich_step(
+    x: Tensor,
+    v_cell: Tensor,
+    u_cell: Tensor,
+    thresh: Tensor,
+    spikes: Tensor,
+    trace: Tensor,
+    a: Tensor,
+    b: Tensor,
+    c: Tensor,
+    d: Tensor,
+    alpha_t: Tensor,
+    tau_t: Tensor,
+    dt: Tensor,
+    update_type: str,
+) -> Tensor:
+    r"""One step of :class:`~pysnn.neuron.IzhikevichNeuron`:
+    :func:`izhikevich_voltage_update`; spikes :math:`s = [v \ge v_{peak}]` (``thresh`` holds
+    :math:`v_{peak}`); the trace update of ``update_type`` from :math:`s`;
+    :func:`izhikevich_reset`. No refractory period.
+
+    :param x: folded input current of the cells' shape.
+    :param v_cell, u_cell, thresh, spikes, trace: state, updated in place.
+    :returns: a new bool tensor with this step's spikes.
+    """
+    izhikevich_voltage_update(v_cell, u_cell, x, a, b, dt)
+    fired, s = _fire(v_cell, thresh, spikes)
+    _trace_step(trace, s, alpha_t, tau_t, dt, update_type == "linear")
+    izhikevich_reset(v_cell, u_cell, fired, c, d)
+    return fired
+
+
+def cuba_lif_voltage_update(
+    v_cur: Tensor,
+    i_syn: Tensor,
+    v_rest: Scalar,
+    v_in: Tensor,
+    alpha_v: Scalar,
+    tau_v: Scalar,
+    alpha_i: Scalar,
+    tau_i: Scalar,
+    dt: Scalar,
+    refrac_counts: Optional[Tensor],
+    update_type: str,
+) -> Tensor:
+    r"""Current-based LIF: the input feeds a decaying synaptic current, the **new** current
+    drives the voltage.
+
+    ``"linear"`` (``tau_i``, ``tau_v`` decay factors :math:`\lambda_i, \lambda_v \in [0, 1]`):
+    :math:`i \leftarrow \lambda_i i + \alpha_i x`, then
+    :func:`lif_linear_voltage_update` with input :math:`i`:
+    :math:`v \leftarrow v_{rest} + [r = 0]\big(\lambda_v (v - v_{rest}) + \alpha_v i\big)`.
+
+    ``"exponential"`` (time constants in ms), the forward-Euler step of
+    :math:`\tau_i \dot i = -i + \alpha_i x` and
+    :math:`\tau_v \dot v = (v_{rest} - v) + \alpha_v i`:
+    :math:`i \leftarrow i + \frac{\Delta t}{\tau_i}(\alpha_i x - i)`, then
+    :func:`lif_exponential_voltage_update` with input :math:`i`:
+    :math:`v \leftarrow v + [r = 0]\frac{\Delta t}{\tau_v}\big(\alpha_v i - (v - v_{rest})\big)`.
+
+    The current integrates its input during the refractory period too; only the voltage is
+    held (at exactly ``v_rest`` for ``"linear"``, unchanged for ``"exponential"``, as the LIF).
+
+    :param v_cur: membrane voltage, updated in place.
+    :param i_syn: synaptic current, updated in place, same shape.
+    :param v_in: folded input :math:`x`, broadcastable to ``v_cur``.
+    :returns: ``v_cur``.
+    """
+    linear = update_type == "linear"
+    _trace_step(i_syn, v_in, alpha_i, tau_i, dt, linear)
+    _lif_voltage(v_cur, v_rest, i_syn, alpha_v, tau_v, dt, refrac_counts, linear)
+    return v_cur
+
+
+def cuba_lif_step(
+    x: Tensor,
+    v_cell: Tensor,
+    thresh: Tensor,
+    spikes: Tensor,
+    trace: Tensor,
+    refrac_counts: Tensor,
+    v_rest: Tensor,
+    alpha_v: Tensor,
+    tau_v: Tensor,
+    i_syn: Tensor,
+    alpha_i: Tensor,
+    tau_i: Tensor,
+    alpha_t: Tensor,
+    tau_t: Tensor,
+    dt: Tensor,
+    duration_refrac: Tensor,
+    update_type: str,
+) -> Tensor:
+    r"""One step of :class:`~pysnn.neuron.CubaLIFNeuron`: :func:`cuba_lif_voltage_update`
+    (the current first, then the voltage from the new current), then as :func:`if_step`
+    (spikes :math:`v \ge \theta`, trace, refractory counters, reset to ``v_rest``; the current
+    is not reset).
+
+    :returns: a new bool tensor with this step's spikes.
+    """
+    cuba_lif_voltage_update(
+        v_cell, i_syn, v_rest, x, alpha_v, tau_v, alpha_i, tau_i, dt, refrac_counts, update_type
+    )
+    fired, s = _fire(v_cell, thresh, spikes)
+    _trace_step(trace, s, alpha_t, tau_t, dt, update_type == "linear")
+    _refractory_reset(v_cell, fired, refrac_counts, v_rest, dt, duration_refrac)
+    return fired

@@ -46,6 +46,8 @@ __all__ = [
     "LIFNeuron",
     "AdaptiveLIFNeuron",
     "FedeNeuron",
+    "IzhikevichNeuron",
+    "CubaLIFNeuron",
 ]
 
 _HISTORY_START_CAPACITY = 64
@@ -1055,3 +1057,319 @@ class FedeNeuron(BaseNeuron, native_twin=True):
                 f"FedeNeuron: update_type is always 'exponential' for this model, got {value!r}"
             )
         self.__dict__["_update_type"] = value
+
+
+# -- models without a C kernel ----------------------------------------------------------------
+
+
+class _TorchOnly:
+    """Mixin of the models that have no C kernel: their whole step runs in PyTorch.
+
+    ``backend="auto"`` and ``"torch"`` run the whole-step function of
+    :mod:`pysnn.functional`; ``"native"`` is refused, when given or set, with a
+    :class:`~pysnn._backend.NativeUnavailableError` that says there is no kernel.
+    """
+
+    supported_backends: Tuple[str, ...] = ("torch",)
+
+    def _static_native_obstacle(self) -> str:
+        name = type(self).__name__
+        return (
+            f"there is no C kernel for {name} (it runs its PyTorch step on "
+            "backend='torch' or 'auto')"
+        )
+
+
+class IzhikevichNeuron(_TorchOnly, BaseNeuron, native_twin=True):
+    r"""Izhikevich's (2003) simple model: a quadratic voltage and a recovery variable.
+
+    With :math:`v` in mV, :math:`u` the recovery variable (mV), time in ms and :math:`I` the
+    folded input (the fan-in axis summed, see :meth:`BaseNeuron.fold`), one step of ``dt`` is
+    the forward-Euler update of both variables from the old state (a simultaneous update,
+    :func:`pysnn.functional.izhikevich_step`):
+
+    .. math::
+
+        v' &= v + \Delta t\,(0.04 v^2 + 5 v + 140 - u + I) \\
+        u' &= u + \Delta t\,a\,(b v - u)
+
+    then a spike :math:`s = [v' \ge v_{peak}]`, the trace update from :math:`s`, and where
+    :math:`s`: :math:`v \leftarrow c`, :math:`u \leftarrow u + d`. There is no refractory
+    period (the reset is the model's own). Initial and reset state: :math:`v = c`,
+    :math:`u = b c`. Presets of the 2003 paper (``a, b, c, d``): regular spiking
+    ``0.02, 0.2, -65, 8``; intrinsically bursting ``0.02, 0.2, -55, 4``; chattering
+    ``0.02, 0.2, -50, 2``; fast spiking ``0.1, 0.2, -65, 2``.
+
+    :param cells_shape: population shape, batch first, e.g. ``(B, 1, N)``.
+    :param dt: time step in ms, > 0. The paper integrates with 0.5–1 ms; with large inputs a
+        smaller step keeps the quadratic term from overshooting.
+    :param a: time scale of the recovery variable in 1/ms (typically 0.02–0.1); a number or a
+        tensor broadcastable to ``cells_shape`` (one value per cell); any finite value.
+    :param b: sensitivity of :math:`u` to :math:`v` (dimensionless, typically 0.2–0.25);
+        number or tensor, finite.
+    :param c: after-spike reset voltage in mV (typically -65 to -50); number or tensor, finite.
+    :param d: after-spike jump of :math:`u` in mV (typically 2–8); number or tensor, finite.
+    :param alpha_t: trace increment per spike (dimensionless); number or tensor.
+    :param tau_t: trace decay factor in [0, 1] (``update_type="linear"``) or time constant in
+        ms, >= ``dt`` (``"exponential"``); number or tensor.
+    :param v_peak: spike cutoff in mV (default 30); number or tensor, finite. Stored as the
+        threshold parameter ``thresh``, as for every neuron (``reset_thresh`` restores it).
+    :param update_type: ``"linear"`` or ``"exponential"``: the trace update only (the voltage
+        follows the equations above either way); settable later (checked).
+    :param store_trace: record the spike history in ``complete_trace`` (a bool).
+    :param backend: keyword-only, ``"auto"`` or ``"torch"`` (both run PyTorch); ``"native"``
+        raises :class:`~pysnn._backend.NativeUnavailableError`: this model has no C kernel.
+    :param device: keyword-only, where the state is created.
+    :param dtype: keyword-only, the floating-point dtype of the state (default: torch's).
+
+    State: buffers ``v_cell`` and ``u_cell`` (the recovery variable), ``trace``, ``spikes``
+    (bool), all of ``cells_shape``; parameter buffers ``a``, ``b``, ``c``, ``d``, ``alpha_t``,
+    ``tau_t`` (``cells_shape``) and ``dt``; the cutoff in the parameter ``thresh`` (no
+    gradient) and ``thresh_center``. Input: ``cells_shape + (R,)`` or a list of such tensors.
+
+    .. doctest::
+
+        >>> import torch
+        >>> from pysnn.neuron import IzhikevichNeuron
+        >>> cell = IzhikevichNeuron((1, 1, 1), 1.0, 0.02, 0.2, -65.0, 8.0, 1.0, 0.9)
+        >>> current = torch.full((1, 1, 1, 1), 10.0)  # I = 10, fan-in axis last
+        >>> spikes = [bool(cell(current)[0]) for _ in range(100)]
+        >>> [t for t, s in enumerate(spikes) if s][:3]
+        [4, 31, 78]
+    """
+
+    def __init__(
+        self,
+        cells_shape: Sequence[int],
+        dt: float,
+        a: ParamValue,
+        b: ParamValue,
+        c: ParamValue,
+        d: ParamValue,
+        alpha_t: ParamValue,
+        tau_t: ParamValue,
+        v_peak: ParamValue = 30.0,
+        update_type: str = "linear",
+        store_trace: bool = False,
+        *,
+        backend: str = "auto",
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        super().__init__(cells_shape, 0.0, 0.0, dt, 0.0, store_trace, device=device, dtype=dtype)
+        # no rest voltage and no refractory period: the reset is (c, d)
+        for name in ("v_rest", "duration_refrac", "refrac_counts"):
+            del self._buffers[name]
+        del self.__dict__["_state_resets"]["refrac_counts"]
+        self._register_cell_param("v_peak", v_peak)  # checked under its own name
+        self.thresh.data.copy_(self._buffers.pop("v_peak"))
+        self._buffers["thresh_center"] = self.thresh.data.clone()
+        self.update_type = update_type
+        for name, value in (("a", a), ("b", b), ("c", c), ("d", d), ("alpha_t", alpha_t)):
+            self._register_cell_param(name, value)
+        kind = "decay" if update_type == "linear" else "time_constant"
+        self._register_cell_param("tau_t", tau_t, kind)
+        self.register_state("v_cell", self._buffers["v_cell"], "c")
+        self.register_state("u_cell", torch.zeros_like(self._buffers["v_cell"]), 0)
+        self._init_backend(backend)
+        self.init_neuron()
+
+    _tau_parameters = ("tau_t",)
+
+    @property
+    def refrac_steps(self) -> int:
+        """Always 0: this model has no refractory period."""
+        return 0
+
+    def update_voltage(self, x: Tensor) -> None:
+        """Euler step of ``v`` and ``u`` (:func:`pysnn.functional.izhikevich_voltage_update`)."""
+        buffers = self._buffers
+        sf.izhikevich_voltage_update(
+            buffers["v_cell"], buffers["u_cell"], x, buffers["a"], buffers["b"], buffers["dt"]
+        )
+
+    def refrac(self, spikes: Tensor) -> None:
+        """After-spike reset: ``v = c`` and ``u += d`` where ``spikes``
+        (:func:`pysnn.functional.izhikevich_reset`)."""
+        buffers = self._buffers
+        sf.izhikevich_reset(
+            buffers["v_cell"], buffers["u_cell"], spikes, buffers["c"], buffers["d"]
+        )
+
+    def _whole_step(self, x: Tensor) -> Tensor:
+        # no C twin: "auto" and "torch" both run the PyTorch step ("native" cannot be set)
+        buffers = self._buffers
+        return sf.izhikevich_step(
+            x,
+            buffers["v_cell"],
+            buffers["u_cell"],
+            self._parameters["thresh"],
+            buffers["spikes"],
+            buffers["trace"],
+            buffers["a"],
+            buffers["b"],
+            buffers["c"],
+            buffers["d"],
+            buffers["alpha_t"],
+            buffers["tau_t"],
+            buffers["dt"],
+            self.__dict__["_update_type"],
+        )
+
+    def reset_state(self) -> None:
+        """``v = c``, ``u = b·c``; spikes and trace to zero; history restarted."""
+        super().reset_state()
+        torch.mul(self.b, self.c, out=self.u_cell)
+
+    def extra_repr(self) -> str:
+        return (
+            f"cells_shape={self.cells_shape}, dt={self.dt.item():g}, "
+            f"update_type={self.update_type!r}, backend={self.backend!r}"
+        )
+
+
+class CubaLIFNeuron(_TorchOnly, BaseNeuron, native_twin=True):
+    r"""Current-based leaky integrate-and-fire neuron: the input feeds a synaptic current that
+    decays, and the current drives the voltage.
+
+    One step (:func:`pysnn.functional.cuba_lif_step`) updates the current first and then the
+    voltage **from the new current** :math:`i'` (the order of Norse's, SpikingJelly's and
+    snnTorch's NIR ``CubaLIF``), with :math:`x` the folded input and :math:`[r = 0]` the
+    cells that are not refractory:
+
+    ``update_type="linear"`` (``tau_i``, ``tau_v`` are decay factors :math:`\lambda` in [0, 1]):
+
+    .. math::
+
+        i' &= \lambda_i\, i + \alpha_i\, x \\
+        v' &= v_{rest} + [r = 0]\big(\lambda_v (v - v_{rest}) + \alpha_v\, i'\big)
+
+    ``"exponential"`` (time constants in ms), the forward-Euler step of
+    :math:`\tau_i \dot i = -i + \alpha_i x` and :math:`\tau_v \dot v = (v_{rest} - v) + \alpha_v i`:
+
+    .. math::
+
+        i' &= i + \tfrac{\Delta t}{\tau_i}(\alpha_i\, x - i) \\
+        v' &= v + [r = 0]\tfrac{\Delta t}{\tau_v}\big(\alpha_v\, i' - (v - v_{rest})\big)
+
+    then spikes :math:`s = [v' \ge \theta]`, the trace update from :math:`s`, the refractory
+    counters and :math:`v \leftarrow v_{rest}` where :math:`s`, exactly as
+    :class:`LIFNeuron`. The current is not reset by a spike and keeps integrating during the
+    refractory period; a refractory cell's voltage is held at ``v_rest`` (``"linear"``) or
+    unchanged (``"exponential"``), as the LIF's.
+
+    :param cells_shape: population shape, batch first, e.g. ``(B, 1, N)``.
+    :param thresh: firing threshold (voltage units); number or tensor broadcastable to
+        ``cells_shape``, finite.
+    :param v_rest: resting and reset voltage, a finite number.
+    :param alpha_v: gain from the current to the voltage (dimensionless); number or tensor.
+    :param alpha_i: gain from the input to the current (dimensionless); number or tensor.
+    :param alpha_t: trace increment per spike (dimensionless); number or tensor.
+    :param dt: time step in ms, > 0.
+    :param duration_refrac: refractory period in ms, >= 0 and an integer multiple of ``dt``.
+    :param tau_v: voltage decay factor in [0, 1] (linear) or membrane time constant in ms,
+        >= ``dt`` (exponential); number or tensor.
+    :param tau_i: current decay factor in [0, 1] (linear) or synaptic time constant in ms,
+        >= ``dt`` (exponential); number or tensor.
+    :param tau_t: trace decay factor in [0, 1] (linear) or time constant in ms, >= ``dt``
+        (exponential); number or tensor.
+    :param update_type: ``"linear"`` or ``"exponential"`` (current, voltage and trace);
+        settable later (checked).
+    :param store_trace: record the spike history in ``complete_trace`` (a bool).
+    :param backend: keyword-only, ``"auto"`` or ``"torch"`` (both run PyTorch); ``"native"``
+        raises :class:`~pysnn._backend.NativeUnavailableError`: this model has no C kernel.
+    :param device: keyword-only, where the state is created.
+    :param dtype: keyword-only, the floating-point dtype of the state (default: torch's).
+
+    State: as :class:`BaseNeuron` (``v_cell``, ``trace``, ``spikes``, ``refrac_counts``,
+    ``thresh``, ...) plus the synaptic current ``i_syn`` (``cells_shape``, reset to 0);
+    parameter buffers ``alpha_v``, ``alpha_i``, ``alpha_t``, ``tau_v``, ``tau_i``, ``tau_t``.
+
+    .. doctest::
+
+        >>> import torch
+        >>> from pysnn.neuron import CubaLIFNeuron
+        >>> cell = CubaLIFNeuron((1, 1, 1), 1.0, 0.0, 1.0, 0.5, 1.0, 1.0, 0.0, 0.5, 0.5, 0.8)
+        >>> pulse = torch.ones(1, 1, 1, 1)
+        >>> spikes, _ = cell(pulse)
+        >>> cell.i_syn.item(), cell.v_cell.item()
+        (0.5, 0.5)
+        >>> spikes, _ = cell(pulse)  # i = 0.5·0.5 + 0.5, v = 0.5·0.5 + 0.75 = 1.0 ≥ 1: spike
+        >>> bool(spikes), cell.v_cell.item()
+        (True, 0.0)
+    """
+
+    def __init__(
+        self,
+        cells_shape: Sequence[int],
+        thresh: ParamValue,
+        v_rest: float,
+        alpha_v: ParamValue,
+        alpha_i: ParamValue,
+        alpha_t: ParamValue,
+        dt: float,
+        duration_refrac: float,
+        tau_v: ParamValue,
+        tau_i: ParamValue,
+        tau_t: ParamValue,
+        update_type: str = "linear",
+        store_trace: bool = False,
+        *,
+        backend: str = "auto",
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        super().__init__(
+            cells_shape,
+            thresh,
+            v_rest,
+            dt,
+            duration_refrac,
+            store_trace,
+            device=device,
+            dtype=dtype,
+        )
+        self._init_dynamics(alpha_v, alpha_t, update_type)
+        self._register_cell_param("alpha_i", alpha_i)
+        for name, value in (("tau_v", tau_v), ("tau_i", tau_i), ("tau_t", tau_t)):
+            self._register_cell_param(name, value, self._tau_kind)
+        self.register_state("i_syn", torch.zeros_like(self._buffers["v_cell"]), 0)
+        self._init_backend(backend)
+        self.init_neuron()
+
+    _tau_parameters = ("tau_v", "tau_i", "tau_t")
+
+    def update_voltage(self, x: Tensor) -> None:
+        """The current, then the voltage from it
+        (:func:`pysnn.functional.cuba_lif_voltage_update`)."""
+        buffers = self._buffers
+        sf.cuba_lif_voltage_update(
+            buffers["v_cell"],
+            buffers["i_syn"],
+            buffers["v_rest"],
+            x,
+            buffers["alpha_v"],
+            buffers["tau_v"],
+            buffers["alpha_i"],
+            buffers["tau_i"],
+            buffers["dt"],
+            self._refrac_mask(),
+            self.update_type,
+        )
+
+    def _whole_step(self, x: Tensor) -> Tensor:
+        # no C twin: "auto" and "torch" both run the PyTorch step ("native" cannot be set)
+        buffers = self._buffers
+        return sf.cuba_lif_step(
+            x,
+            *self._common_state(),
+            buffers["tau_v"],
+            buffers["i_syn"],
+            buffers["alpha_i"],
+            buffers["tau_i"],
+            buffers["alpha_t"],
+            buffers["tau_t"],
+            buffers["dt"],
+            buffers["duration_refrac"],
+            self.__dict__["_update_type"],
+        )
