@@ -25,19 +25,17 @@ extensions = [
     "sphinx.ext.doctest",
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
+    # ships MathJax 3 and points mathjax_path at the copy in _static: equations render offline
+    "sphinx-mathjax-offline",
 ]
 
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 templates_path = []
 html_static_path = []
 
-html_theme = "alabaster"
-html_theme_options = {
-    "description": "Spiking neural networks with STDP-style learning on PyTorch",
-    "fixed_sidebar": True,
-    "page_width": "1100px",
-    "sidebar_width": "230px",
-}
+# furo: a sidebar with the whole table of contents, a table of contents per page, search, a
+# light and a dark mode, and pages that read on narrow screens.
+html_theme = "furo"
 html_title = f"pysnn {release}"
 
 # -- autodoc -----------------------------------------------------------------------------------
@@ -71,7 +69,9 @@ doctest_default_flags = (
 # ``>>>`` blocks are tested too (in the guides and in docstrings pulled in by autodoc).
 doctest_test_doctest_blocks = "default"
 
-# mathjax: the HTML loads MathJax from its CDN when a page is viewed; nothing to fetch at build.
+# mathjax: sphinx-mathjax-offline copies MathJax 3 into _build/html/_static/mathjax, and the pages
+# load it from there: equations render without a network (docs/_static/offline_math.png, made by
+# docs/scripts/screenshot_offline_math.sh, shows docs/neurons.html rendered offline).
 
 
 def _hide_private_bases(app, name, obj, options, bases):

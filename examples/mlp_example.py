@@ -5,9 +5,19 @@ neurons) are Poisson-encoded (an input of 1 fires at ``RATE`` Hz) and presented 
 batch of 4. Network: Input → Linear(delay 3) → FedeNeuron → Linear → FedeNeuron. FedeSTDP
 (Paredes-Vallés et al.) is unsupervised: at every step it moves each weight towards an
 equilibrium above ``w_init`` where the presynaptic trace is high (relative to the layer's largest)
-and below it where the trace is low. The script prints the output firing rate per OR class (label 0:
-``[0,0]``; label 1: the other three) and per sample before and after training, and saves spike
-rasters and the weight matrices.
+and below it where the trace is low.
+
+The weights start random (seeded), uniform in ``[0, 1/sqrt(fan-in))``, so the hidden neurons do
+not fire in lockstep and the network starts too weak to answer most OR samples. The measure
+that learning changes is the accuracy of an any-spike readout: the network answers 1 for a
+sample when an output neuron fires during its presentation (``[0,0]`` sends no spike, so it is
+always answered 0). The script prints it before and after training (over several fresh
+encodings of the four samples), checks that FedeSTDP raised it to 1 (``CHECK PASSED``; exit
+status 1 with ``CHECK FAILED`` otherwise), and prints the output rate per OR class (label 0:
+``[0,0]``; label 1: the other three) and per sample, and how many distinct spike trains the
+hidden layer fires. FedeSTDP has no postsynaptic term: every neuron of a layer is pulled to the
+same equilibrium weights, so after long training the hidden (and the two output) neurons fire
+alike again; that is the rule, not the start. Spike rasters and weight matrices are saved.
 
 Run: ``python examples/mlp_example.py [--quick] [--out DIR] [--device cpu|cuda] [--seed N]``
 """
@@ -43,6 +53,13 @@ NEURON = (0.1, 0.0, 1.0, 0.2, DT, 2.0, 5.0, 5.0)
 INPUT_TRACE = (0.2, 5.0)  # Input: alpha_t, tau_t (ms)
 # FedeSTDP: lr, w_init, a
 STDP = (0.001, 1.0, 0.5)
+PROBES = 5  # fresh encodings of the four samples on which the readout accuracy is measured
+
+
+def init_weights(net: SNNNetwork) -> None:
+    """Seeded random weights, U(0, 1) / sqrt(fan-in): every neuron of a layer starts different."""
+    for layer in net.layers.values():
+        layer["connection"].reset_weights("neuron_scaled_uniform", a=0.0, b=1.0)
 
 
 class MLP(SNNNetwork):
@@ -112,6 +129,44 @@ def output_rates(net: SNNNetwork, inputs: Tensor) -> Tuple[Tensor, Tensor, Tenso
     return rates.cpu(), hidden.get("spikes"), out_spikes
 
 
+def or_accuracy(net: SNNNetwork, batch: Callable[[], Tensor], labels: Tensor) -> float:
+    """Accuracy of the any-spike readout over ``PROBES`` fresh encodings, without learning.
+
+    The answer for a sample is 1 when an output neuron fires during its presentation.
+    """
+    correct = 0
+    for _ in range(PROBES):
+        out = run(net, batch())  # (B, 1, n_out, T)
+        answers = out.flatten(1).any(1).long().cpu()
+        correct += int((answers == labels.long()).sum())
+    return correct / (PROBES * len(labels))
+
+
+def distinct_trains(spikes: Tensor) -> Tuple[int, int]:
+    """``(distinct, active)``: distinct spike trains among the neurons that fire at all.
+
+    :param spikes: recorded ``(T, B, 1, n)`` spikes; a neuron's train spans every sample.
+    """
+    trains = spikes.flatten(1, 2).permute(2, 0, 1).flatten(1).cpu()  # (n, T·B)
+    active = [tuple(train.tolist()) for train in trains if train.any()]
+    return len(set(active)), len(active)
+
+
+def check(before: float, after: float) -> int:
+    """Print ``CHECK PASSED`` or ``CHECK FAILED`` for the readout accuracy; the exit status."""
+    if after == 1.0 and after > before:
+        print(
+            f"CHECK PASSED: FedeSTDP raised the OR accuracy of the any-spike readout from "
+            f"{before:.2f} to {after:.2f}"
+        )
+        return 0
+    print(
+        f"CHECK FAILED: expected FedeSTDP to raise the OR accuracy of the any-spike readout to "
+        f"1.00 from below, got {before:.2f} -> {after:.2f}"
+    )
+    return 1
+
+
 def report(name: str, rates: Tensor, labels: Tensor) -> None:
     """Print the output rate per sample and per OR class."""
     per_sample = ", ".join(f"{r:6.1f}" for r in rates.tolist())
@@ -131,22 +186,31 @@ def main() -> int:
 
     batch, patterns, labels = or_data(duration, device)
     net = MLP(BATCH, N_IN, N_HIDDEN, N_OUT).to(device)
+    init_weights(net)
     # Built after .to(device): the rule keeps the live tensors of the layers.
     rule = FedeSTDP(net.layer_state_dict(), *STDP)
     probe = batch()
-    before, _, _ = output_rates(net, probe)
+    before, hidden_before, _ = output_rates(net, probe)
+    accuracy_before = or_accuracy(net, batch, labels)
     w_before = [net.linear1.weight.clone().cpu(), net.linear2.weight.clone().cpu()]
 
     for _ in progress(range(epochs), "FedeSTDP epochs"):
         run(net, batch(), rule)  # a FedeSTDP step after every time step
 
     after, hidden_spikes, out_spikes = output_rates(net, probe)
+    accuracy_after = or_accuracy(net, batch, labels)
     print(
         f"OR data set, {N_IN} inputs at {RATE:g} Hz, {duration:g} ms per presentation, "
         f"{epochs} epochs of FedeSTDP"
     )
     report("before", before, labels)
     report("after", after, labels)
+    for when, spikes in (("before", hidden_before), ("after", hidden_spikes)):
+        distinct, active = distinct_trains(spikes)
+        print(
+            f"hidden layer {when} training: {distinct} distinct spike trains among {active} "
+            f"firing neurons (of {N_HIDDEN})"
+        )
     for name, old, new in zip(("fc1", "fc2"), w_before, (net.linear1.weight, net.linear2.weight)):
         change = (new.cpu() - old).abs().mean()
         print(
@@ -168,7 +232,11 @@ def main() -> int:
         ax.set_xticks(range(conn.weight.shape[1]))
     fig.tight_layout()
     save_figure(fig, args.out, "mlp_weights.png")
-    return 0
+    print(
+        f"OR accuracy of the any-spike readout ({PROBES} encodings): {accuracy_before:.2f} "
+        f"before training, {accuracy_after:.2f} after"
+    )
+    return check(accuracy_before, accuracy_after)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,15 @@ FedeNeurons receive a list ``[forward input, feedback input]`` that they concate
 fan-in axis. All three connections (forward, forward, feedback) learn with FedeSTDP on the
 Poisson-encoded OR data set (same data and training loop as ``mlp_example.py``).
 
-The script prints the output firing rate per OR class before and after training and what the
-feedback does: the hidden spikes of the trained network, and of the same network simulated again
-on the same input spikes with the feedback connection left out (in a FedeNeuron a connection adds
-``w·s - x``, weighted spikes minus presynaptic traces, so feedback can excite or inhibit). It
-saves spike rasters and the three weight matrices.
+The weights start random (seeded, scaled to the fan-in), as in ``mlp_example.py``. The script
+prints the accuracy of the any-spike readout before and after training and checks that FedeSTDP
+raised it to 1 (``CHECK PASSED``, exit status 1 with ``CHECK FAILED`` otherwise), the output firing
+rate per OR class, and what the feedback does: the hidden spikes of the trained network, and of
+the same network simulated again on the same input spikes with the feedback connection left out.
+In a FedeNeuron a connection adds ``w·s - x``, weighted spikes minus presynaptic traces, so the
+feedback can excite or inhibit: the script says which it did in this run. With the defaults
+(full run, seed 0) the trained feedback inhibits: 530 hidden spikes with it against 620 without.
+It saves spike rasters and the three weight matrices.
 
 Run: ``python examples/mlp_example_cyclic.py [--quick] [--out DIR] [--device cpu|cuda] [--seed N]``
 """
@@ -31,6 +35,9 @@ from mlp_example import (
     NEURON,
     RATE,
     STDP,
+    check,
+    init_weights,
+    or_accuracy,
     or_data,
     output_rates,
     report,
@@ -98,16 +105,18 @@ def main() -> int:
 
     batch, patterns, labels = or_data(duration, device)
     net = CyclicMLP(BATCH, N_IN, N_HIDDEN, N_OUT).to(device)
-    net.feedback.reset_weights("uniform", a=0.0, b=0.5)
+    init_weights(net)  # fc1, fc2 and the feedback
     # Built after .to(device): the rule keeps the live tensors of the layers.
     rule = FedeSTDP(net.layer_state_dict(), *STDP)
     probe = batch()
     before, _, _ = output_rates(net, probe)
+    accuracy_before = or_accuracy(net, batch, labels)
 
     for _ in progress(range(epochs), "FedeSTDP epochs"):
         run(net, batch(), rule)  # a FedeSTDP step after every time step
 
     after, hidden, out = output_rates(net, probe)
+    accuracy_after = or_accuracy(net, batch, labels)
     with_feedback = hidden_spikes(net, probe)
     net.use_feedback = False
     without_feedback = hidden_spikes(net, probe)
@@ -119,9 +128,11 @@ def main() -> int:
     )
     report("before", before, labels)
     report("after", after, labels)
+    difference = with_feedback - without_feedback
+    effect = "adds" if difference > 0 else "removes" if difference < 0 else "changes nothing:"
     print(
         f"hidden spikes after training: {with_feedback} with the feedback, {without_feedback} "
-        f"without it (same input spikes)"
+        f"without it (same input spikes): the feedback {effect} {abs(difference)} hidden spikes"
     )
 
     plt = require_matplotlib()
@@ -140,7 +151,11 @@ def main() -> int:
         ax.set_xticks(range(conn.weight.shape[1]))
     fig.tight_layout()
     save_figure(fig, args.out, "mlp_cyclic_weights.png")
-    return 0
+    print(
+        f"OR accuracy of the any-spike readout: {accuracy_before:.2f} before training, "
+        f"{accuracy_after:.2f} after"
+    )
+    return check(accuracy_before, accuracy_after)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,16 @@ the second, so the weight must rise, then fall. The script records every variabl
 trace, eligibility trace, reward, weight, post voltage), checks the rise and fall, prints
 ``CHECK PASSED`` or ``CHECK FAILED`` and exits with status 1 on failure.
 
+The eligibility panel is the rule's own trace, read from ``rule.layers["synapse"]["e_trace"]``
+after every step (``tests/examples`` recomputes it step by step from the recorded spikes and
+traces of the synapse and the neuron:
+``E_t = e_trace_decay·E_(t-1) + a_pre·x_pre·s_post - a_post·s_pre·x_post``).
+
 Run: ``python examples/mstdpet_example.py [--quick] [--out DIR] [--device cpu|cuda] [--seed N]``
 """
 
 import sys
-from typing import Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +35,8 @@ from pysnn.simulation import run
 DT = 1.0  # ms
 PRE_RATE = 100.0  # Hz: one presynaptic spike every 10 steps on average
 W_START = 0.7  # two pre spikes within 3 steps reach the threshold of 1
+# MSTDPET: a_pre, a_post, lr, e_trace_decay
+RULE = dict(a_pre=1.0, a_post=0.5, lr=0.01, e_trace_decay=0.9)
 
 
 class SingleSynapse(SNNNetwork):
@@ -56,13 +63,61 @@ class SingleSynapse(SNNNetwork):
         return self.neuron(x)
 
 
-class _TensorProbe(nn.Module):
-    """Exposes a tensor kept outside any module (the rule's eligibility trace) to a Monitor."""
+class _EligibilityProbe(nn.Module):
+    """Exposes the rule's eligibility trace to a Monitor, read from the rule at every record.
 
-    def __init__(self, **tensors: Tensor) -> None:
+    The rule owns the tensor (``rule.layers[name]["e_trace"]``); reading it through the rule
+    each time follows it even if the rule replaces it (e.g. after the network moved device).
+    """
+
+    def __init__(self, rule: MSTDPET, layer: str) -> None:
         super().__init__()
-        for name, tensor in tensors.items():
-            setattr(self, name, tensor)
+        self._rule = rule
+        self._layer = layer
+
+    @property
+    def e_trace(self) -> Tensor:
+        return self._rule.layers[self._layer]["e_trace"]
+
+
+def experiment(n_steps: int, device: torch.device) -> Dict[str, Tensor]:
+    """Simulate the synapse for ``n_steps`` with reward +1, then -1; record everything.
+
+    :returns: on the CPU, each with time first: ``input_spikes``/``input_trace`` (the Input),
+        ``pre_spikes``/``pre_trace`` (the connection's delayed ones, which the rule reads),
+        ``post_spikes``/``post_trace``/``v_cell`` (the neuron), ``e_trace`` (the rule's
+        eligibility after each step), ``weight`` (after each step) and ``reward`` ``(T,)``.
+    """
+    half = n_steps // 2
+    net = SingleSynapse(DT).to(device)
+    net.linear.reset_weights("constant", gain=W_START)
+    # Built after .to(device): the rule keeps the live tensors of the layers.
+    rule = MSTDPET(net.layer_state_dict(), *RULE.values())
+
+    pre_spikes = poisson_encoding(torch.full((1, 1, 1), PRE_RATE, device=device), n_steps, DT)
+    reward = torch.ones(n_steps, device=device)
+    reward[half:] = -1.0
+
+    input_mon = Monitor(net.input, ["spikes", "trace"])
+    pre_mon = Monitor(net.linear, ["spikes", "trace"])
+    post_mon = Monitor(net.neuron, ["spikes", "trace", "v_cell"])
+    # Weights and eligibility are recorded by run() after the rule's step (hook=False).
+    weight_mon = Monitor(net.linear, ["weight"], hook=False)
+    trace_mon = Monitor(_EligibilityProbe(rule, "synapse"), ["e_trace"], hook=False)
+    run(net, pre_spikes.float(), rule, reward, monitors=(weight_mon, trace_mon))
+    recorded = {
+        "input_spikes": input_mon.get("spikes"),
+        "input_trace": input_mon.get("trace"),
+        "pre_spikes": pre_mon.get("spikes"),
+        "pre_trace": pre_mon.get("trace"),
+        "post_spikes": post_mon.get("spikes"),
+        "post_trace": post_mon.get("trace"),
+        "v_cell": post_mon.get("v_cell"),
+        "e_trace": trace_mon.get("e_trace"),
+        "weight": weight_mon.get("weight"),
+        "reward": reward,
+    }
+    return {key: value.cpu() for key, value in recorded.items()}
 
 
 def main() -> int:
@@ -71,36 +126,20 @@ def main() -> int:
     args = setup(parser)
     n_steps = 1000 if args.quick else 2000
     half = n_steps // 2
-    device = args.device
+    rec = experiment(n_steps, args.device)
 
-    net = SingleSynapse(DT).to(device)
-    net.linear.reset_weights("constant", gain=W_START)
-    # Built after .to(device): the rule keeps the live tensors of the layers.
-    rule = MSTDPET(net.layer_state_dict(), 1.0, 0.5, 0.01, 0.9)  # a_pre, a_post, lr, e decay
-    eligibility = _eligibility_tensor(rule)
-
-    pre_spikes = poisson_encoding(torch.full((1, 1, 1), PRE_RATE, device=device), n_steps, DT)
-    reward = torch.ones(n_steps, device=device)
-    reward[half:] = -1.0
-
-    pre_mon = Monitor(net.input, ["spikes", "trace"])
-    post_mon = Monitor(net.neuron, ["spikes", "trace", "v_cell"])
-    # Weights and eligibility are recorded by run() after the rule's step (hook=False).
-    weight_mon = Monitor(net.linear, ["weight"], hook=False)
-    probe = _TensorProbe(e_trace=eligibility)
-    trace_mon = Monitor(probe, ["e_trace"], hook=False)
-    run(net, pre_spikes.float(), rule, reward, monitors=(weight_mon, trace_mon))
-
-    weight = weight_mon.get("weight").flatten().cpu()
+    weight = rec["weight"].flatten()
     w_start, w_middle, w_end = W_START, float(weight[half - 1]), float(weight[-1])
-    n_pre = int(pre_mon.get("spikes").sum())
-    n_post_first = int(post_mon.get("spikes")[:half].sum())
-    n_post_second = int(post_mon.get("spikes")[half:].sum())
+    n_pre = int(rec["input_spikes"].sum())
+    n_post_first = int(rec["post_spikes"][:half].sum())
+    n_post_second = int(rec["post_spikes"][half:].sum())
+    e_trace = rec["e_trace"].flatten()
     print(f"steps: {n_steps} (dt {DT} ms), presynaptic spikes: {n_pre}")
     print(f"postsynaptic spikes: {n_post_first} in the first half, {n_post_second} in the second")
+    print(f"eligibility trace in [{float(e_trace.min()):.3f}, {float(e_trace.max()):.3f}]")
     print(f"weight: start {w_start:.3f} -> middle {w_middle:.3f} -> end {w_end:.3f}")
 
-    _save_figure(pre_mon, post_mon, weight_mon, trace_mon, reward, args.out)
+    _save_figure(rec, args.out)
 
     if w_middle > w_start and w_end < w_middle:
         print("CHECK PASSED: the weight rose while the reward was +1 and fell while it was -1")
@@ -112,32 +151,31 @@ def main() -> int:
     return 1
 
 
-def _eligibility_tensor(rule: MSTDPET) -> Tensor:
-    """The rule's eligibility trace of the single layer (updated in place every step)."""
-    layer = next(iter(rule.layers.values()))
-    return layer["e_trace"]
+def figure_panels(rec: Dict[str, Tensor]) -> List[Tuple[Tensor, Optional[str], str]]:
+    """The first seven panels of ``mstdpet.png``: ``(values, ylabel, title)``, ``ylabel``
+    ``None`` for a spike raster (the eighth is the voltage with its threshold)."""
+    return [
+        (rec["input_spikes"], None, "presynaptic spikes"),
+        (rec["input_trace"], "trace", "presynaptic trace"),
+        (rec["post_spikes"], None, "postsynaptic spikes"),
+        (rec["post_trace"], "trace", "postsynaptic trace"),
+        (rec["e_trace"], "e", "eligibility trace"),
+        (rec["reward"], "reward", "reward"),
+        (rec["weight"], "w", "weight"),
+    ]
 
 
-def _save_figure(pre_mon, post_mon, weight_mon, trace_mon, reward: Tensor, out) -> None:
-    """The 8-panel figure ``mstdpet.png`` from the recordings."""
+def _save_figure(rec: Dict[str, Tensor], out) -> None:
+    """The 8-panel figure ``mstdpet.png`` from the recordings of :func:`experiment`."""
     plt = require_matplotlib()
     fig, axes = plt.subplots(8, 1, figsize=(10, 14), sharex=True)
-    raster_plot(pre_mon.get("spikes"), DT, ax=axes[0], title="presynaptic spikes")
-    curves = (
-        (pre_mon.get("trace"), "trace", "presynaptic trace"),
-        (post_mon.get("spikes"), None, "postsynaptic spikes"),
-        (post_mon.get("trace"), "trace", "postsynaptic trace"),
-        (trace_mon.get("e_trace"), "e", "eligibility trace"),
-        (reward, "reward", "reward"),
-        (weight_mon.get("weight"), "w", "weight"),
-    )
-    for ax, (values, ylabel, title) in zip(axes[1:7], curves):
+    for ax, (values, ylabel, title) in zip(axes[:7], figure_panels(rec)):
         if ylabel is None:
             raster_plot(values, DT, ax=ax, title=title)
         else:
             trace_plot(values, dt=DT, ax=ax, ylabel=ylabel, legend=False, title=title)
     trace_plot(
-        post_mon.get("v_cell"),
+        rec["v_cell"],
         thresh=1.0,
         dt=DT,
         ax=axes[7],

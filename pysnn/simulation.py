@@ -11,6 +11,7 @@ plus resetting, collecting the outputs and recording; it adds nothing per step b
 of the output into a preallocated buffer (see ``benchmarks/monitor_overhead.py``).
 """
 
+import inspect
 import math
 import warnings
 from numbers import Real
@@ -116,6 +117,113 @@ def _changed_output(t: int, out: Tensor, shape: torch.Size, dtype: torch.dtype) 
     )
 
 
+def _reward_use(learning_rule: Any) -> "tuple[bool, bool]":
+    """``(takes_reward, needs_reward)`` of ``learning_rule.step``, read from its signature.
+
+    A signature that cannot be read (a builtin, ``*args``) counts as taking an optional reward.
+    """
+    try:
+        signature = inspect.signature(learning_rule.step)
+    except (TypeError, ValueError):
+        return True, False
+    takes = needs = True
+    try:
+        signature.bind(1.0)
+    except TypeError:
+        takes = False
+    try:
+        signature.bind()
+        needs = False
+    except TypeError:
+        pass
+    return takes, needs
+
+
+_REWARD_KINDS = (
+    "a number, a tensor or sequence with one value per step (time last), or a callable "
+    "(t, output) -> reward"
+)
+
+
+def _check_reward_use(learning_rule: Any, reward: Reward) -> bool:
+    """Refuse, before the first step, a reward the rule cannot take or a missing one it needs.
+
+    :returns: whether the rule's ``step`` needs a reward (then a callable that returns ``None``
+        is an error too, raised at that step).
+    """
+    takes, needs = _reward_use(learning_rule)
+    name = type(learning_rule).__name__
+    if reward is not None and not takes:
+        raise TypeError(
+            f"run: {name} takes no reward ({name}.step() has no reward argument): it is not "
+            f"reward-modulated. Drop reward=..., or use a reward-modulated rule such as "
+            f"pysnn.learning.MSTDP or MSTDPET"
+        )
+    if reward is None and needs:
+        raise TypeError(
+            f"run: {name} needs a reward ({name}.step(reward)): it is reward-modulated. Pass "
+            f"reward=...: {_REWARD_KINDS}"
+        )
+    return needs
+
+
+def _input_shapes(network: Any) -> list:
+    """The ``cells_shape`` of each input module (:class:`pysnn.neuron.BaseInput`) of a network."""
+    from pysnn.neuron import BaseInput  # late import: the neuron module is heavy
+
+    if not isinstance(network, nn.Module):
+        return []
+    return [tuple(m.cells_shape) for m in network.modules() if isinstance(m, BaseInput)]
+
+
+def _fits(shape: "tuple[int, ...]", cells: "tuple[int, ...]") -> bool:
+    """Whether a step's input of ``shape`` broadcasts to ``cells`` without growing it."""
+    try:
+        return tuple(torch.broadcast_shapes(shape, cells)) == cells
+    except RuntimeError:
+        return False
+
+
+def _time_axis_hint(network: Any, inputs: Tensor) -> Optional[str]:
+    """A hint when the inputs' slices ``inputs[..., t]`` do not fit the network's Input.
+
+    ``None`` when the network has no single Input or the slices fit it (the error is another).
+    """
+    shapes = _input_shapes(network)
+    if len(shapes) != 1:
+        return None
+    cells = shapes[0]
+    step = tuple(inputs.shape[:-1])
+    if _fits(step, cells):
+        return None
+    n_steps = inputs.shape[-1]
+    hint = (
+        f"run: inputs of shape {tuple(inputs.shape)} give {n_steps} step"
+        f"{'' if n_steps == 1 else 's'} inputs[..., t] of shape {step} (time is the last axis), "
+        f"which do not fit the network's Input of cells_shape {cells}"
+    )
+    # An axis that could be time: moved last, the slices are the Input's shape (the Input
+    # passes its input on as given, so the connections need the exact shape), or as many
+    # values, which a reshape fixes.
+    fixes = []
+    for axis in range(inputs.dim() - 1):
+        moved = tuple(inputs.movedim(axis, -1).shape)
+        steps = inputs.shape[axis]
+        if moved[:-1] == cells:
+            fixes.append((0, axis, f"x.movedim({axis}, -1)", moved))
+        elif math.prod(moved[:-1]) == math.prod(cells):
+            target = cells + (steps,)
+            shape = ", ".join(str(n) for n in target)
+            fixes.append((1, axis, f"x.movedim({axis}, -1).reshape({shape})", target))
+    if fixes:
+        _, axis, fix, shape = min(fixes)
+        return (
+            f"{hint}. If axis {axis} is time ({inputs.shape[axis]} steps), move it last: "
+            f"run(network, {fix}, ...) (shape {shape})"
+        )
+    return f"{hint}: give inputs of shape {cells} + (T,)"
+
+
 def _reset_rule(learning_rule: Any) -> None:
     reset = getattr(learning_rule, "reset_state", None)
     if callable(reset):
@@ -179,9 +287,13 @@ def run(
     :returns: the network's outputs stacked along a new **last** axis (time last, like the
         input): ``(*out_shape, T)``. When the forward returns a tuple, its first element (the
         output spikes) is stacked. ``None`` if the forward returns ``None``.
-    :raises TypeError: wrong argument types, or an output whose dtype differs from step 0's
+    :raises TypeError: wrong argument types, a ``reward`` for a rule whose ``step()`` takes
+        none (e.g. :class:`~pysnn.learning.STDP`) or none for a rule that needs one (e.g.
+        :class:`~pysnn.learning.MSTDPET`; both before the first step), or an output whose dtype differs from step 0's
         (it is not cast into the output buffer; the message names the step and both dtypes).
-    :raises ValueError: ``inputs`` without a time step, reward of the wrong length, a reward
+    :raises ValueError: ``inputs`` without a time step, inputs whose slices ``inputs[..., t]``
+        do not fit the network's ``Input`` (the message says that time is the last axis and,
+        where another axis could be time, which ``movedim`` fixes it), reward of the wrong length, a reward
         without learning rule, a non-finite ``reward`` (numbers, sequences and CPU tensors are
         checked before the first step, so no weight changes; a callable's host values before
         each step's update), an output whose shape differs from step 0's (it is not
@@ -207,6 +319,7 @@ def run(
                 )
     elif reward is not None:
         raise ValueError("run: reward was given without a learning_rule")
+    needs_reward = learning_rule is not None and _check_reward_use(learning_rule, reward)
     reward_at = _reward_getter(reward, n_steps)
     _check_rewards(reward)
     # A callable's values are checked as they come (host numbers and CPU tensors only).
@@ -237,7 +350,16 @@ def run(
     returns_none = False
     with torch.no_grad():
         for t in _progress(range(n_steps), progress, n_steps):
-            result = network(inputs[..., t])
+            if t == 0:
+                try:
+                    result = network(inputs[..., t])
+                except ValueError as error:
+                    hint = _time_axis_hint(network, inputs)
+                    if hint is None:
+                        raise
+                    raise ValueError(f"{hint} ({error})") from error
+            else:
+                result = network(inputs[..., t])
             out = result[0] if isinstance(result, (tuple, list)) else result
             if out is None:
                 returns_none = True
@@ -262,6 +384,11 @@ def run(
                 else:
                     value = reward_at(t, result)
                     if value is None:
+                        if needs_reward:
+                            raise TypeError(
+                                f"run: the reward callable returned None at step {t}, but "
+                                f"{type(learning_rule).__name__}.step() needs a reward"
+                            )
                         learning_rule.step()
                     else:
                         if check_each:
