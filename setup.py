@@ -23,7 +23,14 @@ EXTRAS = {
     ],
     "nir": ["nir>=1.0.8,<2", "h5py>=3"],
     "examples": ["matplotlib>=3.5", "tqdm>=4.60", "scikit-learn>=1.0", "gymnasium>=0.29"],
-    "docs": ["sphinx>=7", "matplotlib>=3.5", "furo>=2024.1", "sphinx-mathjax-offline>=0.0.2"],
+    "docs": [
+        "sphinx>=7",
+        "matplotlib>=3.5",
+        "furo>=2024.1",
+        "sphinx-mathjax-offline>=0.0.2",
+        "nir>=1.0.8,<2",
+        "h5py>=3",
+    ],
 }
 EXTRAS["dev"] = sorted({pkg for group in EXTRAS.values() for pkg in group} | {"pre-commit"})
 
