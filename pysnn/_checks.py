@@ -152,7 +152,15 @@ def _check_tau_values(tensor: Tensor, name: str, update_type: str, owner: str) -
     low, high = tensor.min().item(), tensor.max().item()
     if update_type == "linear" and (low < 0 or high > 1):
         bad = low if low < 0 else high
-        raise ValueError(f"{owner}: {name} must lie in [0, 1] for update_type='linear', got {bad}")
+        hint = ""
+        if bad > 1:  # most often a time constant in ms given to the default update type
+            hint = (
+                f" (with update_type='linear', tau_* are decay factors per step; for a time "
+                f"constant in ms, such as {bad:g}, pass update_type='exponential')"
+            )
+        raise ValueError(
+            f"{owner}: {name} must lie in [0, 1] for update_type='linear', got {bad}{hint}"
+        )
     if update_type == "exponential" and low <= 0:
         raise ValueError(
             f"{owner}: {name} must be > 0 (a time constant in ms) for "

@@ -48,10 +48,70 @@ __all__ = [
     "FedeNeuron",
     "IzhikevichNeuron",
     "CubaLIFNeuron",
+    "DEFAULT_TIME_CONSTANTS_MS",
 ]
 
 _HISTORY_START_CAPACITY = 64
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+#: Time constants (ms) used when ``tau_v``, ``tau_t`` or ``tau_thresh`` is not given (``None``):
+#: a 20 ms membrane time constant and a 20 ms trace (the STDP window of Bi & Poo 1998 and Song,
+#: Miller & Abbott 2000), and a 100 ms threshold adaptation. Under ``update_type="exponential"``
+#: the parameter is this time constant; under ``"linear"`` it is the decay factor per step
+#: ``exp(-dt / tau)``, the exact decay of that time constant over one step (0.951229 for ``tau_v``
+#: at ``dt=1``), so the default means the same dynamics for every ``dt`` and update type.
+DEFAULT_TIME_CONSTANTS_MS = {"tau_v": 20.0, "tau_t": 20.0, "tau_thresh": 100.0}
+
+
+def _tau_or_default(value, name: str, dt, update_type: str, owner: str):
+    """``value``, or for ``None`` the default of ``name`` (:data:`DEFAULT_TIME_CONSTANTS_MS`) in
+    the form ``update_type`` reads: the time constant in ms, or the decay ``exp(-dt / tau)``.
+
+    ``dt`` is the constructor's argument, already checked (a number or a one-element tensor).
+    """
+    if value is not None:
+        return value
+    tau = DEFAULT_TIME_CONSTANTS_MS[name]
+    dt = dt.item() if isinstance(dt, Tensor) else float(dt)
+    if update_type == "linear":
+        return math.exp(-dt / tau)
+    if tau < dt:
+        raise ValueError(
+            f"{owner}: {name} must be >= dt = {dt:g} ms for update_type='exponential', and "
+            f"its default, {tau:g} ms, is smaller: pass {name} explicitly"
+        )
+    return tau
+
+
+def _summary(tensor: Tensor) -> str:
+    """A parameter for ``repr``: its value when every cell shares it, else its range.
+
+    Reads the values (a host sync on an accelerator): for ``repr`` only, never for a step.
+    """
+    if tensor.is_meta or tensor.numel() == 0:  # no values to show
+        return f"tensor of shape {tuple(tensor.shape)} on {tensor.device}"
+    low, high = tensor.detach().min().item(), tensor.detach().max().item()
+    if low == high:
+        return f"{low:g}"
+    return f"[{low:g}..{high:g}] (per cell)"
+
+
+def _batch_hint(shape: Tuple[int, ...], cells_shape: Tuple[int, ...]) -> str:
+    """What to say when an input's batch (axis 0) differs from ``cells_shape[0]``, else ``""``."""
+    if len(shape) < len(cells_shape) or shape[0] in (1, cells_shape[0]):
+        return ""  # no batch axis of its own, or one that broadcasts
+    cells = tuple(shape[1 : len(cells_shape)])
+    if broadcast_shape(cells, cells_shape[1:]) != tuple(cells_shape[1:]):
+        return ""  # the cell axes do not fit either: not only a matter of batch size
+    batch, built = shape[0], cells_shape[0]
+    return (
+        f": its batch size is {batch}, but this layer was built for batch size {built}. The "
+        f"batch size is fixed at construction (cells_shape[0] = {built}) because the state "
+        "(voltage, trace, spikes, ...) is kept per sample. To run batches of "
+        f"{batch}, construct the modules again with cells_shape[0] = {batch} (and "
+        f"batch_size={batch} for the connections); a last, smaller batch can instead be "
+        "dropped (DataLoader(..., drop_last=True)) or padded to the full size"
+    )
 
 
 def _concat_fan_in(x: Sequence[Tensor], name: str, owner: str) -> Tensor:
@@ -107,10 +167,16 @@ def _check_tau_dt(tensor: Tensor, name: str, dt: Tensor, owner: str) -> None:
         return  # no values to compare
     low = tensor.min()
     if bool(low < dt.to(device=low.device, dtype=low.dtype)):
+        hint = ""
+        if 0 <= low.item() <= 1:
+            hint = (
+                f" (for a decay factor per step in [0, 1], such as {low.item():g}, use "
+                "update_type='linear')"
+            )
         raise ValueError(
             f"{owner}: {name} must be >= dt = {dt.item():g} ms for update_type='exponential' "
             f"(dt/{name} > 1 makes the forward-Euler update overshoot and oscillate), "
-            f"got {low.item():g}"
+            f"got {low.item():g}{hint}"
         )
 
 
@@ -136,6 +202,7 @@ def _check_fan_in(x: Tensor, cells_shape: Tuple[int, ...], name: str, owner: str
         raise ValueError(
             f"{owner}: {name} of shape {tuple(x.shape)} (cell axes {tuple(x.shape[:-1])}, "
             f"fan-in R = {x.shape[-1]}) does not broadcast to cells_shape {cells_shape}"
+            + _batch_hint(tuple(x.shape), cells_shape)
         )
 
 
@@ -268,17 +335,21 @@ class _StateMixin(StateMixin):
 class BaseInput(BackendMixin, _StateMixin, nn.Module):
     """Base class of input neurons: they pass spikes on and keep a presynaptic trace.
 
-    :param cells_shape: shape of the input population, batch first, e.g. ``(B, 1, I)``.
-    :param dt: simulation time step in ms.
+    :param cells_shape: shape of the input population, batch first, e.g. ``(B, 1, I)``; a
+        non-empty tuple of positive ints. The batch size ``cells_shape[0]`` is fixed at
+        construction (the state is kept per sample).
+    :param dt: simulation time step in ms, finite and > 0 (default 1.0).
+    :param device: keyword-only, where the state is created (``torch.nn``'s factory argument).
+    :param dtype: keyword-only, the floating-point dtype of the state (default: torch's).
 
-    Buffers: ``trace`` (float, ``cells_shape``), ``dt`` (scalar, ms), ``spikes`` (bool,
+    Buffers: ``trace`` (float, ``cells_shape``), ``dt`` (0-d, ms), ``spikes`` (bool,
     ``cells_shape``).
     """
 
     def __init__(
         self,
         cells_shape: Sequence[int],
-        dt: float,
+        dt: float = 1.0,
         *,
         device: Optional[torch.device] = None,
         dtype: Optional[torch.dtype] = None,
@@ -307,33 +378,48 @@ class BaseInput(BackendMixin, _StateMixin, nn.Module):
         self.reset_state()
 
     def extra_repr(self) -> str:
-        return f"cells_shape={self.cells_shape}, dt={self.dt.item():g}"
+        return f"cells_shape={self.cells_shape}, dt={_summary(self.dt)}"
 
 
 class Input(BaseInput, native_twin=True):
-    """Input layer: stores incoming spikes and keeps their trace.
+    r"""Input layer: stores incoming spikes and keeps their trace.
 
     The trace is updated with the input **as given** (not binarised: an input of 2.0 adds
-    ``2·alpha_t``), and the input is returned unchanged, as in PySNN.
+    ``2·alpha_t``), and the input is returned unchanged, as in PySNN. Trace update, with
+    :math:`s` the input: ``update_type="linear"``: :math:`x \leftarrow \lambda_t x + \alpha_t s`;
+    ``"exponential"``: :math:`x \leftarrow x + \frac{\Delta t}{\tau_t}(-x + \alpha_t s)`.
 
-    :param cells_shape: shape of the input, batch first, e.g. ``(B, 1, I)``.
-    :param dt: time step in ms.
-    :param alpha_t: trace increment per spike (scalar or tensor broadcastable to ``cells_shape``).
-    :param tau_t: trace decay factor in [0, 1] (``update_type="linear"``) or time constant in ms
-        (``"exponential"``).
-    :param update_type: ``"linear"`` or ``"exponential"``; settable later (checked).
+    Every parameter after ``cells_shape`` has a default, so ``Input((B, 1, I))`` works; PySNN's
+    positional order ``(cells_shape, dt, alpha_t, tau_t, update_type)`` is kept.
+
+    :param cells_shape: shape of the input, batch first, e.g. ``(B, 1, I)``; a non-empty tuple
+        of positive ints. The batch size ``cells_shape[0]`` is fixed at construction (the state
+        is kept per sample).
+    :param dt: time step in ms, finite and > 0 (default 1.0).
+    :param alpha_t: trace increment per unit of input (dimensionless, default 1.0); a finite
+        number or a tensor broadcastable to ``cells_shape`` (one value per cell).
+    :param tau_t: the trace's decay: a decay factor per step in [0, 1] under
+        ``update_type="linear"``, a time constant in ms (>= ``dt``) under ``"exponential"``;
+        number or tensor. Default (``None``): a 20 ms time constant, i.e. ``exp(-dt / 20)``
+        (0.951229 at ``dt=1``) under ``"linear"``, 20.0 under ``"exponential"``
+        (:data:`DEFAULT_TIME_CONSTANTS_MS`).
+    :param update_type: ``"linear"`` (default: ``tau_t`` is a decay factor per step in [0, 1])
+        or ``"exponential"`` (``tau_t`` is a time constant in ms); settable later (checked).
     :param backend: keyword-only, ``"auto"``, ``"torch"`` or ``"native"`` (see
         :mod:`pysnn._backend`).
     :param device: keyword-only, where the state is created (``torch.nn``'s factory argument).
     :param dtype: keyword-only, the floating-point dtype of the state (default: torch's).
+
+    State: buffers ``trace`` (float) and ``spikes`` (bool), both ``cells_shape``; parameter
+    buffers ``alpha_t`` and ``tau_t`` (``cells_shape``) and ``dt`` (0-d, ms).
     """
 
     def __init__(
         self,
         cells_shape: Sequence[int],
-        dt: float,
-        alpha_t: ParamValue,
-        tau_t: ParamValue,
+        dt: float = 1.0,
+        alpha_t: ParamValue = 1.0,
+        tau_t: Optional[ParamValue] = None,
         update_type: str = "linear",
         *,
         backend: str = "auto",
@@ -344,7 +430,11 @@ class Input(BaseInput, native_twin=True):
         self.update_type = update_type
         tau_kind = "decay" if update_type == "linear" else "time_constant"
         self._register_cell_param("alpha_t", alpha_t)
-        self._register_cell_param("tau_t", tau_t, tau_kind)
+        self._register_cell_param(
+            "tau_t",
+            _tau_or_default(tau_t, "tau_t", dt, self.update_type, type(self).__name__),
+            tau_kind,
+        )
         self._init_backend(backend)
         self.init_neuron()
 
@@ -365,6 +455,12 @@ class Input(BaseInput, native_twin=True):
         ):
             owner = type(self).__name__
             _check_real_input(x, "x", owner)
+            hint = _batch_hint(tuple(x.shape), self.cells_shape)
+            if hint and x.dim() == len(self.cells_shape):
+                raise ValueError(
+                    f"{owner}: x of shape {tuple(x.shape)} does not broadcast to the cells' "
+                    f"shape {self.cells_shape}" + hint
+                )
             _check_input_shape(x, self.cells_shape, "x", owner)
             _check_step_input(x, "x", owner)
         buffers = self._buffers
@@ -392,19 +488,24 @@ class Input(BaseInput, native_twin=True):
 
     def extra_repr(self) -> str:
         return (
-            super().extra_repr() + f", update_type={self.update_type!r}, backend={self.backend!r}"
+            super().extra_repr()
+            + f", alpha_t={_summary(self.alpha_t)}, tau_t={_summary(self.tau_t)}"
+            + f", update_type={self.update_type!r}, backend={self.backend!r}"
         )
 
 
 class BaseNeuron(BackendMixin, _StateMixin, nn.Module):
     """Base class of spiking neurons: voltage, threshold, refractory period and trace.
 
-    :param cells_shape: shape of the population, batch first, e.g. ``(B, 1, N)``.
-    :param thresh: firing threshold (scalar or tensor broadcastable to ``cells_shape``).
-    :param v_rest: resting and reset voltage.
-    :param dt: time step in ms.
-    :param duration_refrac: refractory period in ms, >= 0 and an integer multiple of ``dt``. A
-        cell that spikes ignores its input for ``duration_refrac / dt`` steps.
+    :param cells_shape: shape of the population, batch first, e.g. ``(B, 1, N)``; a non-empty
+        tuple of positive ints. The batch size ``cells_shape[0]`` is fixed at construction.
+    :param thresh: firing threshold (voltage units), required; a finite number or a tensor
+        broadcastable to ``cells_shape``.
+    :param v_rest: resting and reset voltage, a finite number (default 0.0).
+    :param dt: time step in ms, finite and > 0 (default 1.0).
+    :param duration_refrac: refractory period in ms, >= 0 and an integer multiple of ``dt``
+        (default 0.0: no refractory period). A cell that spikes ignores its input for
+        ``duration_refrac / dt`` steps.
     :param store_trace: keep the history of spikes in ``complete_trace`` (a bool). The history
         is a recording, not state: it is not in ``state_dict`` (not saved, not restored by
         ``load_state_dict``) and ``reset_state`` restarts it.
@@ -428,9 +529,9 @@ class BaseNeuron(BackendMixin, _StateMixin, nn.Module):
         self,
         cells_shape: Sequence[int],
         thresh: ParamValue,
-        v_rest: float,
-        dt: float,
-        duration_refrac: float,
+        v_rest: float = 0.0,
+        dt: float = 1.0,
+        duration_refrac: float = 0.0,
         store_trace: bool = False,
         *,
         device: Optional[torch.device] = None,
@@ -695,40 +796,78 @@ class BaseNeuron(BackendMixin, _StateMixin, nn.Module):
         self._register_cell_param("alpha_t", alpha_t)
 
     def extra_repr(self) -> str:
-        text = (
-            f"cells_shape={self.cells_shape}, v_rest={self.v_rest.item():g}, "
-            f"dt={self.dt.item():g}, duration_refrac={self.duration_refrac.item():g}"
-        )
+        # the parameters as values (one shared value) or ranges (per cell), then the gains and
+        # decays of the model in registration (PySNN's state_dict) order
+        buffers = self._buffers
+        text = f"cells_shape={self.cells_shape}, thresh={_summary(self.thresh)}"
+        for name in ("v_rest", "dt", "duration_refrac"):
+            if buffers.get(name) is not None:
+                text += f", {name}={_summary(buffers[name])}"
+        for name, tensor in buffers.items():
+            if tensor is not None and name.startswith(("alpha_", "tau_")):
+                text += f", {name}={_summary(tensor)}"
         if "_update_type" in self.__dict__:
             text += f", update_type={self.update_type!r}"
+        if self.store_trace:
+            text += ", store_trace=True"
         return text + f", backend={self.backend!r}"
 
 
 class IFNeuron(BaseNeuron, native_twin=True):
     r"""Integrate-and-fire neuron: :math:`v \leftarrow v + [r = 0]\,\alpha_v I`.
 
-    :param cells_shape: population shape, batch first.
-    :param thresh: threshold.
-    :param v_rest: rest/reset voltage.
-    :param alpha_v: input gain.
-    :param alpha_t: trace increment per spike.
-    :param dt: time step in ms.
-    :param duration_refrac: refractory period in ms (multiple of dt).
-    :param tau_t: trace decay in [0, 1] (linear) or time constant in ms (exponential).
-    :param update_type: ``"linear"`` or ``"exponential"`` (trace update).
-    :param store_trace: record ``complete_trace``.
+    No leak: the voltage changes only with input and at reset. :math:`I` is the folded input (the
+    fan-in axis summed), :math:`[r = 0]` selects the cells that are not refractory.
+
+    Only ``cells_shape`` and ``thresh`` are required: the rest have the defaults above, so
+    ``IFNeuron((B, 1, 100), thresh=1.0)`` works, and PySNN's positional calls are
+    unchanged (same order).
+
+    :param cells_shape: population shape, batch first, e.g. ``(B, 1, N)``; a non-empty tuple of
+        positive ints. The batch size ``cells_shape[0]`` is fixed at construction (the state is
+        kept per sample).
+    :param thresh: firing threshold :math:`\theta` (voltage units), required; a finite number
+        or a tensor broadcastable to ``cells_shape`` (one value per cell).
+    :param v_rest: resting and reset voltage, a finite number (default 0.0).
+    :param alpha_v: input gain :math:`\alpha_v` (voltage per unit of input, default 1.0);
+        finite number or tensor.
+    :param alpha_t: trace increment per spike :math:`\alpha_t` (dimensionless, default 1.0);
+        finite number or tensor.
+    :param dt: time step in ms, finite and > 0 (default 1.0).
+    :param duration_refrac: refractory period in ms, >= 0 and an integer multiple of ``dt``
+        (default 0.0: no refractory period; a spiking cell is still reset to ``v_rest``).
+    :param tau_t: the trace's decay: a decay factor per step in [0, 1] under
+        ``update_type="linear"``, a time constant in ms (>= ``dt``) under ``"exponential"``;
+        number or tensor. Default (``None``): a 20 ms time constant, i.e. ``exp(-dt / 20)``
+        (0.951229 at ``dt=1``) under ``"linear"``, 20.0 under ``"exponential"``.
+    :param update_type: ``"linear"`` (default: ``tau_t`` is a decay factor per step in [0, 1])
+        or ``"exponential"`` (``tau_t`` is a time constant in ms): the trace update only;
+        settable later (checked).
+    :param store_trace: record the spike history in ``complete_trace`` (a bool, default
+        False).
+    :param backend: keyword-only, ``"auto"``, ``"torch"`` or ``"native"`` (see
+        :mod:`pysnn._backend`).
+    :param device: keyword-only, where the state is created (``torch.nn``'s factory argument).
+    :param dtype: keyword-only, the floating-point dtype of the state (default: torch's).
+
+    State, all of ``cells_shape`` unless noted: parameter ``thresh`` (no gradient); buffers
+    ``v_cell``, ``trace``, ``spikes`` (bool), ``refrac_counts`` (remaining refractory steps,
+    int32); parameter buffers ``alpha_v``, ``alpha_t``, ``tau_t``; 0-d buffers ``v_rest``, ``dt``,
+    ``duration_refrac``; ``thresh_center`` (the threshold as given). With ``store_trace``,
+    ``complete_trace`` is bool of ``cells_shape + (T,)``. Input: ``cells_shape + (R,)`` (the
+    fan-in axis last) or a list of such tensors.
     """
 
     def __init__(
         self,
         cells_shape: Sequence[int],
         thresh: ParamValue,
-        v_rest: float,
-        alpha_v: ParamValue,
-        alpha_t: ParamValue,
-        dt: float,
-        duration_refrac: float,
-        tau_t: ParamValue,
+        v_rest: float = 0.0,
+        alpha_v: ParamValue = 1.0,
+        alpha_t: ParamValue = 1.0,
+        dt: float = 1.0,
+        duration_refrac: float = 0.0,
+        tau_t: Optional[ParamValue] = None,
         update_type: str = "linear",
         store_trace: bool = False,
         *,
@@ -747,6 +886,7 @@ class IFNeuron(BaseNeuron, native_twin=True):
             dtype=dtype,
         )
         self._init_dynamics(alpha_v, alpha_t, update_type)
+        tau_t = _tau_or_default(tau_t, "tau_t", dt, self.update_type, type(self).__name__)
         self._register_cell_param("tau_t", tau_t, self._tau_kind)
         self._init_backend(backend)
         self.init_neuron()
@@ -775,22 +915,74 @@ class LIFNeuron(BaseNeuron, native_twin=True):
     r"""Leaky integrate-and-fire neuron.
 
     ``update_type="linear"``: :math:`v \leftarrow v_{rest} + [r=0]((v - v_{rest})\lambda_v + \alpha_v I)`
-    with ``tau_v`` the decay factor :math:`\lambda_v \in [0, 1]`.
+    with ``tau_v`` the decay factor :math:`\lambda_v \in [0, 1]` per step (a refractory cell is
+    held at ``v_rest``).
     ``"exponential"``: :math:`v \leftarrow v + [r=0]\frac{\Delta t}{\tau_v}(-(v - v_{rest}) + \alpha_v I)`
-    with ``tau_v`` in ms. Parameters as :class:`IFNeuron`, plus ``tau_v``.
+    with ``tau_v`` the membrane time constant in ms (a refractory cell keeps its voltage).
+
+    Only ``cells_shape`` and ``thresh`` are required: the rest have the defaults above, so
+    ``LIFNeuron((B, 1, 100), thresh=1.0, tau_v=0.9)`` works, and PySNN's positional calls are
+    unchanged (same order).
+
+    :param cells_shape: population shape, batch first, e.g. ``(B, 1, N)``; a non-empty tuple of
+        positive ints. The batch size ``cells_shape[0]`` is fixed at construction (the state is
+        kept per sample).
+    :param thresh: firing threshold :math:`\theta` (voltage units), required; a finite number
+        or a tensor broadcastable to ``cells_shape`` (one value per cell).
+    :param v_rest: resting and reset voltage, a finite number (default 0.0).
+    :param alpha_v: input gain :math:`\alpha_v` (voltage per unit of input, default 1.0);
+        finite number or tensor.
+    :param alpha_t: trace increment per spike :math:`\alpha_t` (dimensionless, default 1.0);
+        finite number or tensor.
+    :param dt: time step in ms, finite and > 0 (default 1.0).
+    :param duration_refrac: refractory period in ms, >= 0 and an integer multiple of ``dt``
+        (default 0.0: no refractory period; a spiking cell is still reset to ``v_rest``).
+    :param tau_v: the voltage's leak: a decay factor per step :math:`\lambda_v` in [0, 1] under
+        ``update_type="linear"``, the membrane time constant in ms (>= ``dt``) under
+        ``"exponential"``; number or tensor. Default (``None``): a 20 ms membrane time
+        constant, i.e. ``exp(-dt / 20)`` (0.951229 at ``dt=1``) under ``"linear"``, 20.0 under
+        ``"exponential"``.
+    :param tau_t: the trace's decay: a decay factor per step in [0, 1] under
+        ``update_type="linear"``, a time constant in ms (>= ``dt``) under ``"exponential"``;
+        number or tensor. Default (``None``): a 20 ms time constant, i.e. ``exp(-dt / 20)``
+        (0.951229 at ``dt=1``) under ``"linear"``, 20.0 under ``"exponential"``.
+    :param update_type: ``"linear"`` (default: ``tau_v``, ``tau_t`` are decay factors per step
+        in [0, 1]) or ``"exponential"`` (time constants in ms): the voltage and trace updates;
+        settable later (checked).
+    :param store_trace: record the spike history in ``complete_trace`` (a bool, default
+        False).
+    :param backend: keyword-only, ``"auto"``, ``"torch"`` or ``"native"`` (see
+        :mod:`pysnn._backend`).
+    :param device: keyword-only, where the state is created (``torch.nn``'s factory argument).
+    :param dtype: keyword-only, the floating-point dtype of the state (default: torch's).
+
+    State, all of ``cells_shape`` unless noted: parameter ``thresh`` (no gradient); buffers
+    ``v_cell``, ``trace``, ``spikes`` (bool), ``refrac_counts`` (remaining refractory steps,
+    int32); parameter buffers ``alpha_v``, ``alpha_t``, ``tau_v``, ``tau_t``; 0-d buffers
+    ``v_rest``, ``dt``, ``duration_refrac``; ``thresh_center`` (the threshold as given). With ``store_trace``,
+    ``complete_trace`` is bool of ``cells_shape + (T,)``. Input: ``cells_shape + (R,)`` (the
+    fan-in axis last) or a list of such tensors.
+
+    .. doctest::
+
+        >>> from pysnn.neuron import LIFNeuron
+        >>> LIFNeuron((1, 1, 100), thresh=1.0, tau_v=0.9)  # doctest: +NORMALIZE_WHITESPACE
+        LIFNeuron(cells_shape=(1, 1, 100), thresh=1, v_rest=0, dt=1, duration_refrac=0,
+                  alpha_v=1, alpha_t=1, tau_v=0.9, tau_t=0.951229, update_type='linear',
+                  backend='auto')
     """
 
     def __init__(
         self,
         cells_shape: Sequence[int],
         thresh: ParamValue,
-        v_rest: float,
-        alpha_v: ParamValue,
-        alpha_t: ParamValue,
-        dt: float,
-        duration_refrac: float,
-        tau_v: ParamValue,
-        tau_t: ParamValue,
+        v_rest: float = 0.0,
+        alpha_v: ParamValue = 1.0,
+        alpha_t: ParamValue = 1.0,
+        dt: float = 1.0,
+        duration_refrac: float = 0.0,
+        tau_v: Optional[ParamValue] = None,
+        tau_t: Optional[ParamValue] = None,
         update_type: str = "linear",
         store_trace: bool = False,
         *,
@@ -809,6 +1001,8 @@ class LIFNeuron(BaseNeuron, native_twin=True):
             dtype=dtype,
         )
         self._init_dynamics(alpha_v, alpha_t, update_type)
+        tau_v = _tau_or_default(tau_v, "tau_v", dt, self.update_type, type(self).__name__)
+        tau_t = _tau_or_default(tau_t, "tau_t", dt, self.update_type, type(self).__name__)
         self._register_cell_param("tau_v", tau_v, self._tau_kind)
         self._register_cell_param("tau_t", tau_t, self._tau_kind)
         self._init_backend(backend)
@@ -851,26 +1045,76 @@ class AdaptiveLIFNeuron(LIFNeuron, native_twin=True):
     :math:`\theta \leftarrow \theta_0 + f(\theta - \theta_0)` — the adaptive threshold of Diehl &
     Cook (2015). ``reset_state`` also resets the threshold.
 
-    :param alpha_thresh: threshold increment per spike.
-    :param tau_thresh: threshold decay in [0, 1] (linear) or time constant in ms (exponential).
-    :param relax_to_center: relax towards ``thresh_center`` instead of 0.
+    Only ``cells_shape`` and ``thresh`` are required: the rest have the defaults below, so
+    ``AdaptiveLIFNeuron((B, 1, 100), thresh=1.0, alpha_thresh=0.1)`` works, and PySNN's
+    positional calls are unchanged (same order).
 
-    Other parameters as :class:`LIFNeuron`.
+    :param cells_shape: population shape, batch first, e.g. ``(B, 1, N)``; a non-empty tuple of
+        positive ints. The batch size ``cells_shape[0]`` is fixed at construction (the state is
+        kept per sample).
+    :param thresh: firing threshold :math:`\theta` (voltage units), required; a finite number
+        or a tensor broadcastable to ``cells_shape`` (one value per cell).
+    :param v_rest: resting and reset voltage, a finite number (default 0.0).
+    :param alpha_v: input gain :math:`\alpha_v` (voltage per unit of input, default 1.0);
+        finite number or tensor.
+    :param alpha_t: trace increment per spike :math:`\alpha_t` (dimensionless, default 1.0);
+        finite number or tensor.
+    :param dt: time step in ms, finite and > 0 (default 1.0).
+    :param duration_refrac: refractory period in ms, >= 0 and an integer multiple of ``dt``
+        (default 0.0: no refractory period; a spiking cell is still reset to ``v_rest``).
+    :param tau_v: the voltage's leak: a decay factor per step :math:`\lambda_v` in [0, 1] under
+        ``update_type="linear"``, the membrane time constant in ms (>= ``dt``) under
+        ``"exponential"``; number or tensor. Default (``None``): a 20 ms membrane time
+        constant, i.e. ``exp(-dt / 20)`` (0.951229 at ``dt=1``) under ``"linear"``, 20.0 under
+        ``"exponential"``.
+    :param tau_t: the trace's decay: a decay factor per step in [0, 1] under
+        ``update_type="linear"``, a time constant in ms (>= ``dt``) under ``"exponential"``;
+        number or tensor. Default (``None``): a 20 ms time constant, i.e. ``exp(-dt / 20)``
+        (0.951229 at ``dt=1``) under ``"linear"``, 20.0 under ``"exponential"``.
+    :param alpha_thresh: threshold increment :math:`\alpha_\theta` per spike (voltage units,
+        default 0.05, Diehl & Cook's :math:`\theta^+`); finite number or tensor. Under
+        ``"linear"`` each spike adds it to the threshold; under ``"exponential"`` it is the
+        level the spikes drive the threshold towards, each spike adding
+        ``(dt / tau_thresh) * alpha_thresh``.
+    :param tau_thresh: the threshold's relaxation: a decay factor per step :math:`\lambda_\theta`
+        in [0, 1] under ``update_type="linear"``, a time constant in ms (>= ``dt``) under
+        ``"exponential"``; number or tensor. Default (``None``): a 100 ms time constant, i.e.
+        ``exp(-dt / 100)`` (0.990050 at ``dt=1``) under ``"linear"``, 100.0 under
+        ``"exponential"``.
+    :param update_type: ``"linear"`` (default: ``tau_v``, ``tau_t``, ``tau_thresh`` are decay
+        factors per step in [0, 1]) or ``"exponential"`` (time constants in ms): the voltage,
+        trace and threshold updates; settable later (checked).
+    :param store_trace: record the spike history in ``complete_trace`` (a bool, default
+        False).
+    :param relax_to_center: keyword-only, relax towards ``thresh_center`` instead of 0 (a
+        bool, default False: PySNN's behaviour).
+    :param backend: keyword-only, ``"auto"``, ``"torch"`` or ``"native"`` (see
+        :mod:`pysnn._backend`).
+    :param device: keyword-only, where the state is created (``torch.nn``'s factory argument).
+    :param dtype: keyword-only, the floating-point dtype of the state (default: torch's).
+
+    State, all of ``cells_shape`` unless noted: parameter ``thresh`` (no gradient; the adaptive
+    threshold, changed at every step); buffers ``v_cell``, ``trace``, ``spikes`` (bool),
+    ``refrac_counts`` (remaining refractory steps, int32); parameter buffers ``alpha_v``,
+    ``alpha_t``, ``alpha_thresh``, ``tau_v``, ``tau_t``, ``tau_thresh``; 0-d buffers
+    ``v_rest``, ``dt``, ``duration_refrac``; ``thresh_center`` (the threshold as given, where
+    ``reset_state`` puts it back). With ``store_trace``, ``complete_trace`` is bool of
+    ``cells_shape + (T,)``. Input: ``cells_shape + (R,)`` or a list of such tensors.
     """
 
     def __init__(
         self,
         cells_shape: Sequence[int],
         thresh: ParamValue,
-        v_rest: float,
-        alpha_v: ParamValue,
-        alpha_t: ParamValue,
-        dt: float,
-        duration_refrac: float,
-        tau_v: ParamValue,
-        tau_t: ParamValue,
-        alpha_thresh: ParamValue,
-        tau_thresh: ParamValue,
+        v_rest: float = 0.0,
+        alpha_v: ParamValue = 1.0,
+        alpha_t: ParamValue = 1.0,
+        dt: float = 1.0,
+        duration_refrac: float = 0.0,
+        tau_v: Optional[ParamValue] = None,
+        tau_t: Optional[ParamValue] = None,
+        alpha_thresh: ParamValue = 0.05,
+        tau_thresh: Optional[ParamValue] = None,
         update_type: str = "linear",
         store_trace: bool = False,
         *,
@@ -896,6 +1140,9 @@ class AdaptiveLIFNeuron(LIFNeuron, native_twin=True):
             dtype=dtype,
         )
         self._register_cell_param("alpha_thresh", alpha_thresh)
+        tau_thresh = _tau_or_default(
+            tau_thresh, "tau_thresh", dt, self.update_type, type(self).__name__
+        )
         self._register_cell_param("tau_thresh", tau_thresh, self._tau_kind)
         # PySNN's state_dict order: alpha_v, alpha_t, alpha_thresh, tau_v, tau_t, tau_thresh.
         for name in ("tau_v", "tau_t", "tau_thresh"):
@@ -950,22 +1197,55 @@ class FedeNeuron(BaseNeuron, native_twin=True):
     r"""Neuron of Paredes-Vallés et al. (2019), trained with :class:`pysnn.learning.FedeSTDP`.
 
     :math:`v \leftarrow v + [r = 0]\frac{\Delta t}{\tau_v}\big(-(v - v_{rest}) + \alpha_v \sum_R (a - x)\big)`
-    with :math:`a` the weighted activations and :math:`x` the unweighted presynaptic traces.
-    Always exponential: ``tau_v`` and ``tau_t`` are time constants in ms.
-    Parameters as :class:`LIFNeuron` without ``update_type``.
+    with :math:`a` the weighted activations and :math:`x` the unweighted presynaptic traces;
+    trace: :math:`x_{post} \leftarrow x_{post} + \frac{\Delta t}{\tau_t}(-x_{post} + \alpha_t s)`.
+    Always exponential: ``tau_v`` and ``tau_t`` are time constants in ms (there is no
+    ``update_type`` argument; the attribute reads ``"exponential"``).
+
+    Only ``cells_shape`` and ``thresh`` are required: the rest have the defaults below, so
+    ``FedeNeuron((B, 1, 100), thresh=1.0)`` works, and PySNN's positional calls are unchanged
+    (same order).
+
+    :param cells_shape: population shape, batch first, e.g. ``(B, 1, N)``; a non-empty tuple of
+        positive ints. The batch size ``cells_shape[0]`` is fixed at construction (the state is
+        kept per sample).
+    :param thresh: firing threshold :math:`\theta` (voltage units), required; a finite number
+        or a tensor broadcastable to ``cells_shape`` (one value per cell).
+    :param v_rest: resting and reset voltage, a finite number (default 0.0).
+    :param alpha_v: input gain :math:`\alpha_v` (voltage per unit of input, default 1.0);
+        finite number or tensor.
+    :param alpha_t: trace increment per spike :math:`\alpha_t` (dimensionless, default 1.0);
+        finite number or tensor.
+    :param dt: time step in ms, finite and > 0 (default 1.0).
+    :param duration_refrac: refractory period in ms, >= 0 and an integer multiple of ``dt``
+        (default 0.0: no refractory period; a spiking cell is still reset to ``v_rest``).
+    :param tau_v: membrane time constant in ms, >= ``dt``; number or tensor (default 20.0).
+    :param tau_t: trace time constant in ms, >= ``dt``; number or tensor (default 20.0).
+    :param store_trace: record the spike history in ``complete_trace`` (a bool, default
+        False).
+    :param device: keyword-only, where the state is created (``torch.nn``'s factory argument).
+    :param dtype: keyword-only, the floating-point dtype of the state (default: torch's).
+
+    Runs in PyTorch only (``backend`` is ``"torch"``; no C kernel). State, all of
+    ``cells_shape`` unless noted: parameter ``thresh`` (no gradient); buffers ``v_cell``,
+    ``trace``, ``spikes`` (bool), ``refrac_counts`` (remaining refractory steps, int32);
+    parameter buffers ``alpha_v``, ``alpha_t``, ``tau_v``, ``tau_t``; 0-d buffers ``v_rest``,
+    ``dt``, ``duration_refrac``; ``thresh_center``. With ``store_trace``, ``complete_trace`` is
+    bool of ``cells_shape + (T,)``. Inputs ``x`` and ``pre_trace``: ``cells_shape + (R,)`` each,
+    or lists of such tensors.
     """
 
     def __init__(
         self,
         cells_shape: Sequence[int],
         thresh: ParamValue,
-        v_rest: float,
-        alpha_v: ParamValue,
-        alpha_t: ParamValue,
-        dt: float,
-        duration_refrac: float,
-        tau_v: ParamValue,
-        tau_t: ParamValue,
+        v_rest: float = 0.0,
+        alpha_v: ParamValue = 1.0,
+        alpha_t: ParamValue = 1.0,
+        dt: float = 1.0,
+        duration_refrac: float = 0.0,
+        tau_v: Optional[ParamValue] = None,
+        tau_t: Optional[ParamValue] = None,
         store_trace: bool = False,
         *,
         device: Optional[torch.device] = None,
@@ -982,6 +1262,8 @@ class FedeNeuron(BaseNeuron, native_twin=True):
             dtype=dtype,
         )
         self._init_dynamics(alpha_v, alpha_t, "exponential")
+        tau_v = _tau_or_default(tau_v, "tau_v", dt, "exponential", type(self).__name__)
+        tau_t = _tau_or_default(tau_t, "tau_t", dt, "exponential", type(self).__name__)
         self._register_cell_param("tau_v", tau_v, self._tau_kind)
         self._register_cell_param("tau_t", tau_t, self._tau_kind)
         self._init_backend("torch")
