@@ -33,6 +33,12 @@ tables give medians):
   ``Connection`` with ``PostPre``, ``network.run`` over 100 steps). Reported: ms per step.
 * **dc6400** — pysnn's Diehl & Cook with 6400 excitatory neurons (the size of the 95 % MNIST
   result) at batch 1: samples/s and peak RSS.
+
+``--device cuda`` runs pysnn's workloads on a GPU (BindsNET stays on the CPU and is skipped
+unless ``--bindsnet-python`` is given); times are taken after ``torch.cuda.synchronize()``
+and the peak memory is ``torch.cuda.max_memory_allocated``. ``--cuda-graph`` (with
+``--device cuda``) also runs pysnn's Diehl & Cook step (network, STDP, normalisation) replayed
+from a CUDA graph (:class:`pysnn.cuda_graph.CapturedStep`), reported as extra rows.
 """
 
 import argparse
@@ -70,38 +76,75 @@ def _import_bindsnet():
     return package
 
 
-def _peak_mib() -> float:
+def _peak_mib(device: str = "cpu") -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 # -- Diehl & Cook --------------------------------------------------------------------------------
-def dc_pysnn(images: torch.Tensor, batch: int, n_neurons: int, samples: int) -> dict:
+def dc_pysnn(
+    images: torch.Tensor,
+    batch: int,
+    n_neurons: int,
+    samples: int,
+    device: str = "cpu",
+    graph: bool = False,
+) -> dict:
     from pysnn.learning import STDP
     from pysnn.models import DiehlCook2015, present
 
-    model = DiehlCook2015(N_IN, n_neurons, batch, 1.0)
+    model = DiehlCook2015(N_IN, n_neurons, batch, 1.0).to(device)
     rule = STDP(model.plastic_layers(), 0.005 * batch, 1.0, 1.0, 0.0, 1.0)
-    rates = images * RATE
+    rates = images.to(device) * RATE
+    if graph:
+        show = _captured_presenter(model, rule, batch, device)
+    else:
+
+        def show(chunk, duration):
+            return present(
+                model, chunk, duration, 1.0, learning_rule=rule, after_step=model.normalize
+            )
+
     warm = rates[:batch].unsqueeze(1)
-    present(model, warm, 20.0, 1.0, learning_rule=rule, after_step=model.normalize)
+    show(warm, 20.0)
     spikes, shown = 0.0, 0
+    _sync(device)
     start = time.perf_counter()
     while shown < samples:
         chunk = rates[shown % len(rates) :][:batch]
         if len(chunk) < batch:
             chunk = rates[:batch]
-        counts = present(
-            model,
-            chunk.unsqueeze(1),
-            float(STEPS),
-            1.0,
-            learning_rule=rule,
-            after_step=model.normalize,
-        )
+        counts = show(chunk.unsqueeze(1), float(STEPS))
         spikes += float(counts.sum())
         shown += batch
+    _sync(device)
     elapsed = time.perf_counter() - start
-    return {"samples_s": shown / elapsed, "spikes": spikes / shown, "peak_mib": _peak_mib()}
+    return {"samples_s": shown / elapsed, "spikes": spikes / shown, "peak_mib": _peak_mib(device)}
+
+
+def _captured_presenter(model, rule, batch: int, device: str):
+    """``present`` with the step (network, STDP, normalisation) replayed from a CUDA graph."""
+    from pysnn.cuda_graph import CapturedStep
+    from pysnn.encoding import poisson_encoding
+
+    example = torch.zeros(batch, 1, N_IN, dtype=torch.bool, device=device)
+    step = CapturedStep(model, example, rule, after_step=model.normalize)
+
+    def show(chunk, duration):
+        trains = poisson_encoding(chunk, duration, 1.0).movedim(-1, 0).contiguous()
+        model.reset_state()
+        counts = torch.zeros(batch, 1, model.n_neurons, device=device)
+        for spikes_t in trains:
+            counts.add_(step(spikes_t)[0])
+        return counts
+
+    return show
 
 
 def dc_bindsnet(images: torch.Tensor, batch: int, n_neurons: int, samples: int) -> dict:
@@ -147,7 +190,7 @@ def dc_bindsnet(images: torch.Tensor, batch: int, n_neurons: int, samples: int) 
 
 
 # -- one step ------------------------------------------------------------------------------------
-def step_pysnn(batch: int, stdp: bool, steps: int) -> dict:
+def step_pysnn(batch: int, stdp: bool, steps: int, device: str = "cpu") -> dict:
     from pysnn.connection import Linear
     from pysnn.learning import STDP
     from pysnn.network import SNNNetwork
@@ -167,9 +210,9 @@ def step_pysnn(batch: int, stdp: bool, steps: int) -> dict:
             x, trace = self.linear(x, trace)
             return self.neuron(x)
 
-    network = Network()
+    network = Network().to(device)
     rule = STDP(network.layers, 1e-4, 1.0, 1.0) if stdp else None
-    trains = torch.rand(steps, batch, 1, N_IN) < 0.1
+    trains = (torch.rand(steps, batch, 1, N_IN) < 0.1).to(device)
 
     def run() -> None:
         with torch.no_grad():
@@ -182,10 +225,12 @@ def step_pysnn(batch: int, stdp: bool, steps: int) -> dict:
     run()
     times = []
     for _ in range(5):
+        _sync(device)
         start = time.perf_counter()
         run()
+        _sync(device)
         times.append((time.perf_counter() - start) / steps * 1e3)
-    return {"ms_step": statistics.median(times), "peak_mib": _peak_mib()}
+    return {"ms_step": statistics.median(times), "peak_mib": _peak_mib(device)}
 
 
 def step_bindsnet(batch: int, stdp: bool, steps: int) -> dict:
@@ -225,10 +270,14 @@ def child(config: dict, quick: bool) -> dict:
         n_neurons = 6400 if config["workload"] == "dc6400" else N_EXC
         batch = config["batch"]
         samples = max(batch, (2 if quick else 8) * batch) if batch > 1 else (3 if quick else 12)
-        measure = dc_pysnn if config["lib"] == "pysnn" else dc_bindsnet
-        return measure(images, batch, n_neurons, samples)
-    measure = step_pysnn if config["lib"] == "pysnn" else step_bindsnet
-    return measure(config["batch"], config["stdp"], 20 if quick else 100)
+        if config["lib"] == "pysnn":
+            device, graph = config.get("device", "cpu"), config.get("graph", False)
+            return dc_pysnn(images, batch, n_neurons, samples, device, graph)
+        return dc_bindsnet(images, batch, n_neurons, samples)
+    if config["lib"] == "pysnn":
+        steps = 20 if quick else 100
+        return step_pysnn(config["batch"], config["stdp"], steps, config.get("device", "cpu"))
+    return step_bindsnet(config["batch"], config["stdp"], 20 if quick else 100)
 
 
 def digits_28() -> torch.Tensor:
@@ -259,11 +308,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads per process")
     parser.add_argument("--quick", action="store_true", help="fewer samples and steps")
     parser.add_argument("--only", default="dc,step,dc6400", help="workloads to run")
+    parser.add_argument("--device", default="cpu", help="pysnn's device: cpu (default) or cuda")
+    parser.add_argument(
+        "--cuda-graph", action="store_true", help="with --device cuda: also a CapturedStep D&C"
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.child:
         print(json.dumps(child(json.loads(args.child), args.quick)))
+        return
+    if args.cuda_graph and not args.device.startswith("cuda"):
+        parser.error("--cuda-graph needs --device cuda")
+    if args.device != "cpu":
+        _main_device(args)
         return
 
     libraries = [("pysnn", sys.executable)]
@@ -344,6 +402,57 @@ def main() -> None:
             f"{median(config, 'pysnn', 'spikes'):.1f} spikes/sample, "
             f"peak RSS {median(config, 'pysnn', 'peak_mib'):.0f} MiB"
         )
+
+
+def _main_device(args) -> None:
+    """pysnn alone on ``--device`` (a GPU): Diehl & Cook and steps, eager (and captured)."""
+    workloads = set(args.only.split(","))
+    folder = tempfile.mkdtemp(prefix="pysnn-peers-")
+    images_path = os.path.join(folder, "digits28.pt")
+    torch.save(digits_28(), images_path)
+    base = {"lib": "pysnn", "device": args.device, "images": images_path}
+    graphs = (False, True) if args.cuda_graph else (False,)
+    rows = []
+    if "dc" in workloads:
+        rows += [dict(base, workload="dc", batch=b, graph=g) for b in (1, 16) for g in graphs]
+    if "dc6400" in workloads:
+        rows += [dict(base, workload="dc6400", batch=1, graph=g) for g in graphs]
+    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device
+    print(f"torch {torch.__version__}, pysnn on {name}, {args.rounds} rounds\n")
+    if rows:
+        print(
+            "| Diehl & Cook training | neurons | step | samples/s (min–max) | spikes/sample | peak MiB |"
+        )
+        print("|---|---|---|---|---|---|")
+    for config in rows:
+        runs = []
+        for _ in range(args.rounds):
+            try:
+                runs.append(_run(sys.executable, config, args))
+            except RuntimeError as error:
+                print(f"| batch {config['batch']} | failed: {str(error)[-300:]!r} |", flush=True)
+                break
+        if not runs:
+            continue
+        rates = [run["samples_s"] for run in runs]
+        neurons = 6400 if config["workload"] == "dc6400" else N_EXC
+        print(
+            f"| batch {config['batch']} | {neurons} | "
+            f"{'CUDA graph' if config['graph'] else 'eager'} | {statistics.median(rates):.1f} "
+            f"({min(rates):.1f}–{max(rates):.1f}) | "
+            f"{statistics.median(run['spikes'] for run in runs):.1f} | "
+            f"{statistics.median(run['peak_mib'] for run in runs):.0f} |",
+            flush=True,
+        )
+    if "step" in workloads:
+        print("\n| step, 784 → 400 | pysnn ms/step |")
+        print("|---|---|")
+        for batch in (1, 32, 128):
+            for stdp in (0, 1):
+                config = dict(base, workload="step", batch=batch, stdp=stdp)
+                result = _run(sys.executable, config, args)
+                label = f"B={batch}" + (", pair STDP" if stdp else "")
+                print(f"| {label} | {result['ms_step']:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

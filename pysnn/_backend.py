@@ -129,6 +129,8 @@ class BackendMixin:
         backend = self._backend
         if backend == "torch":
             return torch_step(*args)
+        if backend == "auto" and isinstance(args[0], torch.Tensor) and not args[0].is_cpu:
+            return torch_step(*args)  # CUDA: no C twin, and no per-step checks for one
         if torch.compiler.is_compiling():
             if backend == "auto":
                 return torch_step(*args)  # traced and compiled by dynamo
