@@ -244,6 +244,30 @@ def _progress(iterable, enabled: bool, total: int):
     return tqdm(iterable, total=total, unit="step")
 
 
+def _check_cuda_graph(cuda_graph: Any, network: Any, learning_rule: Any, reward: Any) -> Any:
+    """The :class:`~pysnn.cuda_graph.CapturedStep` given to :func:`run` (None for ``False`` or
+    ``True``, which builds one later); clear errors for what a graph cannot run."""
+    from pysnn.cuda_graph import CapturedStep
+
+    if isinstance(cuda_graph, CapturedStep):
+        if cuda_graph.network is not network or cuda_graph.learning_rule is not learning_rule:
+            raise ValueError(
+                "run: the CapturedStep given as cuda_graph was built for another network or "
+                "learning rule"
+            )
+    elif not isinstance(cuda_graph, bool):
+        raise TypeError(
+            f"run: cuda_graph must be a bool or a pysnn.cuda_graph.CapturedStep, "
+            f"got {type(cuda_graph).__name__}"
+        )
+    if cuda_graph is not False and callable(reward) and not isinstance(reward, Tensor):
+        raise ValueError(
+            "run: a reward callable cannot be used with cuda_graph (it needs the step's output "
+            "before learning, inside one recorded step); pass the rewards as a tensor (..., T)"
+        )
+    return cuda_graph if isinstance(cuda_graph, CapturedStep) else None
+
+
 def run(
     network: nn.Module,
     inputs: Tensor,
@@ -253,6 +277,7 @@ def run(
     reset: bool = True,
     *,
     progress: bool = False,
+    cuda_graph: Any = False,
 ) -> Optional[Tensor]:
     """Simulate ``network`` over the last (time) axis of ``inputs``.
 
@@ -284,6 +309,14 @@ def run(
     :param reset: call ``network.reset_state()`` and ``learning_rule.reset_state()`` (when it
         has one that does not raise ``NotImplementedError``) before the first step.
     :param progress: keyword-only; show a tqdm progress bar (if tqdm is installed).
+    :param cuda_graph: keyword-only; ``True`` runs each step (forward, ``update_state()``,
+        ``step(r_t)``) as a replay of a CUDA graph recorded once
+        (:class:`pysnn.cuda_graph.CapturedStep`, built after the reset from ``inputs[..., 0]``),
+        or an existing :class:`~pysnn.cuda_graph.CapturedStep` of this network and rule to
+        reuse across calls. Off CUDA the step runs eagerly, so a script runs everywhere. A
+        reward callable cannot be used (it needs the step's output before learning, inside one
+        graph), nor monitors with a hook (use ``hook=False``). Rewards go through the rule's
+        tensor path: the same numbers as this loop given 0-dim tensor rewards.
     :returns: the network's outputs stacked along a new **last** axis (time last, like the
         input): ``(*out_shape, T)``. When the forward returns a tuple, its first element (the
         output spikes) is stacked. ``None`` if the forward returns ``None``.
@@ -335,6 +368,7 @@ def run(
     if not isinstance(reset, bool):
         raise TypeError(f"run: reset must be a bool, got {reset!r}")
     stepped = [monitor for monitor in monitors if not monitor.attached]
+    captured = _check_cuda_graph(cuda_graph, network, learning_rule, reward)
     for monitor in monitors:
         # A monitored variable set to None: a clear error now, not one from deep in a forward.
         monitor._check_sources()
@@ -348,9 +382,18 @@ def run(
 
     outputs: Optional[Tensor] = None
     returns_none = False
+    if cuda_graph is True:
+        from pysnn.cuda_graph import CapturedStep
+
+        first = None if reward_at is None else reward_at(0, None)
+        captured = CapturedStep(network, inputs[..., 0], learning_rule, first)
     with torch.no_grad():
         for t in _progress(range(n_steps), progress, n_steps):
-            if t == 0:
+            if captured is not None:
+                # forward, update_state() and step(r_t) in one replay
+                value = None if reward_at is None else reward_at(t, None)
+                result = captured(inputs[..., t], reward=value)
+            elif t == 0:
                 try:
                     result = network(inputs[..., t])
                 except ValueError as error:
@@ -377,7 +420,7 @@ def run(
                 elif out.shape != out_shape or out.dtype != out_dtype:
                     _changed_output(t, out, out_shape, out_dtype)
                 outputs[t].copy_(out)
-            if learning_rule is not None:
+            if learning_rule is not None and captured is None:
                 learning_rule.update_state()
                 if reward_at is None:
                     learning_rule.step()

@@ -672,3 +672,61 @@ def test_graph_mode_bookkeeping_with_a_fake_cuda_graph(monkeypatch, delays):
     assert 1 <= step.n_graphs <= (math.lcm(*periods) if periods else 1)
     if periods:
         assert step.n_graphs > 1
+
+
+# -- pysnn.simulation.run(..., cuda_graph=...) ---------------------------------------------------
+def _run_twice(rule_name, cuda_graph_option, n_steps=15):
+    """run() with and without cuda_graph on two copies of one network; rewards as 0-dim tensors
+    (the captured step's reward path)."""
+    from pysnn.simulation import run
+
+    torch.manual_seed(0)
+    net = Chain().double()
+    reference = copy.deepcopy(net)
+    make_rule, example_reward = RULES[rule_name]
+    rule, reference_rule = make_rule(net.layers), make_rule(reference.layers)
+    inputs = torch.rand(*net.input.cells_shape, n_steps, generator=torch.Generator().manual_seed(3))
+    inputs = inputs < 0.4
+    rewards = None
+    if example_reward is not None:
+        rewards = torch.randn(
+            n_steps, generator=torch.Generator().manual_seed(4), dtype=torch.float64
+        )
+    option = cuda_graph_option(net, rule, inputs) if callable(cuda_graph_option) else True
+    got = run(net, inputs, rule, rewards, cuda_graph=option)
+    expected = run(reference, inputs, reference_rule, rewards)
+    return got, expected, net, reference
+
+
+@pytest.mark.parametrize("rule_name", ["stdp", "mstdpet"])
+def test_run_with_cuda_graph_gives_the_loop_result(rule_name):
+    got, expected, net, reference = _run_twice(rule_name, True)
+    assert torch.equal(got, expected)
+    assert torch.equal(net.fc.weight, reference.fc.weight)
+    assert got.any()
+
+
+def test_run_reuses_a_given_captured_step():
+    def build(net, rule, inputs):
+        net.reset_state()
+        return CapturedStep(net, inputs[..., 0], rule)
+
+    got, expected, net, reference = _run_twice("stdp", build)
+    assert torch.equal(got, expected)
+    assert torch.equal(net.fc.weight, reference.fc.weight)
+
+
+def test_run_cuda_graph_errors():
+    from pysnn.simulation import run
+
+    net = Chain().double()
+    rule = RULES["mstdpet"][0](net.layers)
+    inputs = torch.zeros(*net.input.cells_shape, 3, dtype=torch.bool)
+    with pytest.raises(TypeError, match="cuda_graph must be a bool or a pysnn.cuda_graph"):
+        run(net, inputs, rule, 1.0, cuda_graph="yes")
+    with pytest.raises(ValueError, match="reward callable cannot be used with cuda_graph"):
+        run(net, inputs, rule, lambda t, out: 1.0, cuda_graph=True)
+    other = Chain().double()
+    step = CapturedStep(other, inputs[..., 0], RULES["mstdpet"][0](other.layers), 0.0)
+    with pytest.raises(ValueError, match="built for another network or learning rule"):
+        run(net, inputs, rule, 1.0, cuda_graph=step)
