@@ -22,10 +22,19 @@ in about 40 s on two CPU cores. ``--on-off`` (inverted image as 64 more inputs) 
 
 Run: ``python examples/digits_stdp.py [--quick] [--out DIR] [--device cpu|cuda] [--seed N]``
 (``--help`` lists the hyper-parameters).
+
+Data-parallel: ``torchrun --nproc-per-node 2 examples/digits_stdp.py --distributed`` trains the
+same network on 2 processes (gloo on the CPU, NCCL with ``--device cuda``): each rank presents
+its half of every batch of ``--batch-size`` samples, STDP and the thresholds are synchronised
+(:mod:`pysnn.distributed`), and rank 0 prints the results. Each rank draws the Poisson spikes
+that one process would draw for its samples, so the run reproduces the single-process one;
+``--rank-streams`` gives each rank its own stream instead (seed + rank).
 """
 
 import argparse
+import contextlib
 import math
+import os
 import sys
 import time
 from typing import Iterator, Tuple
@@ -35,6 +44,7 @@ import torch
 from torch import Tensor
 
 from _common import make_parser, progress, require_matplotlib, save_figure, setup
+from pysnn import distributed
 from pysnn.learning import STDP
 from pysnn.models import DiehlCook2015, assign_labels, confusion_matrix, present, vote
 from pysnn.plotting import receptive_fields
@@ -107,11 +117,23 @@ def train_epoch(model, rule, rates: Tensor, args, epoch: int) -> float:
         batches(order, args.batch_size, order), f"epoch {epoch + 1}/{args.epochs}", n_batches
     ):
         batch = rates[chunk].unsqueeze(1).to(args.device)  # (B, 1, I)
-        counts = present(
-            model, batch, args.time_train, args.dt, learning_rule=rule, after_step=model.normalize
-        )
+        if args.group is not None:  # this rank's part of the batch
+            batch = distributed.shard(batch, args.group)
+        with rank_draws(args, batch, args.time_train):
+            counts = present(
+                model,
+                batch,
+                args.time_train,
+                args.dt,
+                learning_rule=rule,
+                after_step=model.normalize,
+                generator=args.generator,
+            )
         total += float(counts.sum())
     model.reset_state()  # adds the last batch's threshold changes to theta
+    if args.group is not None:  # the spikes of all ranks' samples
+        spikes = torch.tensor([total], device=args.device)  # NCCL reduces CUDA tensors only
+        total = float(distributed.all_reduce_sum(spikes, args.group))
     return total / (n_batches * args.batch_size)
 
 
@@ -125,7 +147,15 @@ def count_spikes(model, rates: Tensor, args, description: str) -> Tensor:
         batch = rates[chunk].unsqueeze(1).to(args.device)
         if n_real < args.batch_size:
             batch[n_real:] = 0.0  # silent padding: it affects no other sample
-        counts.append(present(model, batch, args.time_test, args.dt)[:n_real, 0].cpu())
+        if args.group is None:
+            counts.append(present(model, batch, args.time_test, args.dt)[:n_real, 0].cpu())
+        else:  # this rank's part of the batch, then the counts of all ranks in sample order
+            part = distributed.shard(batch, args.group)
+            with rank_draws(args, part, args.time_test):
+                part_counts = present(
+                    model, part, args.time_test, args.dt, generator=args.generator
+                )
+            counts.append(distributed.gather_counts(part_counts, args.group)[:n_real, 0].cpu())
     return torch.cat(counts)
 
 
@@ -186,7 +216,54 @@ def build_parser() -> argparse.ArgumentParser:
         help="CPU threads for torch (the matrices are small: one thread is fastest)",
     )
     add("--train-samples", type=int, default=0, help="use only this many training samples")
+    add(
+        "--distributed",
+        action="store_true",
+        help="data-parallel over the processes of torchrun (each holds batch-size / world)",
+    )
+    add(
+        "--rank-streams",
+        action="store_true",
+        help="with --distributed: each rank its own Poisson stream (seed + rank) instead of "
+        "the single-process draws of its samples",
+    )
     return parser
+
+
+def rank_draws(args, part: Tensor, duration: float):
+    """Distributed: the context of a rank's presentation of ``part``, in which it draws the
+    Poisson spikes one process would draw for these samples (unless ``--rank-streams``)."""
+    if args.group is None or args.generator is not None:
+        return contextlib.nullcontext()
+    count = part.numel() * round(duration / args.dt)
+    return distributed.single_process_draws(count, args.group)
+
+
+def setup_distributed(args) -> int:
+    """With ``--distributed``: join torchrun's process group (gloo, NCCL on CUDA); with
+    ``--rank-streams`` (or on CUDA) give this rank its own Poisson generator. Sets ``args.group``
+    and ``args.generator`` (``None`` without them). Returns the per-rank batch size."""
+    args.group = args.generator = None
+    if not args.distributed:
+        return args.batch_size
+    import torch.distributed as dist
+
+    if args.device.type == "cuda":
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        args.device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(args.device)
+    dist.init_process_group("nccl" if args.device.type == "cuda" else "gloo")
+    args.group = dist.group.WORLD
+    world, rank = distributed.world_size(args.group), distributed.rank(args.group)
+    if args.batch_size % world:
+        raise SystemExit(f"--batch-size {args.batch_size} is not a multiple of {world} ranks")
+    if args.rank_streams or args.device.type == "cuda":  # CUDA streams do not split
+        args.generator = distributed.rank_generator(args.seed, args.group, args.device)
+    if rank != 0:  # rank 0 prints and saves the figures
+        sys.stdout = open(os.devnull, "w")
+    local_batch = args.batch_size // world
+    print(f"distributed: {world} processes ({dist.get_backend()}), batch {local_batch} each")
+    return local_batch
 
 
 def main() -> int:
@@ -198,6 +275,7 @@ def main() -> int:
     if args.quick:
         args.neurons, args.epochs, args.train_samples = 50, 1, 320
         args.time_train, args.time_test = 100.0, 150.0
+    local_batch = setup_distributed(args)
     started = time.perf_counter()
 
     train_x, train_y, test_x, test_y = load_split()
@@ -217,7 +295,7 @@ def main() -> int:
     model = DiehlCook2015(
         n_inputs,
         args.neurons,
-        args.batch_size,
+        local_batch,
         args.dt,
         thresh=args.thresh,
         theta_plus=args.theta_plus,
@@ -225,9 +303,20 @@ def main() -> int:
         inhibition=args.inhibition,
         tau_pre=args.tau_pre,
         w_total=args.w_total * n_inputs / 64,
+        process_group=args.group,
     ).to(args.device)
+    distributed.broadcast_parameters(model, args.group)  # rank 0's weights everywhere
     # STDP averages over the batch; scaling by B makes each sample count as if shown alone.
-    rule = STDP(model.plastic_layers(), args.lr * args.batch_size, 1.0, args.a_minus, 0.0, 1.0)
+    # (Distributed, the mean is over the whole batch of all ranks: the same B.)
+    rule = STDP(
+        model.plastic_layers(),
+        args.lr * args.batch_size,
+        1.0,
+        args.a_minus,
+        0.0,
+        1.0,
+        process_group=args.group,
+    )
 
     for epoch in range(args.epochs):
         rate = train_epoch(model, rule, train_rates, args, epoch)
@@ -256,7 +345,13 @@ def main() -> int:
         f"chance 0.1, no vote {int((predictions < 0).sum())})"
     )
     print(f"time: {elapsed:.1f} s ({train_time:.1f} s training)")
-    save_figures(model, matrix, accuracy, args)
+    if args.group is None or distributed.rank(args.group) == 0:
+        save_figures(model, matrix, accuracy, args)
+    if args.group is not None:
+        import torch.distributed as dist
+
+        dist.barrier(args.group)  # every rank done before the group goes
+        dist.destroy_process_group()
     return 0
 
 

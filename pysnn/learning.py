@@ -40,18 +40,28 @@ import operator
 from collections import OrderedDict
 from collections.abc import Mapping
 from numbers import Integral, Real
-from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from pysnn import native
+from pysnn.distributed import _all_gather_flat, _check_group, all_reduce_sum, world_size
 from pysnn._backend import BackendMixin, NativeUnavailableError, check_backend
-from pysnn.connection import Conv2d, Linear
+from pysnn.connection import Conv2d, Linear, _zero_masked
 from pysnn._checks import _check_bounds as _checks_bounds, _check_real as _checks_real
 
-__all__ = ["LearningRule", "STDP", "MSTDP", "MSTDPET", "FedeSTDP"]
+__all__ = [
+    "LearningRule",
+    "STDP",
+    "MSTDP",
+    "MSTDPET",
+    "FedeSTDP",
+    "TripletSTDP",
+    "Hebbian",
+    "PFISTER_GERSTNER_2006",
+]
 
 Reward = Union[float, Tensor]
 _LAYER_TYPES = {"linear": Linear, "conv2d": Conv2d}
@@ -124,26 +134,78 @@ class _Stack:
 
     ``P`` is stored transposed, ``(T, B, L, O)``, so that filling it from the neuron's
     ``(B, O)`` state is a contiguous copy; the matrix product reads it as a transposed view.
+
+    Synchronised over ``W > 1`` ranks (the rule's ``process_group``), ``p``/``q`` are sized for
+    the gathered batch, ``(T, W·B, L, ·)``, and the terms are filled into this rank's
+    ``p_local``/``q_local`` ``(T, B, L, ·)``, two views of one send buffer; :meth:`gather`
+    all-gathers it (one collective for both factors) and lays the shards out rank-major inside
+    each term, as one process with the concatenated batch would have filled them. ``n`` is
+    the number of columns per term, ``W·B·L``: the divisor of the batch mean.
     """
 
-    __slots__ = ("p", "q", "p_terms", "q_terms", "p_matrix", "q_matrix", "native")
+    __slots__ = (
+        "p",
+        "q",
+        "p_terms",
+        "q_terms",
+        "p_matrix",
+        "q_matrix",
+        "native",
+        "n",
+        "p_local",
+        "q_local",
+        "send",
+        "recv",
+        "ready",
+    )
 
     def __init__(self, layer: "_Layer", n_terms: int, like: Tensor) -> None:
         n_post, batch, positions, fan_in = layer.n_post, layer.batch, layer.positions, layer.fan_in
+        world = layer.world_size
         options = dict(dtype=like.dtype, device=like.device)
-        self.p = torch.empty((n_terms, batch, positions, n_post), **options)
-        self.q = torch.empty((n_terms, batch, positions, fan_in), **options)
+        self.p = torch.empty((n_terms, world * batch, positions, n_post), **options)
+        self.q = torch.empty((n_terms, world * batch, positions, fan_in), **options)
+        self.send: Optional[Tensor] = None
+        self.recv: Optional[Tensor] = None
+        if world == 1:
+            self.p_local, self.q_local = self.p, self.q
+        else:
+            size_p = n_terms * batch * positions * n_post
+            size_q = n_terms * batch * positions * fan_in
+            self.send = torch.empty(size_p + size_q, **options)
+            self.recv = torch.empty((world, size_p + size_q), **options)
+            self.p_local = self.send[:size_p].view(n_terms, batch, positions, n_post)
+            self.q_local = self.send[size_p:].view(n_terms, batch, positions, fan_in)
         if layer.type == "linear":  # L = 1: (B, O) and (B, I) views
-            self.p_terms = [self.p[t, :, 0] for t in range(n_terms)]
-            self.q_terms = [self.q[t, :, 0] for t in range(n_terms)]
+            self.p_terms = [self.p_local[t, :, 0] for t in range(n_terms)]
+            self.q_terms = [self.q_local[t, :, 0] for t in range(n_terms)]
         else:  # (B, L, C) and (B, L, K) views
-            self.p_terms = [self.p[t] for t in range(n_terms)]
-            self.q_terms = [self.q[t] for t in range(n_terms)]
-        n = batch * positions
+            self.p_terms = [self.p_local[t] for t in range(n_terms)]
+            self.q_terms = [self.q_local[t] for t in range(n_terms)]
+        n = self.n = world * batch * positions
         self.p_matrix = self.p.view(n_terms * n, n_post).t()
         self.q_matrix = self.q.view(n_terms * n, fan_in)
         # (sources, their pointers, arguments) of the fused stacking kernel, see _Layer.stack
         self.native: Optional[tuple] = None
+        # the round of LearningRule._gather_layers that filled and gathered it (None: not)
+        self.ready: Optional[int] = None
+
+    def gather(self, group: Any) -> None:
+        """``p``, ``q`` ← every rank's ``p_local``, ``q_local``, the batch axis rank-major inside
+        each term: ``(W, T, B, L, ·)`` → ``(T, W·B, L, ·)`` (one all-gather, then two copies)."""
+        _all_gather_flat(self.recv, self.send, group)
+        self.unpack(self.recv)
+
+    def unpack(self, recv: Tensor) -> None:
+        """``p``, ``q`` ← the gathered send buffers ``recv`` ``(W, size)`` (a view is fine)."""
+        world, size_p = recv.shape[0], self.p_local.numel()
+        for full, local, part in (
+            (self.p, self.p_local, recv[:, :size_p]),
+            (self.q, self.q_local, recv[:, size_p:]),
+        ):
+            n_terms, batch, positions, width = local.shape
+            shards = part.view(world, n_terms, batch, positions, width).transpose(0, 1)
+            full.view(n_terms, world, batch, positions, width).copy_(shards)
 
 
 class _Layer(Mapping):
@@ -239,6 +301,22 @@ class _Layer(Mapping):
         container, key = self._post_trace_ref
         return container[key]
 
+    @property
+    def mask(self) -> Optional[Tensor]:
+        """The connection's connectivity mask (bool, the weight's shape), or ``None``.
+
+        Read live from the module's buffer (or the state dict's ``"mask"``), so a mask set or
+        removed with :meth:`pysnn.connection.Linear.set_mask` is followed at the next step.
+        """
+        source = self.connection
+        if isinstance(source, nn.Module):
+            return source._buffers.get("mask")
+        return source.get("mask") if isinstance(source, Mapping) else None
+
+    def apply_mask(self) -> None:
+        """Zero the weights of masked synapses (every rule calls it after its weight update)."""
+        _zero_masked(self.weight, self.mask)
+
     def weight_matrix(self) -> Tensor:
         """The weight as ``(O, K)`` (conv: ``(C_out, C_in·kh·kw)``, the unfold row order)."""
         weight = self.weight
@@ -261,6 +339,8 @@ class _Layer(Mapping):
             target = self[key]
             if value is not target:
                 target.copy_(value)
+            if key == "weight":
+                self.apply_mask()  # a PySNN-style rule's update keeps masked synapses at 0
             return
         self.state[key] = value
 
@@ -292,6 +372,9 @@ class _Layer(Mapping):
         """Bytes of the tensors kept for this layer between steps (state and scratch)."""
         tensors = list(self.state.values()) + list(self._workspace.values())
         tensors += [t for stack in self._stacks.values() for t in (stack.p, stack.q)]
+        tensors += [
+            t for stack in self._stacks.values() for t in (stack.send, stack.recv) if t is not None
+        ]
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def follow_weight(self, key: str, weight: Tensor) -> Tensor:
@@ -330,8 +413,8 @@ class _Layer(Mapping):
     def _flat_factors(self, pre4: Tensor, post3: Tensor) -> Tuple[Tensor, Tensor]:
         """The factors of a product summed over batch and positions (N = B·L): ``(p, q)``, the
         postsynaptic ``post3 (B, O, L)`` as ``(O, N)`` and the compact presynaptic ``pre4
-        (B, 1, K, L)`` as ``(N, K)``."""
-        n = self.batch * self.positions
+        (B, 1, K, L)`` as ``(N, K)`` (B read from the tensors: a gathered batch works too)."""
+        n = pre4.shape[0] * self.positions
         p = post3.transpose(0, 1).reshape(self.n_post, n)
         q = pre4[:, 0].transpose(1, 2).reshape(n, self.fan_in)
         return p, q
@@ -378,6 +461,66 @@ class _Layer(Mapping):
         rule = self._rule
         return "auto" if rule is None else rule.backend
 
+    @property
+    def process_group(self) -> Any:
+        """The process group the rule synchronises over, or ``None`` (alone, or one rank)."""
+        rule = self._rule
+        return None if rule is None else rule._sync_group
+
+    @property
+    def world_size(self) -> int:
+        """Ranks whose batches this layer's updates combine (1 without a process group)."""
+        rule = self._rule
+        return 1 if rule is None else rule._sync_world
+
+    def gather_batch(self, *tensors: Tensor) -> Tuple[Tensor, ...]:
+        """Every rank's ``tensors`` (each ``(B, ...)``), concatenated along the batch axis in rank
+        order, ``(W·B, ...)``: one all-gather for all of them, into buffers kept between steps.
+
+        For rules whose batch means are not the stacked products of :meth:`stack` (e.g. a
+        normalisation by a maximum over the batch); the means of the gathered tensors are then
+        those of one process with the concatenated batch, bit for bit. Without a process group
+        the tensors are returned as they are.
+        """
+        group = self.process_group
+        if group is None:
+            return tensors
+        world = self.world_size
+        like = tensors[0]
+        sizes = [t.numel() for t in tensors]
+        send = self._workspace.get("gather_send")
+        if (
+            send is None
+            or send.numel() != sum(sizes)
+            or send.dtype != like.dtype
+            or send.device != like.device
+        ):
+            send = self._workspace["gather_send"] = like.new_empty(sum(sizes))
+            self._workspace["gather_recv"] = like.new_empty((world, sum(sizes)))
+        recv = self._workspace["gather_recv"]
+        offset = 0
+        for tensor, size in zip(tensors, sizes):
+            send[offset : offset + size].view(tensor.shape).copy_(tensor)
+            offset += size
+        _all_gather_flat(recv, send, group)
+        gathered, offset = [], 0
+        for i, (tensor, size) in enumerate(zip(tensors, sizes)):
+            shape = (world * tensor.shape[0],) + tuple(tensor.shape[1:])
+            out = self._workspace.get(f"gathered{i}")
+            if (
+                out is None
+                or out.shape != shape
+                or out.dtype != tensor.dtype
+                or out.device != tensor.device
+            ):
+                out = self._workspace[f"gathered{i}"] = tensor.new_empty(shape)
+            out.view((world,) + tuple(tensor.shape)).copy_(
+                recv[:, offset : offset + size].view((world,) + tuple(tensor.shape))
+            )
+            gathered.append(out)
+            offset += size
+        return tuple(gathered)
+
     def _native_failed(self, reason: str) -> None:
         """Raise the :class:`NativeUnavailableError` of ``backend="native"`` for this layer."""
         rule = self._rule
@@ -405,9 +548,16 @@ class _Layer(Mapping):
         terms: Sequence[Tuple[Tensor, Tensor, float]],
         like: Tensor,
         scale: Optional[Tensor] = None,
+        *,
+        defer: bool = False,
     ) -> Optional[_Stack]:
         r"""Fill ``P (O, T·N)`` and ``Q (T·N, K)`` with :math:`PQ/N = \sum_t c_t\langle pre_t
         \otimes post_t\rangle`, N = B·L, for terms ``(pre_t, post_t, c_t)``.
+
+        With a process group the factors are then all-gathered (N = W·B·L); ``defer=True``
+        fills this rank's part only, for :meth:`LearningRule._gather_layers`, which gathers
+        several layers at once and marks their stacks ready: the next call then returns the
+        ready stack as it is.
 
         Stacking the terms along the contracted axis turns a whole rule into one matrix product
         (one pass over the weight). ``scale`` (a reward, ``()`` or ``(B,)``) multiplies each
@@ -433,6 +583,10 @@ class _Layer(Mapping):
         stack = self._stacks.get(n_terms)
         if stack is None or stack.p.dtype != like.dtype or stack.p.device != like.device:
             stack = self._stacks[n_terms] = _Stack(self, n_terms, like)
+        if stack.ready is not None:  # filled and gathered with the rule's other layers
+            ready, stack.ready = stack.ready, None
+            if not defer and ready == getattr(self._rule, "_sync_round", None):
+                return stack
         filled = False
         if mode != "torch":
             reason = self._stack_obstacle(like)
@@ -468,8 +622,11 @@ class _Layer(Mapping):
                     # default dtype (float32) and round ``coef`` before widening it.
                     p_term.copy_(post_view).mul_(coef)
                 q_term.copy_(pre_view)
-        if scale is not None:
-            stack.p.mul_(scale.view(-1, 1, 1) if scale.dim() else scale)
+        if scale is not None:  # this rank's samples: before the gather
+            stack.p_local.mul_(scale.view(-1, 1, 1) if scale.dim() else scale)
+        group = self.process_group
+        if group is not None and not defer:
+            stack.gather(group)
         return stack
 
     def _stack_natively(self, stack: _Stack, terms: Sequence[tuple]) -> bool:
@@ -491,7 +648,7 @@ class _Layer(Mapping):
                 (pre.select(1, 0), post.reshape(self.batch, self.n_post), coef)
                 for pre, post, coef in terms
             ]
-            arguments = native.stack_arguments(stack.p, stack.q, views)
+            arguments = native.stack_arguments(stack.p_local, stack.q_local, views)
             cached = stack.native = (sources, pointers, arguments)
         arguments = cached[2]
         if arguments is None:
@@ -513,7 +670,7 @@ class _Layer(Mapping):
         in place (a bound of None is not applied)."""
         stack = self.stack(terms, out, scale)
         if stack is not None:
-            n = self.batch * self.positions
+            n = stack.n  # B·L, or W·B·L synchronised over W ranks (the factors are gathered)
             # Native product (backends "auto" and "native", Linear layers): each thread takes a
             # block of rows of out with the BLAS ?gemm_ and clamps it. It returns False (one
             # thread, a small product, no OpenMP/BLAS) and addmm_ runs instead, which is the
@@ -535,10 +692,74 @@ class _Layer(Mapping):
             ):
                 return out  # product and bounds per block of rows, on all threads
             out.addmm_(stack.p_matrix, stack.q_matrix, beta=beta, alpha=1.0 / n)
+        elif self.process_group is not None:
+            # Per-synapse delays over W ranks: the (B, O, K, L) products cannot be gathered
+            # cheaply; their (O, K) sums are all-reduced (within rounding of one process).
+            total = self._summed_terms(terms, self.buffer("sync_sum", out), scale)
+            all_reduce_sum(total, self.process_group)
+            _scale_into(out, total, beta, 1.0 / (self.world_size * self.batch * self.positions))
         else:
             for t, (pre, post, coef) in enumerate(terms):
                 self.correlate(pre, post, out, coef, beta if t == 0 else 1.0, scale)
         _clamp_bounds(out, *bounds)
+        return out
+
+    def accumulate_each(
+        self, outs: Sequence[Tensor], terms: Sequence[Tuple[Tensor, Tensor, float]]
+    ) -> Sequence[Tensor]:
+        r"""``out_t ← c_t⟨pre_t ⊗ post_t⟩`` for each term into its own ``(O, K)`` tensor: the
+        numbers of ``accumulate(out_t, [term_t], 0.0)`` for each ``t``, with one synchronisation
+        (a single all-gather of all terms' factors) where the rule has a process group."""
+        group = self.process_group
+        if group is None:
+            for out, term in zip(outs, terms):
+                self.accumulate(out, [term], 0.0)
+            return outs
+        stack = self.stack(terms, outs[0])
+        if stack is not None:
+            n = stack.n
+            for t, out in enumerate(outs):
+                p, q = stack.p[t : t + 1], stack.q[t : t + 1]
+                if (
+                    self.type == "linear"
+                    and self.backend != "torch"
+                    and native.enabled()
+                    and native.product_bounded(out, p, q, 1.0 / n, 0.0, None, None)
+                ):
+                    continue
+                out.addmm_(
+                    p.view(n, self.n_post).t(), q.view(n, self.fan_in), beta=0.0, alpha=1.0 / n
+                )
+            return outs
+        like = outs[0]
+        sums = self.buffer("sync_sums", like.expand((len(terms),) + tuple(like.shape)))
+        for t, term in enumerate(terms):
+            self._summed_terms([term], sums[t], None)
+        all_reduce_sum(sums, group)
+        for t, out in enumerate(outs):
+            torch.mul(sums[t], 1.0 / (self.world_size * self.batch * self.positions), out=out)
+        return outs
+
+    def _summed_terms(
+        self, terms: Sequence[Tuple[Tensor, Tensor, float]], out: Tensor, scale: Optional[Tensor]
+    ) -> Tensor:
+        """``out ← Σ_t c_t Σ_{b,l} pre_t ⊗ post_t`` (each sample scaled by ``scale``), not
+        divided by the batch: this rank's part of a sum over the ranks."""
+        dtype = out.dtype
+        for t, (pre, post, coef) in enumerate(terms):
+            pre4, compact = self._pre4(pre, dtype)
+            post3 = self._post3(post, dtype)
+            if scale is not None:
+                post3 = post3 * scale.view(-1, 1, 1)
+            if compact:
+                p, q = self._flat_factors(pre4, post3)
+                prod = p @ q
+            else:
+                prod = torch.einsum("bokl,bol->ok", pre4, post3)
+            if t == 0:
+                torch.mul(prod, coef, out=out)
+            else:
+                out.add_(prod, alpha=coef)
         return out
 
     def correlate_per_sample(
@@ -648,6 +869,12 @@ class LearningRule(BackendMixin):
         rounding, within the bound stated in ``_Layer.accumulate``. Rules or modes without a native step
         (:class:`FedeSTDP`, ``MSTDPET(per_sample_reward=True)``) run the same PyTorch code on
         every backend; ``"native"`` still requires the kernels to be available and enabled.
+    :param process_group: keyword-only, a :mod:`torch.distributed` process group
+        (``torch.distributed.group.WORLD`` or a subgroup), or ``None`` (default: no
+        communication). Given, each rank simulates its own shard of the batch and the rule
+        combines its batch means over the ranks before every weight update, so that every rank
+        applies the update of one process with the concatenated batch (ranks in order); see
+        :mod:`pysnn.distributed`. Settable as :attr:`process_group`.
 
     :attr:`layers` is an ``OrderedDict`` name → layer mapping with PySNN's keys, read live:
     ``pre_spikes`` (connection ``spikes``), ``pre_trace`` (connection ``trace``),
@@ -671,15 +898,85 @@ class LearningRule(BackendMixin):
         defaults: Dict[str, Any],
         *,
         backend: str = "auto",
+        process_group: Any = None,
     ) -> None:
         owner = type(self).__name__
         check_backend(backend, owner)
         self.check_layers(layers)
         self.defaults = defaults
+        self.process_group = process_group
         self.layers: "OrderedDict[str, _Layer]" = OrderedDict(
             (name, _Layer(name, spec, owner, self)) for name, spec in layers.items()
         )
         self.backend = backend  # validated, and checked against the layers for "native"
+
+    @property
+    def process_group(self) -> Any:
+        """The :mod:`torch.distributed` process group the batch means are combined over, or
+        ``None``. Setting it (e.g. to ``torch.distributed.group.WORLD`` after building the rule)
+        remakes the layers' scratch factors for the gathered batch at the next step."""
+        return self._process_group
+
+    @process_group.setter
+    def process_group(self, group: Any) -> None:
+        group = _check_group(group, type(self).__name__)
+        self._process_group = group
+        self._sync_world = 1 if group is None else world_size(group)
+        # one rank: nothing to combine, the rule runs as without a group
+        self._sync_group = group if self._sync_world > 1 else None
+        for layer in getattr(self, "layers", {}).values():
+            layer._stacks.clear()
+
+    def _gather_layers(self, requests: Sequence[tuple]) -> None:
+        """With a process group and several layers: fill the stacked factors of every layer,
+        ``requests`` = ``(layer, terms, like, scale)`` as :meth:`_Layer.stack` takes them, and
+        all-gather them in **one** collective; each layer's next ``stack`` call (in the rule's
+        loop over its layers) then uses them as they are. Layers with per-synapse delays are
+        left to their own all-reduce. Call it at the start of a step; it does nothing without
+        a process group or with one layer (the per-layer gather is then the same single call).
+        """
+        group = self._sync_group
+        if group is None or len(requests) < 2:
+            return
+        stacks = []
+        for layer, terms, like, scale in requests:
+            stack = layer.stack(terms, like, scale, defer=True)
+            if stack is not None:
+                stacks.append(stack)
+        if not stacks:
+            return
+        self._sync_round = getattr(self, "_sync_round", 0) + 1
+        first = stacks[0].send
+        if len(stacks) == 1 or any(
+            s.send.dtype != first.dtype or s.send.device != first.device for s in stacks
+        ):
+            for stack in stacks:  # mixed dtypes or devices: one gather each
+                stack.gather(group)
+                stack.ready = self._sync_round
+            return
+        sizes = [stack.send.numel() for stack in stacks]
+        buffers = getattr(self, "_coalesced", None)
+        if (
+            buffers is None
+            or buffers[0].numel() != sum(sizes)
+            or buffers[0].dtype != first.dtype
+            or buffers[0].device != first.device
+        ):
+            buffers = self._coalesced = (
+                first.new_empty(sum(sizes)),
+                first.new_empty((self._sync_world, sum(sizes))),
+            )
+        send, recv = buffers
+        offset = 0
+        for stack, size in zip(stacks, sizes):
+            send[offset : offset + size].copy_(stack.send)
+            offset += size
+        _all_gather_flat(recv, send, group)
+        offset = 0
+        for stack, size in zip(stacks, sizes):
+            stack.unpack(recv[:, offset : offset + size])
+            stack.ready = self._sync_round
+            offset += size
 
     def _uses_stacking(self) -> bool:
         """Whether the rule fills stacked factors (:meth:`_Layer.stack`) for its products."""
@@ -869,6 +1166,8 @@ class STDP(LearningRule):
     :param weight_dependence: ``"additive"`` or ``"multiplicative"``.
     :param backend: keyword-only, ``"auto"``, ``"torch"`` or ``"native"`` (see
         :class:`LearningRule`).
+    :param process_group: keyword-only, synchronise over these ranks (see
+        :class:`LearningRule` and :mod:`pysnn.distributed`).
 
     The update is applied by each call of :meth:`step`; :meth:`update_state` and
     :meth:`reset_state` do nothing (the traces live in the neurons). Memory per layer: scratch
@@ -887,6 +1186,7 @@ class STDP(LearningRule):
         weight_dependence: str = "additive",
         *,
         backend: str = "auto",
+        process_group: Any = None,
     ) -> None:
         owner = type(self).__name__
         if weight_dependence not in ("additive", "multiplicative"):
@@ -914,7 +1214,7 @@ class STDP(LearningRule):
             w_max=w_max,
             weight_dependence=weight_dependence,
         )
-        super().__init__(layers, defaults, backend=backend)
+        super().__init__(layers, defaults, backend=backend, process_group=process_group)
         self.lr, self.a_plus, self.a_minus = lr, a_plus, a_minus
         self.w_min, self.w_max = w_min, w_max
         self.weight_dependence = weight_dependence
@@ -929,6 +1229,22 @@ class STDP(LearningRule):
         """Apply one STDP update to every layer (see the class docstring)."""
         self._check_native()
         potentiate, depress = self.lr * self.a_plus, self.lr * self.a_minus
+        if self._sync_group is not None:  # several layers: one all-gather for all of them
+            sign = -1.0 if self.weight_dependence == "additive" else 1.0
+            self._gather_layers(
+                [
+                    (
+                        layer,
+                        [
+                            (layer.pre_trace, layer.post_spikes, potentiate),
+                            (layer.pre_spikes, layer.post_trace, sign * depress),
+                        ],
+                        layer.weight_matrix(),
+                        None,
+                    )
+                    for layer in self.layers.values()
+                ]
+            )
         for layer in self.layers.values():
             weight = layer.weight_matrix()
             if self.weight_dependence == "additive":
@@ -940,22 +1256,35 @@ class STDP(LearningRule):
             else:
                 self._soft_bound_step(layer, weight, potentiate, depress)
                 weight.clamp_(self.w_min, self.w_max)
+            layer.apply_mask()
 
     def _soft_bound_step(
         self, layer: _Layer, weight: Tensor, potentiate: float, depress: float
     ) -> None:
         # W + pot·(w_max − W) − dep·(W − w_min) = W − W·S + (w_max − w_min)·pot + w_min·S with
         # S = pot + dep: two matrix products and a few in-place passes, no temporaries.
-        pot = layer.accumulate(
-            layer.buffer("pot", weight), [(layer.pre_trace, layer.post_spikes, potentiate)], 0.0
-        )
-        total = layer.accumulate(
-            layer.buffer("dep", weight), [(layer.pre_spikes, layer.post_trace, depress)], 0.0
-        ).add_(pot)
+        pot, total = layer.accumulate_each(
+            (layer.buffer("pot", weight), layer.buffer("dep", weight)),
+            [
+                (layer.pre_trace, layer.post_spikes, potentiate),
+                (layer.pre_spikes, layer.post_trace, depress),
+            ],
+        )  # one synchronisation for both products, with a process group
+        total.add_(pot)
         weight.addcmul_(weight, total, value=-1.0)
         weight.add_(pot, alpha=self.w_max - self.w_min)
         if self.w_min != 0.0:
             weight.add_(total, alpha=self.w_min)
+
+
+def _scale_into(out: Tensor, total: Tensor, beta: float, alpha: float) -> None:
+    """``out ← beta·out + alpha·total`` in place (``beta = 0`` ignores the content of ``out``)."""
+    if beta == 0:
+        torch.mul(total, alpha, out=out)
+        return
+    if beta != 1:
+        out.mul_(beta)
+    out.add_(total, alpha=alpha)
 
 
 def _clamp_bounds(weight: Tensor, w_min: Optional[float], w_max: Optional[float]) -> None:
@@ -987,6 +1316,8 @@ class MSTDP(LearningRule):
     :param w_max: keyword-only, optional upper weight bound.
     :param backend: keyword-only, ``"auto"``, ``"torch"`` or ``"native"`` (see
         :class:`LearningRule`).
+    :param process_group: keyword-only, synchronise over these ranks (see
+        :class:`LearningRule` and :mod:`pysnn.distributed`).
 
     :meth:`update_state` and :meth:`reset_state` do nothing (no state between steps).
     """
@@ -1001,6 +1332,7 @@ class MSTDP(LearningRule):
         w_min: Optional[float] = None,
         w_max: Optional[float] = None,
         backend: str = "auto",
+        process_group: Any = None,
     ) -> None:
         owner = type(self).__name__
         a_pre = _check_real(a_pre, "a_pre", owner)
@@ -1010,7 +1342,7 @@ class MSTDP(LearningRule):
         _check_finite_product(owner, lr=lr, a_post=a_post)
         w_min, w_max = _check_bounds(w_min, w_max, owner)
         defaults = dict(a_pre=a_pre, a_post=a_post, lr=lr, w_min=w_min, w_max=w_max)
-        super().__init__(layers, defaults, backend=backend)
+        super().__init__(layers, defaults, backend=backend, process_group=process_group)
         self.a_pre, self.a_post, self.lr = a_pre, a_post, lr
         self.w_min, self.w_max = w_min, w_max
 
@@ -1031,6 +1363,7 @@ class MSTDP(LearningRule):
         """
         owner = type(self).__name__
         self._check_native()
+        requests = []
         for layer, weight, factor, scale in _reward_values(
             reward, self.layers.values(), owner, per_sample=True
         ):
@@ -1039,7 +1372,11 @@ class MSTDP(LearningRule):
                 (layer.pre_trace, layer.post_spikes, gain * self.a_pre),
                 (layer.pre_spikes, layer.post_trace, -gain * self.a_post),
             ]
+            requests.append((layer, terms, weight, scale))
+        self._gather_layers(requests)  # several layers: one all-gather for all of them
+        for layer, terms, weight, scale in requests:
             layer.accumulate(weight, terms, scale=scale, bounds=(self.w_min, self.w_max))
+            layer.apply_mask()
 
 
 class MSTDPET(LearningRule):
@@ -1075,6 +1412,8 @@ class MSTDPET(LearningRule):
         :class:`LearningRule`).
         With ``per_sample_reward=True`` the rule has no native step (its products are
         batched per sample): every backend runs the same PyTorch code.
+    :param process_group: keyword-only, synchronise over these ranks (see
+        :class:`LearningRule` and :mod:`pysnn.distributed`).
 
     ``layers[name]["e_trace"]`` is the live eligibility trace. :meth:`reset_state` zeroes it.
     """
@@ -1091,6 +1430,7 @@ class MSTDPET(LearningRule):
         w_min: Optional[float] = None,
         w_max: Optional[float] = None,
         backend: str = "auto",
+        process_group: Any = None,
     ) -> None:
         owner = type(self).__name__
         a_pre = _check_real(a_pre, "a_pre", owner)
@@ -1109,7 +1449,7 @@ class MSTDPET(LearningRule):
             w_min=w_min,
             w_max=w_max,
         )
-        super().__init__(layers, defaults, backend=backend)
+        super().__init__(layers, defaults, backend=backend, process_group=process_group)
         self.a_pre, self.a_post, self.lr = a_pre, a_post, lr
         self.e_trace_decay = e_trace_decay
         self.per_sample_reward = per_sample_reward
@@ -1127,6 +1467,21 @@ class MSTDPET(LearningRule):
         step (a reference kept across steps stays exact).
         """
         self._check_native()
+        if self._sync_group is not None and not self.per_sample_reward:
+            self._gather_layers(  # several layers: one all-gather for all of them
+                [
+                    (
+                        layer,
+                        [
+                            (layer.pre_trace, layer.post_spikes, self.a_pre),
+                            (layer.pre_spikes, layer.post_trace, -self.a_post),
+                        ],
+                        layer.follow_weight("e_trace", layer.weight),
+                        None,
+                    )
+                    for layer in self.layers.values()
+                ]
+            )
         for layer in self.layers.values():
             e_trace = layer.follow_weight("e_trace", layer.weight)
             if self.per_sample_reward:
@@ -1142,7 +1497,7 @@ class MSTDPET(LearningRule):
                 if stack is None:  # per-synapse delays
                     layer.accumulate(e_trace, terms, beta=self.e_trace_decay)
                     continue
-                n = layer.batch * layer.positions
+                n = stack.n  # W·B·L with a process group (the factors are gathered)
                 e_trace.addmm_(
                     stack.p_matrix, stack.q_matrix, beta=self.e_trace_decay, alpha=1.0 / n
                 )
@@ -1171,14 +1526,25 @@ class MSTDPET(LearningRule):
                 else:
                     scale = scale.expand(layer.batch)
                 # Σ_b r_b E_b is a (1, B) × (B, O·K) matrix product.
-                weight.view(1, -1).addmm_(
-                    scale.view(1, -1), e_trace.view(layer.batch, -1), alpha=self.lr / layer.batch
-                )
+                if layer.process_group is None:
+                    weight.view(1, -1).addmm_(
+                        scale.view(1, -1),
+                        e_trace.view(layer.batch, -1),
+                        alpha=self.lr / layer.batch,
+                    )
+                else:  # each rank holds its samples' traces: all-reduce Σ_b r_b E_b
+                    total = layer.buffer("sync_sum", weight)
+                    torch.mm(
+                        scale.view(1, -1), e_trace.view(layer.batch, -1), out=total.view(1, -1)
+                    )
+                    all_reduce_sum(total, layer.process_group)
+                    weight.add_(total, alpha=self.lr / (layer.world_size * layer.batch))
             elif scale is None:
                 weight.add_(e_trace, alpha=self.lr * factor)
             else:
                 weight.addcmul_(e_trace, scale, value=self.lr)
             _clamp_bounds(weight, self.w_min, self.w_max)
+            layer.apply_mask()
 
     def reset_state(self) -> None:
         """Zero the eligibility traces."""
@@ -1225,6 +1591,8 @@ class FedeSTDP(LearningRule):
         :class:`LearningRule`).
         The rule has no native step (elementwise operations and, gated, plain products):
         every backend runs the same PyTorch code.
+    :param process_group: keyword-only, synchronise over these ranks (see
+        :class:`LearningRule` and :mod:`pysnn.distributed`).
 
     :meth:`update_state` and :meth:`reset_state` do nothing (PySNN raised
     ``NotImplementedError``; doing nothing lets :func:`pysnn.simulation.run` drive the rule).
@@ -1239,6 +1607,7 @@ class FedeSTDP(LearningRule):
         *,
         post_spike_gated: bool = False,
         backend: str = "auto",
+        process_group: Any = None,
     ) -> None:
         owner = type(self).__name__
         lr = _check_real(lr, "lr", owner, low=0.0, low_open=True)
@@ -1247,7 +1616,7 @@ class FedeSTDP(LearningRule):
         if not isinstance(post_spike_gated, bool):
             raise TypeError(f"{owner}: post_spike_gated must be a bool, got {post_spike_gated!r}")
         defaults = dict(lr=lr, w_init=w_init, a=a, post_spike_gated=post_spike_gated)
-        super().__init__(layers, defaults, backend=backend)
+        super().__init__(layers, defaults, backend=backend, process_group=process_group)
         self.lr, self.w_init, self.a = lr, w_init, a
         self.post_spike_gated = post_spike_gated
 
@@ -1263,10 +1632,14 @@ class FedeSTDP(LearningRule):
         for layer in self.layers.values():
             weight = layer.weight_matrix()
             trace, _ = layer._pre4(layer.pre_trace, weight.dtype)  # (B, O or 1, K, L)
+            post3 = layer._post3(layer.post_spikes, weight.dtype) if self.post_spike_gated else None
+            if layer.process_group is not None:  # the maximum and the means of all ranks' batch
+                trace, *gated = layer.gather_batch(trace, *(() if post3 is None else (post3,)))
+                post3 = gated[0] if gated else None
             tiny = torch.finfo(weight.dtype).tiny
             normed = trace / trace.amax().clamp(min=tiny)
             if self.post_spike_gated:
-                ltp, ltd = self._gated_means(layer, normed, weight.dtype)  # (O, K) each
+                ltp, ltd = self._gated_means(layer, normed, post3)  # (O, K) each
             else:
                 ltp = normed.exp().mean(dim=(0, 3)).sub_(self.a)  # (O or 1, K)
                 ltd = normed.neg_().add_(1.0).exp_().mean(dim=(0, 3)).sub_(self.a)
@@ -1274,18 +1647,17 @@ class FedeSTDP(LearningRule):
             torch.sub(weight, self.w_init, out=grow).exp_()  # e^Δ, before W changes
             weight.addcdiv_(ltp, grow, value=self.lr)
             weight.addcmul_(grow, ltd, value=-self.lr)
+            layer.apply_mask()
 
     def _uses_stacking(self) -> bool:
         return False
 
-    def _gated_means(
-        self, layer: _Layer, normed: Tensor, dtype: torch.dtype
-    ) -> Tuple[Tensor, Tensor]:
+    def _gated_means(self, layer: _Layer, normed: Tensor, post3: Tensor) -> Tuple[Tensor, Tensor]:
         """⟨s·(e^x̂ − a)⟩ and ⟨s·(e^(1−x̂) − a)⟩ over batch and positions, ``(O, K)``: matrix
-        products of the postsynaptic spikes ``(O, N)`` and the per-input terms ``(N, K)``,
-        N = B·L."""
-        n = layer.batch * layer.positions
-        p, q = layer._flat_factors(normed, layer._post3(layer.post_spikes, dtype))
+        products of the postsynaptic spikes ``post3 (B, O, L)`` as ``(O, N)`` and the per-input
+        terms ``(N, K)``, N = B·L (B of the tensors: a gathered batch works too)."""
+        n = normed.shape[0] * layer.positions
+        p, q = layer._flat_factors(normed, post3)
         ltp = torch.mm(p, q.exp(), out=layer.buffer("gated_ltp", layer.weight_matrix()))
         ltd = torch.mm(p, q.neg().add_(1.0).exp_(), out=layer.buffer("gated_ltd", ltp))
         # the a-terms count the spikes only: a·⟨s⟩ per postsynaptic neuron
@@ -1293,3 +1665,267 @@ class FedeSTDP(LearningRule):
         ltp.sub_(rate, alpha=self.a).div_(n)
         ltd.sub_(rate, alpha=self.a).div_(n)
         return ltp, ltd
+
+
+#: The minimal all-to-all fits of Pfister & Gerstner (2006), J. Neurosci. 26:9673, as keywords of
+#: :class:`TripletSTDP`: ``"visual_cortex"`` (their Table 2, fitted to the pairing data of
+#: Sjöström et al. 2001) and ``"hippocampus"`` (Table 4, the triplet data of Wang et al. 2005).
+#: Amplitudes in weight units, time constants in ms.
+PFISTER_GERSTNER_2006: Dict[str, Dict[str, float]] = {
+    # Table 2: visual cortex slices (Sjöström et al. 2001), all-to-all, minimal model
+    "visual_cortex": dict(
+        a2_plus=0.0,
+        a3_plus=6.5e-3,
+        a2_minus=7.1e-3,
+        a3_minus=0.0,
+        tau_plus=16.8,
+        tau_minus=33.7,
+        tau_x=101.0,  # no effect here (a3_minus = 0); the value of the table's full model
+        tau_y=125.0,
+    ),
+    # Table 4: hippocampal cultures (Wang et al. 2005), all-to-all, minimal model
+    "hippocampus": dict(
+        a2_plus=5.3e-3,
+        a3_plus=8.0e-3,
+        a2_minus=3.5e-3,
+        a3_minus=0.0,
+        tau_plus=16.8,
+        tau_minus=33.7,
+        tau_x=101.0,  # no effect here (a3_minus = 0)
+        tau_y=40.0,
+    ),
+}
+
+
+def _layer_dt(layer: _Layer, owner: str) -> float:
+    """The time step of a layer's connection in ms (its ``dt`` buffer), read once."""
+    source = layer.connection
+    if isinstance(source, nn.Module):
+        dt = source._buffers.get("dt")
+    else:
+        dt = source.get("dt") if isinstance(source, Mapping) else None
+    if not isinstance(dt, Tensor) or dt.numel() != 1:
+        raise ValueError(
+            f"{owner}: the connection of layer {layer.name!r} has no scalar 'dt'; pass dt= (ms)"
+        )
+    return _check_real(float(dt), "dt", owner, low=0.0, low_open=True)
+
+
+class TripletSTDP(LearningRule):
+    r"""Triplet STDP, the all-to-all model of Pfister & Gerstner (2006).
+
+    The rule keeps four traces of its own per layer, each decaying with its time constant
+    between steps and jumping by 1 at every spike (all-to-all interaction): presynaptic
+    :math:`r_1` (:math:`\tau_+`) and :math:`r_2` (:math:`\tau_x`) of the spikes reaching the
+    synapses (delayed, the connection's ``spikes``), postsynaptic :math:`o_1` (:math:`\tau_-`)
+    and :math:`o_2` (:math:`\tau_y`) of the neuron's ``spikes``. Each :meth:`step`, with
+    :math:`\lambda = e^{-dt/\tau}` per trace:
+
+    .. math::
+
+        r_1 &\leftarrow \lambda_+ r_1, \quad r_2 \leftarrow \lambda_x r_2, \quad
+        o_1 \leftarrow \lambda_- o_1, \quad o_2 \leftarrow \lambda_y o_2 \\
+        W &\leftarrow \mathrm{clamp}\Big(W
+            + \big\langle r_1 \otimes s^{post}(A_2^+ + A_3^+ o_2)\big\rangle
+            - \big\langle s^{pre}(A_2^- + A_3^- r_2) \otimes o_1\big\rangle,
+            \ w_{min},\ w_{max}\Big) \\
+        r_{1,2} &\leftarrow r_{1,2} + s^{pre}, \qquad o_{1,2} \leftarrow o_{1,2} + s^{post}
+
+    i.e. at a presynaptic spike :math:`w \leftarrow w - o_1(A_2^- + A_3^- r_2)` and at a
+    postsynaptic spike :math:`w \leftarrow w + r_1(A_2^+ + A_3^+ o_2)`, with :math:`r_2` and
+    :math:`o_2` taken before this spike's own increment (the paper's :math:`t - \epsilon`).
+    Spike times on the step grid give the paper's continuous-time values exactly; a pre and a
+    post spike in the same step do not see each other. Means over the batch (and positions
+    for convolutions) as the other rules: two stacked matrix products of ``(B, ·)`` factors,
+    no ``(B, O, I)`` tensor with an int delay.
+
+    Own traces, not the layers': the neurons' and connections' traces have PySNN's own
+    parameters (``alpha_t``, ``tau_t``, linear or exponential updates) and one time constant
+    each, while the model needs two per side with unit jumps. They are
+    ``layers[name]["r1"]``, ``["r2"]`` (the compact presynaptic shape, ``(B, 1, I)`` or
+    ``(B, 1, K, L)``; with per-synapse delays ``(B, O, I)`` / ``(B, C_out, K, L)``),
+    ``["o1"]`` and ``["o2"]`` (the neuron's shape), each holding the trace just after the last
+    step's jumps; :meth:`reset_state` zeroes them. As for the other rules the rule is not an
+    ``nn.Module``: its traces are not in a network's ``state_dict`` (save
+    ``layers[name][key]`` yourself to resume mid-sequence).
+
+    :param layers: the layers to train (see :class:`LearningRule`).
+    :param a2_plus: pair potentiation amplitude :math:`A_2^+ \ge 0` (weight units per pair).
+    :param a3_plus: triplet potentiation amplitude :math:`A_3^+ \ge 0` (weight units).
+    :param a2_minus: pair depression amplitude :math:`A_2^- \ge 0` (weight units).
+    :param a3_minus: triplet depression amplitude :math:`A_3^- \ge 0` (weight units).
+    :param tau_plus: time constant of :math:`r_1` in ms (default 16.8).
+    :param tau_minus: time constant of :math:`o_1` in ms (default 33.7).
+    :param tau_x: time constant of :math:`r_2` in ms (default 101).
+    :param tau_y: time constant of :math:`o_2` in ms (default 125).
+    :param w_min: keyword-only, optional lower weight bound (hard, clamped after each step).
+    :param w_max: keyword-only, optional upper weight bound.
+    :param dt: keyword-only, the time step in ms; default: each connection's ``dt``, read
+        when the rule is built.
+    :param backend: keyword-only, ``"auto"``, ``"torch"`` or ``"native"`` (see
+        :class:`LearningRule`).
+
+    :data:`PFISTER_GERSTNER_2006` holds the paper's minimal all-to-all fits as keywords:
+    ``TripletSTDP(net.layers, **PFISTER_GERSTNER_2006["visual_cortex"])``.
+    :meth:`update_state` does nothing: :meth:`step` updates weights and traces.
+    """
+
+    _TRACES = ("r1", "r2", "o1", "o2")
+
+    def __init__(
+        self,
+        layers: "OrderedDict[str, Dict[str, Any]]",
+        a2_plus: float,
+        a3_plus: float,
+        a2_minus: float,
+        a3_minus: float,
+        tau_plus: float = 16.8,
+        tau_minus: float = 33.7,
+        tau_x: float = 101.0,
+        tau_y: float = 125.0,
+        *,
+        w_min: Optional[float] = None,
+        w_max: Optional[float] = None,
+        dt: Optional[float] = None,
+        backend: str = "auto",
+    ) -> None:
+        owner = type(self).__name__
+        amplitudes = dict(a2_plus=a2_plus, a3_plus=a3_plus, a2_minus=a2_minus, a3_minus=a3_minus)
+        amplitudes = {k: _check_real(v, k, owner, low=0.0) for k, v in amplitudes.items()}
+        taus = dict(tau_plus=tau_plus, tau_minus=tau_minus, tau_x=tau_x, tau_y=tau_y)
+        taus = {k: _check_real(v, k, owner, low=0.0, low_open=True) for k, v in taus.items()}
+        if dt is not None:
+            dt = _check_real(dt, "dt", owner, low=0.0, low_open=True)
+        w_min, w_max = _check_bounds(w_min, w_max, owner)
+        defaults = dict(**amplitudes, **taus, w_min=w_min, w_max=w_max, dt=dt)
+        super().__init__(layers, defaults, backend=backend)
+        for key, value in {**amplitudes, **taus}.items():
+            setattr(self, key, value)
+        self.w_min, self.w_max, self.dt = w_min, w_max, dt
+        # per layer: decay factors of r1, r2, o1, o2 over one step
+        self._decays: Dict[str, Tuple[float, float, float, float]] = {}
+        for name, layer in self.layers.items():
+            step = dt if dt is not None else _layer_dt(layer, owner)
+            self._decays[name] = tuple(
+                math.exp(-step / taus[key]) for key in ("tau_plus", "tau_x", "tau_minus", "tau_y")
+            )
+            weight = layer.weight
+            pre = layer.pre_spikes
+            pre_shape = (pre.shape[0], 1) + tuple(pre.shape[2:])
+            if not layer._is_compact(pre):
+                pre_shape = tuple(pre.shape)
+            options = dict(dtype=weight.dtype, device=weight.device)
+            for key, shape in zip(
+                self._TRACES, (pre_shape, pre_shape) + (layer.post_spikes.shape,) * 2
+            ):
+                layer.state[key] = torch.zeros(shape, **options)
+
+    def update_state(self) -> None:
+        """Nothing to do: :meth:`step` updates the weights, then the traces."""
+
+    def reset_state(self) -> None:
+        """Zero the rule's four traces."""
+        for layer in self.layers.values():
+            for key in self._TRACES:
+                layer.state[key].zero_()
+
+    @staticmethod
+    def _follow(layer: _Layer, weight: Tensor, keys: Sequence[str]) -> List[Tensor]:
+        """The rule's tensors ``keys``, moved to the weight's device and dtype if it moved."""
+        tensors = []
+        for key in keys:
+            tensor = layer.state[key]
+            if tensor.dtype != weight.dtype or tensor.device != weight.device:
+                tensor = layer.state[key] = tensor.to(device=weight.device, dtype=weight.dtype)
+            tensors.append(tensor)
+        return tensors
+
+    def step(self) -> None:
+        """Decay the traces, update the weights, then add this step's spikes to the traces."""
+        self._check_native()
+        for name, layer in self.layers.items():
+            weight = layer.weight_matrix()
+            r1, r2, o1, o2 = self._follow(layer, weight, self._TRACES)
+            pre = layer.pre_spikes
+            if r1.shape[1] == 1:
+                pre = pre.narrow(1, 0, 1)  # compact: the same spikes for every output
+            post = layer.post_spikes
+            for trace, decay in zip((r1, r2, o1, o2), self._decays[name]):
+                trace.mul_(decay)
+            # the factors that multiply the other side's fast trace, before the jumps
+            ltp = layer.buffer("triplet_ltp", o2)  # s_post·(A2+ + A3+·o2)
+            torch.mul(o2, self.a3_plus, out=ltp).add_(self.a2_plus).mul_(post)
+            ltd = layer.buffer("triplet_ltd", r2)  # s_pre·(A2- + A3-·r2)
+            torch.mul(r2, self.a3_minus, out=ltd).add_(self.a2_minus).mul_(pre)
+            terms = [(r1, ltp, 1.0), (ltd, o1, -1.0)]
+            layer.accumulate(weight, terms, bounds=(self.w_min, self.w_max))
+            layer.apply_mask()
+            for trace, spikes in ((r1, pre), (r2, pre), (o1, post), (o2, post)):
+                trace.add_(spikes)
+
+
+class Hebbian(LearningRule):
+    r"""Trace-based Hebbian learning: every pre/post coincidence potentiates, in either order.
+
+    At every :meth:`step` (means over the batch, and positions for convolutions):
+
+    .. math::
+
+        W \leftarrow \mathrm{clamp}\Big((1 - \delta)\,W + \eta\,\big(\langle x^{pre}
+            s^{post}\rangle + \langle s^{pre} x^{post}\rangle\big),\ w_{min},\ w_{max}\Big)
+
+    — the presynaptic trace at each postsynaptic spike plus the postsynaptic trace at each
+    (delayed) presynaptic spike, with the layers' own traces (as :class:`STDP`; both terms
+    count a pair in the same step). The weight decay :math:`\delta` = ``decay`` shrinks every
+    weight by the fraction :math:`\delta` per step, :math:`\Delta W = -\delta W` (an L2 decay
+    that alone relaxes :math:`W` to 0 with time constant :math:`-dt/\ln(1-\delta)`); it keeps
+    the unbounded growth of pure Hebbian learning in check. It is applied in the same matrix
+    product as the correlations (its ``beta``), so it costs no extra pass.
+
+    :param layers: the layers to train (see :class:`LearningRule`).
+    :param lr: learning rate :math:`\eta > 0` (weight units per unit of trace).
+    :param decay: keyword-only, weight decay :math:`\delta \in [0, 1]` per step (0: none).
+    :param w_min: keyword-only, optional lower weight bound (clamped after each step).
+    :param w_max: keyword-only, optional upper weight bound.
+    :param backend: keyword-only, ``"auto"``, ``"torch"`` or ``"native"`` (see
+        :class:`LearningRule`).
+
+    :meth:`update_state` and :meth:`reset_state` do nothing (no state between steps).
+    """
+
+    def __init__(
+        self,
+        layers: "OrderedDict[str, Dict[str, Any]]",
+        lr: float,
+        *,
+        decay: float = 0.0,
+        w_min: Optional[float] = None,
+        w_max: Optional[float] = None,
+        backend: str = "auto",
+    ) -> None:
+        owner = type(self).__name__
+        lr = _check_real(lr, "lr", owner, low=0.0, low_open=True)
+        decay = _check_real(decay, "decay", owner, low=0.0, high=1.0)
+        w_min, w_max = _check_bounds(w_min, w_max, owner)
+        defaults = dict(lr=lr, decay=decay, w_min=w_min, w_max=w_max)
+        super().__init__(layers, defaults, backend=backend)
+        self.lr, self.decay = lr, decay
+        self.w_min, self.w_max = w_min, w_max
+
+    def update_state(self) -> None:
+        """Nothing to do: :meth:`step` reads the current traces and spikes."""
+
+    def reset_state(self) -> None:
+        """Nothing to reset: the rule keeps no state between steps."""
+
+    def step(self) -> None:
+        """Apply one Hebbian update to every layer (see the class docstring)."""
+        self._check_native()
+        for layer in self.layers.values():
+            weight = layer.weight_matrix()
+            terms = [
+                (layer.pre_trace, layer.post_spikes, self.lr),
+                (layer.pre_spikes, layer.post_trace, self.lr),
+            ]
+            layer.accumulate(weight, terms, beta=1.0 - self.decay, bounds=(self.w_min, self.w_max))
+            layer.apply_mask()

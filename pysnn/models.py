@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from pysnn.connection import Linear
+from pysnn.distributed import _check_group, gather_batch
 from pysnn.encoding import poisson_encoding
 from pysnn.network import SNNNetwork
 from pysnn.neuron import AdaptiveLIFNeuron, Input
@@ -403,6 +404,12 @@ class DiehlCook2015(SNNNetwork):
     :param duration_refrac: keyword-only, refractory period in ms (multiple of ``dt``).
     :param w_total: keyword-only, sum of each neuron's incoming weights kept by
         :meth:`normalize`; default ``n_inputs / 8`` (mean weight 0.125).
+    :param process_group: keyword-only, a :mod:`torch.distributed` process group over which
+        the batch is sharded (each rank builds the model with its own ``batch_size``), or
+        ``None``. Given, :meth:`reset_state` (and switching to ``eval()``) adds the threshold
+        changes of every rank's samples to :attr:`theta` (an all-gather, then the sum one
+        process would take: the same :attr:`theta` on every rank, bit for bit), so every rank
+        must call them together. See :mod:`pysnn.distributed`.
 
     Weights start uniform in [0, 0.3) and normalised. Outputs of :meth:`forward`:
     ``(spikes, trace)`` of shape ``(B, 1, N)``.
@@ -424,9 +431,12 @@ class DiehlCook2015(SNNNetwork):
         tau_post: float = 20.0,
         duration_refrac: float = 5.0,
         w_total: Optional[float] = None,
+        process_group: Any = None,
     ) -> None:
         super().__init__()
         owner = type(self).__name__
+        process_group = _check_group(process_group, owner)
+        self.process_group = None  # set below: the first reset_state has nothing to fold
         n_inputs = _check_positive_int(n_inputs, "n_inputs", owner)
         n_neurons = _check_positive_int(n_neurons, "n_neurons", owner)
         batch_size = _check_positive_int(batch_size, "batch_size", owner)
@@ -472,6 +482,7 @@ class DiehlCook2015(SNNNetwork):
             self.exc.weight.uniform_(0.0, 0.3)
         self.normalize()
         self.reset_state()
+        self.process_group = process_group
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         """One time step.
@@ -501,7 +512,10 @@ class DiehlCook2015(SNNNetwork):
         """Add every sample's threshold change to :attr:`theta`; restart them all from it."""
         thresh = self.neuron.thresh.data
         center = self.neuron.thresh_center
-        self.theta.add_((thresh - center - self.theta).sum(dim=(0, 1)))
+        changes = thresh - center - self.theta  # (B, 1, N)
+        if self.process_group is not None:  # every rank's samples, in rank order
+            changes = gather_batch(changes, self.process_group)
+        self.theta.add_(changes.sum(dim=(0, 1)))
         # Every sample now starts from the new theta, so folding again adds nothing.
         thresh.copy_((center + self.theta).expand_as(thresh))
 
