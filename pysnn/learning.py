@@ -903,6 +903,15 @@ class LearningRule(BackendMixin):
         owner = type(self).__name__
         check_backend(backend, owner)
         self.check_layers(layers)
+        if type(self) is not LearningRule and isinstance(layers, Mapping) and not layers:
+            # PySNN's tests build the base class empty to call its helpers; a concrete rule
+            # with nothing to train is a network whose layers were never registered
+            raise ValueError(
+                f"{owner}: layers is empty, so the rule would train nothing. Register each "
+                "trained connection with its postsynaptic neuron in the network's __init__: "
+                "self.add_layer(name, connection, neuron), then pass network.layers (or use "
+                "pysnn.network.Sequential, which registers them)"
+            )
         self.defaults = defaults
         self.process_group = process_group
         self.layers: "OrderedDict[str, _Layer]" = OrderedDict(
@@ -1764,6 +1773,8 @@ class TripletSTDP(LearningRule):
         when the rule is built.
     :param backend: keyword-only, ``"auto"``, ``"torch"`` or ``"native"`` (see
         :class:`LearningRule`).
+    :param process_group: keyword-only, synchronise over these ranks (see
+        :class:`LearningRule` and :mod:`pysnn.distributed`).
 
     :data:`PFISTER_GERSTNER_2006` holds the paper's minimal all-to-all fits as keywords:
     ``TripletSTDP(net.layers, **PFISTER_GERSTNER_2006["visual_cortex"])``.
@@ -1788,6 +1799,7 @@ class TripletSTDP(LearningRule):
         w_max: Optional[float] = None,
         dt: Optional[float] = None,
         backend: str = "auto",
+        process_group: Any = None,
     ) -> None:
         owner = type(self).__name__
         amplitudes = dict(a2_plus=a2_plus, a3_plus=a3_plus, a2_minus=a2_minus, a3_minus=a3_minus)
@@ -1798,7 +1810,7 @@ class TripletSTDP(LearningRule):
             dt = _check_real(dt, "dt", owner, low=0.0, low_open=True)
         w_min, w_max = _check_bounds(w_min, w_max, owner)
         defaults = dict(**amplitudes, **taus, w_min=w_min, w_max=w_max, dt=dt)
-        super().__init__(layers, defaults, backend=backend)
+        super().__init__(layers, defaults, backend=backend, process_group=process_group)
         for key, value in {**amplitudes, **taus}.items():
             setattr(self, key, value)
         self.w_min, self.w_max, self.dt = w_min, w_max, dt
@@ -1889,6 +1901,8 @@ class Hebbian(LearningRule):
     :param w_max: keyword-only, optional upper weight bound.
     :param backend: keyword-only, ``"auto"``, ``"torch"`` or ``"native"`` (see
         :class:`LearningRule`).
+    :param process_group: keyword-only, synchronise over these ranks (see
+        :class:`LearningRule` and :mod:`pysnn.distributed`).
 
     :meth:`update_state` and :meth:`reset_state` do nothing (no state between steps).
     """
@@ -1902,13 +1916,14 @@ class Hebbian(LearningRule):
         w_min: Optional[float] = None,
         w_max: Optional[float] = None,
         backend: str = "auto",
+        process_group: Any = None,
     ) -> None:
         owner = type(self).__name__
         lr = _check_real(lr, "lr", owner, low=0.0, low_open=True)
         decay = _check_real(decay, "decay", owner, low=0.0, high=1.0)
         w_min, w_max = _check_bounds(w_min, w_max, owner)
         defaults = dict(lr=lr, decay=decay, w_min=w_min, w_max=w_max)
-        super().__init__(layers, defaults, backend=backend)
+        super().__init__(layers, defaults, backend=backend, process_group=process_group)
         self.lr, self.decay = lr, decay
         self.w_min, self.w_max = w_min, w_max
 

@@ -149,11 +149,10 @@ def _rule(name, layers, group):
     from pysnn.learning import MSTDP, MSTDPET, STDP, FedeSTDP, Hebbian, TripletSTDP
 
     key = dict(process_group=group)
-    if name in ("triplet", "hebbian"):  # through the settable attribute of LearningRule
-        if name == "triplet":
-            rule = TripletSTDP(layers, 0.02, 0.02, 0.02, 0.01, w_min=0.0, w_max=1.0)
-        else:
-            rule = Hebbian(layers, 0.05, decay=0.01, w_min=0.0, w_max=1.0)
+    if name == "triplet":
+        return TripletSTDP(layers, 0.02, 0.02, 0.02, 0.01, w_min=0.0, w_max=1.0, **key)
+    if name == "hebbian":  # through the settable attribute of LearningRule
+        rule = Hebbian(layers, 0.05, decay=0.01, w_min=0.0, w_max=1.0)
         rule.process_group = group
         return rule
     if name == "stdp":

@@ -786,21 +786,24 @@ def test_helpers_reject_unknown_con_type():
         rule.reduce_connections(torch.ones(1, 2, 3), "dense")
 
 
-@pytest.mark.parametrize("rule_type", [LearningRule, STDP, MSTDP, MSTDPET, FedeSTDP])
-def test_empty_rule_constructs_and_does_nothing(rule_type):
+def test_empty_base_rule_constructs_and_does_nothing():
     """PySNN's tests build ``LearningRule(OrderedDict(), {})`` to call its helpers."""
+    rule = LearningRule(OrderedDict(), {})
+    assert len(rule.layers) == 0
+
+
+@pytest.mark.parametrize("rule_type", [STDP, MSTDP, MSTDPET, FedeSTDP])
+def test_an_empty_concrete_rule_is_refused(rule_type):
+    """A concrete rule with no layers would silently train nothing (a network whose layers were
+    never registered): it is refused, naming add_layer."""
     args = {
-        LearningRule: ({},),
         STDP: (0.1, 1.0, 1.0),
         MSTDP: (1.0, 1.0, 0.1),
         MSTDPET: (1.0, 1.0, 0.1, 0.5),
         FedeSTDP: (0.1, 0.5, 0.5),
     }[rule_type]
-    rule = rule_type(OrderedDict(), *args)
-    assert len(rule.layers) == 0
-    rule.update_state()
-    rule.step(*(() if rule_type in (STDP, FedeSTDP) else (1.0,)))
-    rule.reset_state()
+    with pytest.raises(ValueError, match="layers is empty.*add_layer"):
+        rule_type(OrderedDict(), *args)
 
 
 def test_pysnn_helper_cases_on_an_empty_rule():

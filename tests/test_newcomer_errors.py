@@ -95,3 +95,53 @@ def test_inputs_that_fit_no_axis_say_the_shape_expected():
     assert "time is the last axis" in message and "cells_shape (1, 1, 3)" in message
     assert "give inputs of shape (1, 1, 3) + (T,)" in message
     assert "movedim" not in message
+
+
+# -- learning rules on a network without registered layers ---------------------------------------
+@pytest.mark.parametrize("rule_name", ["STDP", "MSTDP", "MSTDPET", "FedeSTDP", "Hebbian"])
+def test_a_rule_on_a_network_without_layers_mentions_add_layer(rule_name):
+    from pysnn import learning
+    from pysnn.network import SNNNetwork
+
+    arguments = {
+        "STDP": (0.01, 1.0, 1.0),
+        "MSTDP": (1.0, 1.0, 0.01),
+        "MSTDPET": (1.0, 1.0, 0.01, 0.9),
+        "FedeSTDP": (0.01, 0.5, 0.5),
+        "Hebbian": (0.01,),
+    }[rule_name]
+    with pytest.raises(ValueError) as info:
+        getattr(learning, rule_name)(SNNNetwork().layers, *arguments)
+    message = str(info.value)
+    assert message.startswith(f"{rule_name}: layers is empty")
+    assert "add_layer(name, connection, neuron)" in message and "Sequential" in message
+
+
+def test_the_base_rule_may_still_be_built_empty_for_its_helpers():
+    from collections import OrderedDict
+
+    from pysnn.learning import LearningRule
+
+    rule = LearningRule(OrderedDict(), {})
+    assert len(rule.layers) == 0
+
+
+def test_rules_take_every_parameter_by_name():
+    """Keyword calls give the rules of the positional calls (PySNN's orders)."""
+    import torch
+
+    from pysnn.learning import MSTDPET, STDP
+    from pysnn.network import Sequential
+    from pysnn.connection import Linear
+    from pysnn.neuron import Input, LIFNeuron
+
+    def net():
+        torch.manual_seed(0)
+        return Sequential(Input((2, 1, 4)), Linear(4, 3, 2), LIFNeuron((2, 1, 3), thresh=1.0))
+
+    by_position = STDP(net().layers, 0.01, 0.9, 0.8)
+    by_name = STDP(layers=net().layers, lr=0.01, a_plus=0.9, a_minus=0.8)
+    assert by_position.defaults == by_name.defaults
+    by_position = MSTDPET(net().layers, 0.5, 0.6, 0.01, 0.9)
+    by_name = MSTDPET(layers=net().layers, a_pre=0.5, a_post=0.6, lr=0.01, e_trace_decay=0.9)
+    assert by_position.defaults == by_name.defaults
