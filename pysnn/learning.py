@@ -1168,8 +1168,9 @@ class STDP(LearningRule):
 
     :param layers: the layers to train (see :class:`LearningRule`).
     :param lr: learning rate :math:`\eta > 0` (weight units per unit of trace).
-    :param a_plus: potentiation amplitude :math:`a_+ \ge 0`.
-    :param a_minus: depression amplitude :math:`a_- \ge 0`.
+    :param a_plus: potentiation amplitude :math:`a_+ \ge 0` (default 1: ``lr`` sets the scale).
+    :param a_minus: depression amplitude :math:`a_- \ge 0` (default 1, a balanced window;
+        Diehl & Cook-style networks use values around 1).
     :param w_min: lower weight bound (``-inf`` allowed with ``"additive"``).
     :param w_max: upper weight bound, ``> w_min`` (``inf`` allowed with ``"additive"``).
     :param weight_dependence: ``"additive"`` or ``"multiplicative"``.
@@ -1188,8 +1189,8 @@ class STDP(LearningRule):
         self,
         layers: "OrderedDict[str, Dict[str, Any]]",
         lr: float,
-        a_plus: float,
-        a_minus: float,
+        a_plus: float = 1.0,
+        a_minus: float = 1.0,
         w_min: float = 0.0,
         w_max: float = 1.0,
         weight_dependence: str = "additive",

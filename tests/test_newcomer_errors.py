@@ -145,3 +145,16 @@ def test_rules_take_every_parameter_by_name():
     by_position = MSTDPET(net().layers, 0.5, 0.6, 0.01, 0.9)
     by_name = MSTDPET(layers=net().layers, a_pre=0.5, a_post=0.6, lr=0.01, e_trace_decay=0.9)
     assert by_position.defaults == by_name.defaults
+
+
+def test_stdp_amplitudes_default_to_one():
+    import torch
+
+    from pysnn.connection import Linear
+    from pysnn.learning import STDP
+    from pysnn.network import Sequential
+    from pysnn.neuron import Input, LIFNeuron
+
+    torch.manual_seed(0)
+    net = Sequential(Input((2, 1, 4)), Linear(4, 3, 2), LIFNeuron((2, 1, 3), thresh=1.0))
+    assert STDP(net.layers, 0.01).defaults == STDP(net.layers, 0.01, 1.0, 1.0).defaults
