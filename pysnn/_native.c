@@ -125,21 +125,29 @@ struct neuron_args {
 #define SUFFIX f32
 #define FMA fmaf
 #define NEARBYINT nearbyintf
+#define BITS uint32_t
+#define MINUS_ZERO UINT32_C(0x80000000)
 #include "_native_kernels.h"
 #undef T
 #undef SUFFIX
 #undef FMA
 #undef NEARBYINT
+#undef BITS
+#undef MINUS_ZERO
 
 #define T double
 #define SUFFIX f64
 #define FMA fma
 #define NEARBYINT nearbyint
+#define BITS uint64_t
+#define MINUS_ZERO UINT64_C(0x8000000000000000)
 #include "_native_kernels.h"
 #undef T
 #undef SUFFIX
 #undef FMA
 #undef NEARBYINT
+#undef BITS
+#undef MINUS_ZERO
 
 /* ---------------------------------------------------------------------------------------------
  * Python bindings (METH_FASTCALL). The step kernels take the address of their argument struct
@@ -490,6 +498,142 @@ static PyObject *py_product_bounded(PyObject *self, PyObject *const *args, Py_ss
     Py_RETURN_TRUE;
 }
 
+/* ordered_update(is_double, out, n_out, n_in, depth, p, q, alpha, beta, w_min, w_max, crossover)
+ *
+ * A learning rule's update of `out` (O, I) from its stacked factors p (depth, O) and q
+ * (depth, I), in the fixed order of learning._ordered_update (see ordered_rows): the same
+ * numbers on every CPU, thread count and backend. Most factors are zero when few neurons spike
+ * (a neuron's spike and trace are both 0 until it first fires), so when the products with two
+ * nonzero factors number at most `crossover` times the dense ones, and the factors are finite
+ * and `out` is clean after the beta pass, only those are taken (event_update): the same numbers
+ * again. crossover < 0: always dense; inf: event-driven wherever it gives the same numbers.
+ * Returns 1 (dense) or 2 (event-driven). */
+static PyObject *py_ordered_update(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    void *a[7];
+    double value[5];
+    int has[5];
+    (void)self;
+    if (nargs != 12) {
+        PyErr_Format(PyExc_TypeError, "ordered_update expects 12 arguments, got %zd", nargs);
+        return NULL;
+    }
+    if (parse_args(args, 7, 7, "ordered_update", a) < 0)
+        return NULL;
+    for (int k = 0; k < 5; ++k) {
+        has[k] = args[7 + k] != Py_None;
+        value[k] = has[k] ? PyFloat_AsDouble(args[7 + k]) : 0.0;
+        if (value[k] == -1.0 && PyErr_Occurred())
+            return NULL;
+    }
+    if (!has[0] || !has[1] || !has[4]) {
+        PyErr_SetString(PyExc_TypeError, "ordered_update: alpha, beta and crossover are floats");
+        return NULL;
+    }
+    const int is_double = AS_INT(a[0]);
+    const Py_ssize_t n_out = AS_SIZE(a[2]), n_in = AS_SIZE(a[3]), depth = AS_SIZE(a[4]);
+    if (n_out > INT32_MAX || n_in > INT32_MAX || depth < 0) {
+        PyErr_SetString(PyExc_ValueError, "ordered_update: sizes out of range");
+        return NULL;
+    }
+    char *const out = a[1];
+    const char *const p = a[5], *const q = a[6];
+    const double crossover = value[4];
+    /* the eager function clears `out` for a beta of 0 and multiplies by any other (rounded) */
+    int beta_zero = value[1] == 0.0;
+    /* an alpha that is not finite (in the dtype) makes 0·alpha NaN: only the dense form has it */
+    const int alpha_finite = is_double ? isfinite(value[0]) : isfinite((float)value[0]);
+    int path = 1;
+    int32_t *indices = NULL;
+    Py_ssize_t *counts = NULL;
+    uint8_t *changed = NULL;
+    if (crossover >= 0 && depth > 0 && alpha_finite) {
+        indices = malloc(sizeof(int32_t) * (size_t)depth * (size_t)(n_out + n_in));
+        counts = malloc(sizeof(Py_ssize_t) * 2 * (size_t)depth);
+        changed = calloc((size_t)n_out, 1);
+        if (indices == NULL || counts == NULL || changed == NULL) {
+            free(indices);
+            free(counts);
+            free(changed);
+            return PyErr_NoMemory();
+        }
+        int32_t *const rows = indices, *const cols = indices + depth * n_out;
+        Py_ssize_t *const n_rows = counts, *const n_cols = counts + depth;
+        double work = 0;
+        path = 2;
+        for (Py_ssize_t j = 0; j < depth && path == 2; ++j) {
+            if (is_double) {
+                n_rows[j] = nonzero_f64((const double *)p + j * n_out, n_out, rows + j * n_out);
+                n_cols[j] = nonzero_f64((const double *)q + j * n_in, n_in, cols + j * n_in);
+            } else {
+                n_rows[j] = nonzero_f32((const float *)p + j * n_out, n_out, rows + j * n_out);
+                n_cols[j] = nonzero_f32((const float *)q + j * n_in, n_in, cols + j * n_in);
+            }
+            if (n_rows[j] < 0 || n_cols[j] < 0)
+                path = 1; /* a factor that is not finite */
+            else
+                work += (double)n_rows[j] * (double)n_cols[j];
+        }
+        if (path == 2 && work > crossover * (double)depth * (double)n_out * (double)n_in)
+            path = 1;
+        if (path == 2) {
+            const Py_ssize_t n = n_out * n_in, size = is_double ? 8 : 4;
+            int clean = 1;
+            const int threads = team_size(n, n);
+#pragma omp parallel num_threads(threads) reduction(&& : clean)
+            {
+                const int part = THREAD_INDEX(), parts = THREAD_COUNT();
+                /* blocks of whole cache lines (16 floats, 8 doubles) */
+                const Py_ssize_t first = block_start(n, part, parts, 64 / size);
+                const Py_ssize_t count = block_start(n, part + 1, parts, 64 / size) - first;
+                clean = is_double ? clean_rows_f64((double *)out + first, count, value[1],
+                                                   beta_zero, has[2], value[2], has[3], value[3])
+                                  : clean_rows_f32((float *)out + first, count, (float)value[1],
+                                                   beta_zero, has[2], (float)value[2], has[3],
+                                                   (float)value[3]);
+            }
+            if (clean) {
+                if (is_double)
+                    event_update_f64((double *)out, n_out, n_in, depth, (const double *)p,
+                                     (const double *)q, value[0], rows, n_rows, cols, n_cols,
+                                     changed, has[2], value[2], has[3], value[3]);
+                else
+                    event_update_f32((float *)out, n_out, n_in, depth, (const float *)p,
+                                     (const float *)q, (float)value[0], rows, n_rows, cols,
+                                     n_cols, changed, has[2], (float)value[2], has[3],
+                                     (float)value[3]);
+            } else {
+                value[1] = 1.0; /* the beta pass is done: the dense form takes the rest */
+                beta_zero = 0;
+                path = 3;
+            }
+        }
+    }
+    free(indices);
+    free(counts);
+    free(changed);
+    if (path != 2) {
+        const int threads = team_size(n_out * n_in * (depth > 0 ? depth : 1), n_out);
+#pragma omp parallel num_threads(threads)
+        {
+            const int part = THREAD_INDEX(), parts = THREAD_COUNT();
+            const Py_ssize_t first = block_start(n_out, part, parts, 1);
+            const Py_ssize_t last = block_start(n_out, part + 1, parts, 1);
+            if (is_double)
+                ordered_rows_f64((double *)out, first, last, n_out, n_in, depth,
+                                 (const double *)p, (const double *)q, value[0], value[1],
+                                 beta_zero, has[2], value[2], has[3], value[3]);
+            else
+                ordered_rows_f32((float *)out, first, last, n_out, n_in, depth,
+                                 (const float *)p, (const float *)q, (float)value[0],
+                                 (float)value[1], beta_zero, has[2], (float)value[2], has[3],
+                                 (float)value[3]);
+        }
+        path = 1;
+    }
+    return PyLong_FromLong(path);
+}
+
 /* stack_terms(n_terms, rows, n_post, n_pre, is_double, p, q,
  *             then per term: pre, pre_is_bool, post, post_is_bool, coef (a float))
  * p[t] = coef_t * post_t (rows x n_post), q[t] = pre_t (rows x n_pre). */
@@ -629,6 +773,8 @@ static PyMethodDef methods[] = {
      "Presynaptic step and W @ spikes on all threads."},
     {"product_bounded", (PyCFunction)(void (*)(void))py_product_bounded, METH_FASTCALL,
      "A learning rule's weight product and bounds, on all threads."},
+    {"ordered_update", (PyCFunction)(void (*)(void))py_ordered_update, METH_FASTCALL,
+     "A learning rule's ordered weight update, dense or event-driven."},
     {"stack_terms", (PyCFunction)(void (*)(void))py_stack_terms, METH_FASTCALL,
      "Fill the stacked factor matrices of a learning rule's matrix product."},
     {"neuron_step", (PyCFunction)(void (*)(void))py_neuron_step, METH_FASTCALL,

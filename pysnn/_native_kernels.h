@@ -259,6 +259,132 @@ static void KERNEL(gather)(const struct neuron_args *a, T *target, Py_ssize_t fi
     }
 }
 
+/* torch.clamp's bounds on one row: max with low, then min with high, NaN kept. */
+static ALWAYS_INLINE void KERNEL(clamp_row)(T *restrict row, Py_ssize_t n, const int has_low,
+                                            const T low, const int has_high, const T high)
+{
+    if (has_low)
+        for (Py_ssize_t i = 0; i < n; ++i)
+            row[i] = row[i] < low ? low : row[i];
+    if (has_high)
+        for (Py_ssize_t i = 0; i < n; ++i)
+            row[i] = row[i] > high ? high : row[i];
+}
+
+/* The ordered update of a learning rule's weights (learning._ordered_update), rows [first, last):
+ * row ← beta·row (beta 1: unchanged; zeros where `beta_zero`, i.e. beta is 0 before rounding to T:
+ * a beta that only rounds to 0 multiplies, as torch's mul_ does), then for j = 0 .. depth-1 in order
+ * row[i] ← row[i] + (p[j][o]·q[j][i])·alpha (alpha 1: not applied), each operation rounded once,
+ * then the bounds. The eager function takes the same operations, one term at a time. */
+TARGET_CLONES static void KERNEL(ordered_rows)(T *restrict out, Py_ssize_t first, Py_ssize_t last,
+                                               Py_ssize_t n_out, Py_ssize_t n_in,
+                                               Py_ssize_t depth, const T *restrict p,
+                                               const T *restrict q, T alpha, T beta,
+                                               const int beta_zero, const int has_low, const T low,
+                                               const int has_high, const T high)
+{
+    for (Py_ssize_t o = first; o < last; ++o) {
+        T *restrict row = out + o * n_in;
+        if (beta_zero) {
+            for (Py_ssize_t i = 0; i < n_in; ++i)
+                row[i] = 0;
+        } else if (beta != 1) {
+            for (Py_ssize_t i = 0; i < n_in; ++i)
+                row[i] = row[i] * beta;
+        }
+        for (Py_ssize_t j = 0; j < depth; ++j) {
+            const T pj = p[j * n_out + o];
+            const T *restrict qj = q + j * n_in;
+            if (alpha != 1) {
+                for (Py_ssize_t i = 0; i < n_in; ++i) {
+                    const T d = pj * qj[i];
+                    row[i] = row[i] + d * alpha;
+                }
+            } else {
+                for (Py_ssize_t i = 0; i < n_in; ++i)
+                    row[i] = row[i] + pj * qj[i];
+            }
+        }
+        KERNEL(clamp_row)(row, n_in, has_low, low, has_high, high);
+    }
+}
+
+/* The event-driven form of ordered_rows after its beta pass: only the products whose two factors
+ * are both nonzero, in the same order (a skipped product is ±0, and adding ±0 leaves a value
+ * that is not -0 unchanged), then the bounds on the rows that changed (the other values of a
+ * row are within them: checked by clean_rows). rows[j] / cols[j] list the nonzero indices of
+ * p[j] / q[j] (n_rows[j] / n_cols[j] of them). */
+static void KERNEL(event_update)(T *restrict out, Py_ssize_t n_out, Py_ssize_t n_in,
+                                 Py_ssize_t depth, const T *restrict p, const T *restrict q,
+                                 T alpha, const int32_t *rows, const Py_ssize_t *n_rows,
+                                 const int32_t *cols, const Py_ssize_t *n_cols,
+                                 uint8_t *restrict changed, const int has_low, const T low,
+                                 const int has_high, const T high)
+{
+    for (Py_ssize_t j = 0; j < depth; ++j) {
+        const int32_t *rj = rows + j * n_out, *cj = cols + j * n_in;
+        const T *restrict qj = q + j * n_in;
+        for (Py_ssize_t r = 0; r < n_rows[j]; ++r) {
+            const Py_ssize_t o = rj[r];
+            const T pj = p[j * n_out + o];
+            T *restrict row = out + o * n_in;
+            changed[o] = 1;
+            if (alpha != 1) {
+                for (Py_ssize_t c = 0; c < n_cols[j]; ++c) {
+                    const T d = pj * qj[cj[c]];
+                    row[cj[c]] = row[cj[c]] + d * alpha;
+                }
+            } else {
+                for (Py_ssize_t c = 0; c < n_cols[j]; ++c)
+                    row[cj[c]] = row[cj[c]] + pj * qj[cj[c]];
+            }
+        }
+    }
+    for (Py_ssize_t o = 0; o < n_out; ++o)
+        if (changed[o])
+            KERNEL(clamp_row)(out + o * n_in, n_in, has_low, low, has_high, high);
+}
+
+/* The beta pass of ordered_rows over all of `out`, and whether every value is then "clean":
+ * within the bounds and not -0, so that the event-driven form gives ordered_rows' numbers. */
+TARGET_CLONES static int KERNEL(clean_rows)(T *restrict out, Py_ssize_t n, T beta,
+                                            const int beta_zero, const int has_low, const T low,
+                                            const int has_high, const T high)
+{
+    if (beta_zero) {
+        for (Py_ssize_t i = 0; i < n; ++i)
+            out[i] = 0;
+    } else if (beta != 1) {
+        for (Py_ssize_t i = 0; i < n; ++i)
+            out[i] = out[i] * beta;
+    }
+    /* -0 is the bit pattern of the sign alone; reading the values' bits as integers keeps the
+     * loop vectorised (signbit() does not) */
+    const BITS *restrict bits = (const BITS *)out;
+    const T lowest = has_low ? low : -INFINITY, highest = has_high ? high : INFINITY;
+    BITS flags = 0;
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        const T v = out[i];
+        flags |= (BITS)(v < lowest) | (BITS)(v > highest) | (BITS)(bits[i] == MINUS_ZERO);
+    }
+    return !flags;
+}
+
+/* The nonzero indices of x[0 .. n) into idx; returns their number, or -1 if a value is not
+ * finite (0·inf would then be NaN in the ordered product: only the dense form gives it). */
+static Py_ssize_t KERNEL(nonzero)(const T *restrict x, Py_ssize_t n, int32_t *restrict idx)
+{
+    Py_ssize_t count = 0;
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        const T v = x[i];
+        if (!isfinite(v))
+            return -1;
+        if (v != 0)
+            idx[count++] = (int32_t)i;
+    }
+    return count;
+}
+
 #undef KERNEL
 #undef KERNEL_NAME
 #undef KERNEL_NAME2

@@ -33,6 +33,13 @@ see :class:`LearningRule`), which picks the code that fills the stacked factors 
 products (the C kernel :func:`pysnn.native.stack_terms` or PyTorch) and computes the weight
 products (the threaded :func:`pysnn.native.product_bounded` or ``addmm_``). float32 and
 float64 layers compute in their own dtype on both paths.
+
+Small batches (a stacked depth ``terms · B · L`` of at most :data:`ORDERED_DEPTH`, e.g. pair STDP
+on a Linear layer at B ≤ 4) take the fixed order of :func:`ordered_update` instead of a BLAS
+product: the same numbers on every backend, CPU and thread count. Its C twin is event-driven
+where few neurons spike: it takes only the products of two nonzero factors (the rows of neurons
+that spiked or have a trace, the columns of inputs that spiked), which gives the same numbers bit
+for bit, and falls back to the dense pass where that is faster (:data:`pysnn.native.EVENT_CROSSOVER`).
 """
 
 import math
@@ -658,6 +665,63 @@ class _Layer(Mapping):
         native.stack_terms(arguments)
         return True
 
+    def product(
+        self,
+        out: Tensor,
+        p: Tensor,
+        q: Tensor,
+        alpha: float,
+        beta: float,
+        bounds: Tuple[Optional[float], Optional[float]] = (None, None),
+        *,
+        threaded: bool = True,
+    ) -> None:
+        r"""``out ← clamp(beta·out + alpha·PᵀQ, *bounds)`` from stacked factors ``p`` (read as
+        ``(depth, O)``) and ``q`` (``(depth, K)``): :func:`ordered_update` (or its C twin, dense or
+        event-driven) up to :data:`ORDERED_DEPTH`, one BLAS product beyond (split over the
+        threads by :func:`pysnn.native.product_bounded` unless ``threaded=False``)."""
+        depth = p.numel() // self.n_post
+        use_native = self.backend != "torch" and native.enabled()
+        if depth <= ORDERED_DEPTH:
+            if not (
+                use_native
+                and native.ordered_update(out, p, q, alpha, beta, *bounds, native.EVENT_CROSSOVER)
+            ):
+                ordered_update(
+                    out,
+                    p.reshape(depth, self.n_post),
+                    q.reshape(depth, self.fan_in),
+                    alpha,
+                    beta,
+                    *bounds,
+                    scratch=self.buffer("ordered_term", out),
+                )
+            return
+        # Native product (backends "auto" and "native", Linear layers): each thread takes a
+        # block of rows of out with the BLAS ?gemm_ and clamps it. It returns False (one
+        # thread, a small product, no OpenMP/BLAS) and addmm_ runs instead, which is the
+        # documented behaviour of the native product, not an error. Split over threads, the
+        # BLAS may sum the k = T·B stacked terms in another order than addmm_ (MKL does not
+        # promise equal results across row partitions, e.g. on AMD CPUs), so the two can
+        # differ in rounding, per element and step, by at most
+        #     2·k·eps·(|beta·out_prev| + |alpha|·(|P|ᵀ|Q|)) + tiny,
+        # with eps = torch.finfo(dtype).eps = 2u: each result is within γ_(k+2) ≈ (k+2)·u of
+        # the exact value (a dot product of length k, plus the beta and alpha roundings),
+        # so they differ by at most (k+2)·eps ≤ 2·k·eps for k ≥ 2. Over steps the
+        # differences add up (beta ≤ 1 and the clamp do not enlarge them);
+        # tests/test_learning_backends.py checks this bound.
+        if (
+            threaded
+            and self.type == "linear"
+            and use_native
+            and native.product_bounded(out, p, q, alpha, beta, *bounds)
+        ):
+            return  # product and bounds per block of rows, on all threads
+        out.addmm_(
+            p.reshape(depth, self.n_post).t(), q.reshape(depth, self.fan_in), beta=beta, alpha=alpha
+        )
+        _clamp_bounds(out, *bounds)
+
     def accumulate(
         self,
         out: Tensor,
@@ -670,28 +734,9 @@ class _Layer(Mapping):
         in place (a bound of None is not applied)."""
         stack = self.stack(terms, out, scale)
         if stack is not None:
-            n = stack.n  # B·L, or W·B·L synchronised over W ranks (the factors are gathered)
-            # Native product (backends "auto" and "native", Linear layers): each thread takes a
-            # block of rows of out with the BLAS ?gemm_ and clamps it. It returns False (one
-            # thread, a small product, no OpenMP/BLAS) and addmm_ runs instead, which is the
-            # documented behaviour of the native product, not an error. Split over threads, the
-            # BLAS may sum the k = T·B stacked terms in another order than addmm_ (MKL does not
-            # promise equal results across row partitions, e.g. on AMD CPUs), so the two can
-            # differ in rounding, per element and step, by at most
-            #     2·k·eps·(|beta·out_prev| + |alpha|·(|P|ᵀ|Q|)) + tiny,   alpha = 1/N,
-            # with eps = torch.finfo(dtype).eps = 2u: each result is within γ_(k+2) ≈ (k+2)·u of
-            # the exact value (a dot product of length k, plus the beta and alpha roundings),
-            # so they differ by at most (k+2)·eps ≤ 2·k·eps for k ≥ 2. Over steps the
-            # differences add up (beta ≤ 1 and the clamp do not enlarge them);
-            # tests/test_learning_backends.py checks this bound.
-            if (
-                self.type == "linear"
-                and self.backend != "torch"
-                and native.enabled()
-                and native.product_bounded(out, stack.p, stack.q, 1.0 / n, beta, *bounds)
-            ):
-                return out  # product and bounds per block of rows, on all threads
-            out.addmm_(stack.p_matrix, stack.q_matrix, beta=beta, alpha=1.0 / n)
+            # n = B·L, or W·B·L synchronised over W ranks (the factors are gathered)
+            self.product(out, stack.p, stack.q, 1.0 / stack.n, beta, bounds)
+            return out
         elif self.process_group is not None:
             # Per-synapse delays over W ranks: the (B, O, K, L) products cannot be gathered
             # cheaply; their (O, K) sums are all-reduced (within rounding of one process).
@@ -717,19 +762,8 @@ class _Layer(Mapping):
             return outs
         stack = self.stack(terms, outs[0])
         if stack is not None:
-            n = stack.n
             for t, out in enumerate(outs):
-                p, q = stack.p[t : t + 1], stack.q[t : t + 1]
-                if (
-                    self.type == "linear"
-                    and self.backend != "torch"
-                    and native.enabled()
-                    and native.product_bounded(out, p, q, 1.0 / n, 0.0, None, None)
-                ):
-                    continue
-                out.addmm_(
-                    p.view(n, self.n_post).t(), q.view(n, self.fan_in), beta=0.0, alpha=1.0 / n
-                )
+                self.product(out, stack.p[t : t + 1], stack.q[t : t + 1], 1.0 / stack.n, 0.0)
             return outs
         like = outs[0]
         sums = self.buffer("sync_sums", like.expand((len(terms),) + tuple(like.shape)))
@@ -1302,6 +1336,57 @@ def _clamp_bounds(weight: Tensor, w_min: Optional[float], w_max: Optional[float]
         weight.clamp_(w_min, w_max)
 
 
+#: Stacked depths (terms × samples × positions) up to which a rule's matrix products take the
+#: fixed order of :func:`ordered_update` (and its event-driven C twin) instead of one BLAS product.
+ORDERED_DEPTH = 8
+
+
+def ordered_update(
+    out: Tensor,
+    p: Tensor,
+    q: Tensor,
+    alpha: float,
+    beta: float = 1.0,
+    w_min: Optional[float] = None,
+    w_max: Optional[float] = None,
+    *,
+    scratch: Optional[Tensor] = None,
+) -> Tensor:
+    r"""``out ← clamp(beta·out + alpha·pᵀq)`` in a fixed order, in place.
+
+    ``out ← beta·out`` (``beta = 1``: unchanged; ``0``: zeros), then for each row ``j`` of the
+    factors in order :math:`out_{oi} \leftarrow out_{oi} + (p_{jo} q_{ji})\cdot\alpha` (the
+    multiplication by ``alpha`` skipped when it is 1), every operation rounded once in the
+    dtype of ``out``, then the bounds: a value below ``w_min`` becomes ``w_min``, one above
+    ``w_max`` becomes ``w_max`` (NaN stays NaN). These are the numbers of the C twin
+    :func:`pysnn.native.ordered_update`, dense or event-driven, on every CPU and thread count.
+
+    :param out: ``(O, K)`` weight or eligibility trace.
+    :param p: ``(depth, O)`` factors; :param q: ``(depth, K)`` factors.
+    :param alpha: scale of the products (e.g. ``1/B`` for a batch mean).
+    :param beta: scale of ``out`` before the products.
+    :param w_min: lower bound or ``None``; :param w_max: upper bound or ``None``.
+    :param scratch: keyword-only, an ``(O, K)`` tensor to hold each term (made if ``None``).
+    :returns: ``out``.
+    """
+    if beta == 0:
+        out.zero_()
+    elif beta != 1:
+        out.mul_(beta)
+    term = torch.empty_like(out) if scratch is None else scratch
+    for j in range(p.shape[0]):
+        torch.mul(p[j].unsqueeze(1), q[j].unsqueeze(0), out=term)
+        if alpha != 1:
+            term.mul_(alpha)
+        out.add_(term)
+    # torch.clamp_ may turn -0 into +0 at a bound of 0; the comparisons keep it, as the C twin
+    if w_min is not None:
+        out.masked_fill_(out < w_min, w_min)
+    if w_max is not None:
+        out.masked_fill_(out > w_max, w_max)
+    return out
+
+
 class MSTDP(LearningRule):
     r"""Reward-modulated STDP without eligibility trace (Florian 2007).
 
@@ -1507,9 +1592,9 @@ class MSTDPET(LearningRule):
                 if stack is None:  # per-synapse delays
                     layer.accumulate(e_trace, terms, beta=self.e_trace_decay)
                     continue
-                n = stack.n  # W·B·L with a process group (the factors are gathered)
-                e_trace.addmm_(
-                    stack.p_matrix, stack.q_matrix, beta=self.e_trace_decay, alpha=1.0 / n
+                # n = W·B·L with a process group (the factors are gathered)
+                layer.product(
+                    e_trace, stack.p, stack.q, 1.0 / stack.n, self.e_trace_decay, threaded=False
                 )
 
     def _uses_stacking(self) -> bool:

@@ -682,6 +682,64 @@ def product_bounded(
     )
 
 
+#: Event-driven ordered updates run when the products with two nonzero factors number at most
+#: this fraction of the dense ones (benchmarks/learning_time.py --events measures the crossover).
+EVENT_CROSSOVER = 0.05
+
+
+def ordered_update(
+    out: Tensor,
+    p: Tensor,
+    q: Tensor,
+    alpha: float,
+    beta: float,
+    w_min: Optional[float],
+    w_max: Optional[float],
+    crossover: float = EVENT_CROSSOVER,
+) -> int:
+    """C twin of :func:`pysnn.learning.ordered_update`: ``out ← beta·out``, then
+    ``out ← out + (p_j ⊗ q_j)·alpha`` for each stacked row ``j`` in order, then the bounds.
+
+    Where few factors are nonzero (few spikes), only the products of two nonzero factors are
+    taken (event-driven), which gives the same numbers bit for bit (see ``ordered_update`` in
+    ``_native.c`` for when it applies).
+
+    :param out: ``(O, K)`` contiguous weight (or eligibility trace).
+    :param p: stacked factors read as ``(depth, O)``; ``q``: read as ``(depth, K)``.
+    :param crossover: event-driven when its products number at most this fraction of the dense
+        ones; ``-1`` never, ``math.inf`` wherever it gives the same numbers.
+    :returns: 0 (not run: another dtype, device or layout), 1 (dense) or 2 (event-driven).
+    """
+    dtype = out.dtype
+    code = _DTYPE_CODES.get(dtype)
+    if code is None or _extension is None or not _enabled or out.dim() != 2:
+        return 0
+    n_out, n_in = out.shape
+    depth = p.numel() // max(n_out, 1)
+    if not (
+        _fits(out, dtype, n_out * n_in)
+        and _fits(p, dtype, depth * n_out)
+        and _fits(q, dtype, depth * n_in)
+        and p.shape[-1] == n_out
+        and q.shape[-1] == n_in
+    ):
+        return 0
+    return _extension.ordered_update(
+        code,
+        out.data_ptr(),
+        n_out,
+        n_in,
+        depth,
+        p.data_ptr(),
+        q.data_ptr(),
+        float(alpha),
+        float(beta),
+        None if w_min is None else float(w_min),
+        None if w_max is None else float(w_max),
+        float(crossover),
+    )
+
+
 def stack_terms(arguments: Sequence) -> None:
     """Fill the stacked factors of a learning rule's matrix product (Linear layers):
     ``p[t] = c_t · post_t``, ``q[t] = pre_t``, with arguments from :func:`stack_arguments`."""

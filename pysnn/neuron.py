@@ -661,10 +661,45 @@ class BaseNeuron(BackendMixin, _StateMixin, nn.Module):
         """
         owner = type(self).__name__
         if isinstance(x, (list, tuple)):
+            summed = self._fold_pair(x) if len(x) == 2 else None
+            if summed is not None:
+                return summed
             x = _concat_fan_in(x, "input", owner)
         _check_real_input(x, "input", owner)
         _check_fan_in(x, self.cells_shape, "input", owner)
         return x.squeeze(-1) if x.shape[-1] == 1 else x.sum(-1)
+
+    def _fold_pair(self, pair: Sequence[Tensor]) -> Optional[Tensor]:
+        """Two ``cells_shape + (1,)`` float inputs (e.g. excitation and inhibition), folded as
+        ``torch.cat(...).sum(-1)`` folds them, into a buffer kept between steps: the sum starts
+        from +0, so ``(a + b) + 0`` (which turns only a -0 result into +0) gives its numbers, sign
+        of zero included, without the concatenated copy. None where that does not apply."""
+        first, second = pair
+        shape = self._buffers["v_cell"].shape
+        if not (
+            type(first) is Tensor
+            and type(second) is Tensor
+            and first.dim() == len(shape) + 1
+            and first.shape[-1] == 1
+            and first.shape == second.shape
+            and first.shape[:-1] == shape
+            and first.dtype == second.dtype
+            and first.dtype.is_floating_point
+            and first.device == second.device
+            and not (first.requires_grad or second.requires_grad)
+        ):
+            return None
+        summed = self.__dict__.get("_fold_sum")
+        if (
+            summed is None
+            or summed.dtype != first.dtype
+            or summed.device != first.device
+            or summed.shape != shape
+        ):
+            summed = torch.empty(shape, dtype=first.dtype, device=first.device)
+            self.__dict__["_fold_sum"] = summed
+        torch.add(first.squeeze(-1), second.squeeze(-1), out=summed)
+        return summed.add_(0.0)
 
     def unfold(self, x: Tensor) -> Tensor:
         """Reshape ``x`` to ``cells_shape + (R,)`` (the inverse of folding for ``R`` synapses)."""

@@ -16,7 +16,9 @@ MSTDPET with a shared reward, TripletSTDP and Hebbian (given the group through t
 ``DiehlCook2015``. Each step makes one collective per layer and reads no tensor value back to
 the host (profiler: no ``aten::item``).
 Within float rounding (an all-reduce of sums, another summation order): per-synapse (tensor)
-delays, and the weight step of ``MSTDPET(per_sample_reward=True)``; held to ``RTOL``.
+delays, and the weight step of ``MSTDPET(per_sample_reward=True)``; held to ``RTOL_REDUCED``.
+The per-sample eligibility traces of that rule come from a batched product over each rank's
+samples, which the BLAS may block differently for another batch size: held to ``RTOL``.
 
 Never hangs: the process group has a 30 s timeout, the pair is killed at ``PAIR_TIMEOUT`` and
 as soon as one rank fails.
@@ -41,6 +43,9 @@ B_LOCAL = 2
 B_TOTAL = WORLD * B_LOCAL
 STEPS = 10
 RTOL = 1e-6  # float32, relative to the largest |weight|
+# An all-reduce sums in another order than one process: each of the STEPS updates may differ by
+# a few float32 eps of the largest weight (1.06e-6 after 10 steps seen on an AMD EPYC with MKL).
+RTOL_REDUCED = STEPS * 8 * torch.finfo(torch.float32).eps
 HOST_READS = {"aten::item", "aten::_local_scalar_dense", "aten::is_nonzero"}
 PAIR_TIMEOUT = 120.0
 
@@ -416,12 +421,15 @@ def test_two_ranks_match_one_process_with_the_concatenated_batch(reports, case):
         assert result["host_reads"] == [], "a step read a tensor value back to the host"
         diff, exact = result["weight"]
         if case in ALL_REDUCED:
-            assert diff <= RTOL, (rank, diff)
+            assert diff <= RTOL_REDUCED, (rank, diff)
         else:
             assert exact, (rank, diff)
         if "e_trace" in result:
             diff, exact = result["e_trace"]
-            assert diff <= RTOL and (exact or case.endswith("/tensor")), (rank, diff)
+            # per-sample traces: a batched product over this rank's samples, which MKL may
+            # block differently from the reference's larger batch (seen on an AMD EPYC)
+            per_sample = case.startswith("mstdpet-per-sample")
+            assert diff <= RTOL and (exact or case.endswith("/tensor") or per_sample), (rank, diff)
 
 
 def test_diehl_cook_theta_and_weights_stay_equal_across_ranks(reports):

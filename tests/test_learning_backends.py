@@ -6,8 +6,10 @@ with a shared and a per-sample eligibility trace, FedeSTDP) trains Linear layers
 (the stacking kernel :func:`pysnn.native.stack_terms` and the threaded product
 :func:`pysnn.native.product_bounded`), on the same inputs:
 
-* on one thread the weights are equal bit for bit (``product_bounded`` declines one thread and
-  both backends run the same ``addmm_`` on factors that the kernel fills exactly as PyTorch);
+* on one thread the weights are equal bit for bit (four samples: a stacked depth of 8, which
+  both backends take in the fixed order of :func:`pysnn.learning.ordered_update`, on factors
+  that the kernel fills exactly as PyTorch; tests/test_events.py covers that order on any
+  number of threads);
 * on two threads, with a weight of more than 8192 values, ``product_bounded`` gives each thread
   a block of rows of the product with the BLAS ``?gemm_``, which may sum the stacked terms in
   another order than ``addmm_`` (MKL does not promise equal results across row partitions; it
@@ -263,11 +265,12 @@ def soft_bound_step_bound(diff, w_abs, pot_pq, dep_pq, alpha, w_max, eps, tiny):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("name", RULES)
 def test_backends_agree_within_the_rounding_bound_on_two_threads(calls, name, dtype):
-    """A weight of 2048 × 7 = 14336 values on two threads: ``|W_native − W_torch|`` stays
+    """A weight of 2048 × 7 = 14336 values on two threads, nine samples: ``|W_native − W_torch|`` stays
     within the accumulated rounding bound of the module docstring at every step; the bounds
     of the rule bind; the torch rule never calls a native helper."""
     eps, tiny = torch.finfo(dtype).eps, torch.finfo(dtype).tiny
-    (n_in, w_high, w_max, lr), batch, n_out = BIG, 4, 7
+    # B = 9: a depth of 9 per term > ORDERED_DEPTH, so the threaded BLAS product runs
+    (n_in, w_high, w_max, lr), batch, n_out = BIG, 9, 7
     potentiate, depress = lr * A_PLUS, lr * A_MINUS
     with torch_threads(2):
         net = Chain(batch, n_in, n_out, 44, w_high, 0.6).to(dtype)
