@@ -362,16 +362,18 @@ class _Layer(Mapping):
         return f"<layer {self.name!r} ({self.type}), rule state {sorted(self.state)}>"
 
     # -- helpers for the rules -----------------------------------------------------------------
-    def buffer(self, key: str, like: Tensor) -> Tensor:
-        """A scratch tensor shaped like ``like``, kept between steps (remade if ``like`` moved)."""
+    def buffer(self, key: str, like: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
+        """A scratch tensor shaped like ``like`` (of ``dtype``, default ``like``'s), kept between
+        steps (remade if ``like`` moved)."""
         buf = self._workspace.get(key)
+        dtype = like.dtype if dtype is None else dtype
         if (
             buf is None
             or buf.shape != like.shape
-            or buf.dtype != like.dtype
+            or buf.dtype != dtype
             or buf.device != like.device
         ):
-            buf = torch.empty_like(like, memory_format=torch.contiguous_format)
+            buf = torch.empty_like(like, dtype=dtype, memory_format=torch.contiguous_format)
             self._workspace[key] = buf
         return buf
 
@@ -695,6 +697,11 @@ class _Layer(Mapping):
                     beta,
                     *bounds,
                     scratch=self.buffer("ordered_term", out),
+                    mask=(
+                        self.buffer("ordered_mask", out, torch.bool)
+                        if bounds != (None, None)
+                        else None
+                    ),
                 )
             return
         # Native product (backends "auto" and "native", Linear layers): each thread takes a
@@ -1351,6 +1358,7 @@ def ordered_update(
     w_max: Optional[float] = None,
     *,
     scratch: Optional[Tensor] = None,
+    mask: Optional[Tensor] = None,
 ) -> Tensor:
     r"""``out ← clamp(beta·out + alpha·pᵀq)`` in a fixed order, in place.
 
@@ -1367,6 +1375,8 @@ def ordered_update(
     :param beta: scale of ``out`` before the products.
     :param w_min: lower bound or ``None``; :param w_max: upper bound or ``None``.
     :param scratch: keyword-only, an ``(O, K)`` tensor to hold each term (made if ``None``).
+    :param mask: keyword-only, an ``(O, K)`` bool tensor to hold the bound tests (made if
+        ``None``): a rule's step then allocates nothing.
     :returns: ``out``.
     """
     if beta == 0:
@@ -1380,10 +1390,12 @@ def ordered_update(
             term.mul_(alpha)
         out.add_(term)
     # torch.clamp_ may turn -0 into +0 at a bound of 0; the comparisons keep it, as the C twin
+    if (w_min is not None or w_max is not None) and mask is None:
+        mask = torch.empty(out.shape, dtype=torch.bool, device=out.device)
     if w_min is not None:
-        out.masked_fill_(out < w_min, w_min)
+        out.masked_fill_(torch.lt(out, w_min, out=mask), w_min)
     if w_max is not None:
-        out.masked_fill_(out > w_max, w_max)
+        out.masked_fill_(torch.gt(out, w_max, out=mask), w_max)
     return out
 
 
