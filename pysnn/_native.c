@@ -593,15 +593,23 @@ static PyObject *py_ordered_update(PyObject *self, PyObject *const *args, Py_ssi
                                                    (float)value[3]);
             }
             if (clean) {
-                if (is_double)
-                    event_update_f64((double *)out, n_out, n_in, depth, (const double *)p,
-                                     (const double *)q, value[0], rows, n_rows, cols, n_cols,
-                                     changed, has[2], value[2], has[3], value[3]);
-                else
-                    event_update_f32((float *)out, n_out, n_in, depth, (const float *)p,
-                                     (const float *)q, (float)value[0], rows, n_rows, cols,
-                                     n_cols, changed, has[2], (float)value[2], has[3],
-                                     (float)value[3]);
+                const int team = threads; /* the scan's team, still awake */
+#pragma omp parallel num_threads(team)
+                {
+                    const int part = THREAD_INDEX(), parts = THREAD_COUNT();
+                    const Py_ssize_t first = block_start(n_out, part, parts, 1);
+                    const Py_ssize_t last = block_start(n_out, part + 1, parts, 1);
+                    if (is_double)
+                        event_update_f64((double *)out, first, last, n_out, n_in, depth,
+                                         (const double *)p, (const double *)q, value[0], rows,
+                                         n_rows, cols, n_cols, changed, has[2], value[2], has[3],
+                                         value[3]);
+                    else
+                        event_update_f32((float *)out, first, last, n_out, n_in, depth,
+                                         (const float *)p, (const float *)q, (float)value[0],
+                                         rows, n_rows, cols, n_cols, changed, has[2],
+                                         (float)value[2], has[3], (float)value[3]);
+                }
             } else {
                 value[1] = 1.0; /* the beta pass is done: the dense form takes the rest */
                 beta_zero = 0;

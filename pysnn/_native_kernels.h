@@ -312,11 +312,13 @@ TARGET_CLONES static void KERNEL(ordered_rows)(T *restrict out, Py_ssize_t first
 /* The event-driven form of ordered_rows after its beta pass: only the products whose two factors
  * are both nonzero, in the same order (a skipped product is ±0, and adding ±0 leaves a value
  * that is not -0 unchanged), then the bounds on the rows that changed (the other values of a
- * row are within them: checked by clean_rows). rows[j] / cols[j] list the nonzero indices of
- * p[j] / q[j] (n_rows[j] / n_cols[j] of them). */
-static void KERNEL(event_update)(T *restrict out, Py_ssize_t n_out, Py_ssize_t n_in,
-                                 Py_ssize_t depth, const T *restrict p, const T *restrict q,
-                                 T alpha, const int32_t *rows, const Py_ssize_t *n_rows,
+ * row are within them: checked by clean_rows), for the rows [first, last) (a thread's block:
+ * rows are independent). rows[j] / cols[j] list the nonzero indices of p[j] / q[j] in
+ * ascending order (n_rows[j] / n_cols[j] of them). */
+static void KERNEL(event_update)(T *restrict out, Py_ssize_t first, Py_ssize_t last,
+                                 Py_ssize_t n_out, Py_ssize_t n_in, Py_ssize_t depth,
+                                 const T *restrict p, const T *restrict q, T alpha,
+                                 const int32_t *rows, const Py_ssize_t *n_rows,
                                  const int32_t *cols, const Py_ssize_t *n_cols,
                                  uint8_t *restrict changed, const int has_low, const T low,
                                  const int has_high, const T high)
@@ -326,6 +328,10 @@ static void KERNEL(event_update)(T *restrict out, Py_ssize_t n_out, Py_ssize_t n
         const T *restrict qj = q + j * n_in;
         for (Py_ssize_t r = 0; r < n_rows[j]; ++r) {
             const Py_ssize_t o = rj[r];
+            if (o < first)
+                continue;
+            if (o >= last)
+                break; /* the indices ascend */
             const T pj = p[j * n_out + o];
             T *restrict row = out + o * n_in;
             changed[o] = 1;
@@ -340,7 +346,7 @@ static void KERNEL(event_update)(T *restrict out, Py_ssize_t n_out, Py_ssize_t n
             }
         }
     }
-    for (Py_ssize_t o = 0; o < n_out; ++o)
+    for (Py_ssize_t o = first; o < last; ++o)
         if (changed[o])
             KERNEL(clamp_row)(out + o * n_in, n_in, has_low, low, has_high, high);
 }

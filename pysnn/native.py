@@ -683,7 +683,7 @@ def product_bounded(
 
 
 #: Event-driven ordered updates run when the products with two nonzero factors number at most
-#: this fraction of the dense ones (benchmarks/learning_time.py --events measures the crossover).
+#: this fraction of the dense ones (benchmarks/event_crossover.py measures the crossover).
 EVENT_CROSSOVER = 0.05
 
 

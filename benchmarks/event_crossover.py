@@ -1,0 +1,65 @@
+"""Where the event-driven weight update stops paying: the crossover behind ``EVENT_CROSSOVER``.
+
+Usage: ``python benchmarks/event_crossover.py [--threads 2] [--depth 2] [--quick]``
+
+:func:`pysnn.native.ordered_update` takes only the products of two nonzero factors when they
+number at most ``pysnn.native.EVENT_CROSSOVER`` times the dense ones. This script times it on
+a (400, 784) weight (Diehl & Cook's input layer) with the event path forced (crossover
+``inf``) and forbidden (``-1``), interleaved, for factors of growing density, and prints the
+work fraction (products taken by the event path / dense products) and both times. Where the
+event time passes the dense one is the crossover. Each factor row ``j`` has the same density
+in ``p`` and ``q``, so the work fraction is about the density squared.
+"""
+
+import argparse
+import math
+import statistics
+import time
+
+import torch
+
+from pysnn import native
+
+
+def time_update(out: torch.Tensor, p, q, crossover: float, repeats: int) -> float:
+    start = time.perf_counter()
+    for _ in range(repeats):
+        native.ordered_update(out, p, q, 1e-4, 1.0, 0.0, 1.0, crossover)
+    return (time.perf_counter() - start) / repeats * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--depth", type=int, default=2, help="stacked factor rows (2 = batch 1)")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if not native.enabled():
+        raise SystemExit("the native kernels are not built or are switched off")
+    torch.set_num_threads(args.threads)
+    repeats, rounds = (50, 3) if args.quick else (200, 7)
+    gen = torch.Generator().manual_seed(0)
+    out = 0.2 + 0.6 * torch.rand(400, 784, generator=gen)
+    print(f"torch {torch.__version__}, {args.threads} threads, depth {args.depth}, (400, 784)\n")
+    print("| density of p and q | work fraction | event ms | dense ms | event / dense |")
+    print("|---|---|---|---|---|")
+    for density in (0.01, 0.03, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5):
+        p = torch.rand(args.depth, 400, generator=gen) * (
+            torch.rand(args.depth, 400, generator=gen) < density
+        )
+        q = torch.rand(args.depth, 784, generator=gen) * (
+            torch.rand(args.depth, 784, generator=gen) < density
+        )
+        work = float(((p != 0).sum(1).double() * (q != 0).sum(1).double()).sum())
+        fraction = work / (args.depth * 400 * 784)
+        event, dense = [], []
+        for _ in range(rounds):  # interleaved: the machine's noise hits both alike
+            event.append(time_update(out, p, q, math.inf, repeats))
+            dense.append(time_update(out, p, q, -1.0, repeats))
+        e, d = statistics.median(event), statistics.median(dense)
+        print(f"| {density:g} | {fraction:.4f} | {e:.4f} | {d:.4f} | {e / d:.2f} |")
+    print(f"\nEVENT_CROSSOVER = {native.EVENT_CROSSOVER}")
+
+
+if __name__ == "__main__":
+    main()
