@@ -43,10 +43,12 @@
 #else
 #define ALWAYS_INLINE inline
 #endif
+/* The deepest ordered update (learning.ORDERED_DEPTH; tests/test_events.py checks they agree) */
+#define ORDERED_MAX_DEPTH 8
 /* One build runs on every x86-64 CPU and uses AVX2 + FMA (x86-64-v3) where the CPU has them (GCC
  * picks the clone when the module loads); elsewhere the portable build is used. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define TARGET_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define TARGET_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define TARGET_CLONES
 #endif
@@ -501,7 +503,7 @@ static PyObject *py_product_bounded(PyObject *self, PyObject *const *args, Py_ss
 /* ordered_update(is_double, out, n_out, n_in, depth, p, q, alpha, beta, w_min, w_max, crossover)
  *
  * A learning rule's update of `out` (O, I) from its stacked factors p (depth, O) and q
- * (depth, I), in the fixed order of learning._ordered_update (see ordered_rows): the same
+ * (depth, I), in the fixed order of learning.ordered_update (see ordered_rows): the same
  * numbers on every CPU, thread count and backend. Most factors are zero when few neurons spike
  * (a neuron's spike and trace are both 0 until it first fires), so when the products with two
  * nonzero factors number at most `crossover` times the dense ones, and the factors are finite
@@ -532,8 +534,8 @@ static PyObject *py_ordered_update(PyObject *self, PyObject *const *args, Py_ssi
     }
     const int is_double = AS_INT(a[0]);
     const Py_ssize_t n_out = AS_SIZE(a[2]), n_in = AS_SIZE(a[3]), depth = AS_SIZE(a[4]);
-    if (n_out > INT32_MAX || n_in > INT32_MAX || depth < 0) {
-        PyErr_SetString(PyExc_ValueError, "ordered_update: sizes out of range");
+    if (n_out > INT32_MAX || n_in > INT32_MAX || depth < 0 || depth > ORDERED_MAX_DEPTH) {
+        PyErr_SetString(PyExc_ValueError, "ordered_update: sizes out of range (depth at most 8)");
         return NULL;
     }
     char *const out = a[1];
@@ -546,15 +548,12 @@ static PyObject *py_ordered_update(PyObject *self, PyObject *const *args, Py_ssi
     int path = 1;
     int32_t *indices = NULL;
     Py_ssize_t *counts = NULL;
-    uint8_t *changed = NULL;
     if (crossover >= 0 && depth > 0 && alpha_finite) {
         indices = malloc(sizeof(int32_t) * (size_t)depth * (size_t)(n_out + n_in));
         counts = malloc(sizeof(Py_ssize_t) * 2 * (size_t)depth);
-        changed = calloc((size_t)n_out, 1);
-        if (indices == NULL || counts == NULL || changed == NULL) {
+        if (indices == NULL || counts == NULL) {
             free(indices);
             free(counts);
-            free(changed);
             return PyErr_NoMemory();
         }
         int32_t *const rows = indices, *const cols = indices + depth * n_out;
@@ -593,22 +592,20 @@ static PyObject *py_ordered_update(PyObject *self, PyObject *const *args, Py_ssi
                                                    (float)value[3]);
             }
             if (clean) {
-                const int team = threads; /* the scan's team, still awake */
-#pragma omp parallel num_threads(team)
+#pragma omp parallel num_threads(threads)
                 {
                     const int part = THREAD_INDEX(), parts = THREAD_COUNT();
                     const Py_ssize_t first = block_start(n_out, part, parts, 1);
                     const Py_ssize_t last = block_start(n_out, part + 1, parts, 1);
                     if (is_double)
                         event_update_f64((double *)out, first, last, n_out, n_in, depth,
-                                         (const double *)p, (const double *)q, value[0], rows,
-                                         n_rows, cols, n_cols, changed, has[2], value[2], has[3],
-                                         value[3]);
+                                         (const double *)p, (const double *)q, value[0], cols,
+                                         n_cols, has[2], value[2], has[3], value[3]);
                     else
                         event_update_f32((float *)out, first, last, n_out, n_in, depth,
                                          (const float *)p, (const float *)q, (float)value[0],
-                                         rows, n_rows, cols, n_cols, changed, has[2],
-                                         (float)value[2], has[3], (float)value[3]);
+                                         cols, n_cols, has[2], (float)value[2], has[3],
+                                         (float)value[3]);
                 }
             } else {
                 value[1] = 1.0; /* the beta pass is done: the dense form takes the rest */
@@ -619,7 +616,6 @@ static PyObject *py_ordered_update(PyObject *self, PyObject *const *args, Py_ssi
     }
     free(indices);
     free(counts);
-    free(changed);
     if (path != 2) {
         const int threads = team_size(n_out * n_in * (depth > 0 ? depth : 1), n_out);
 #pragma omp parallel num_threads(threads)
@@ -806,7 +802,9 @@ PyMODINIT_FUNC PyInit__native(void)
     const long openmp = 0;
 #endif
     /* whether large steps are split over threads (see team_size) */
-    if (extension != NULL && PyModule_AddIntConstant(extension, "openmp", openmp) < 0) {
+    if (extension != NULL &&
+        (PyModule_AddIntConstant(extension, "openmp", openmp) < 0 ||
+         PyModule_AddIntConstant(extension, "ordered_max_depth", ORDERED_MAX_DEPTH) < 0)) {
         Py_DECREF(extension);
         return NULL;
     }

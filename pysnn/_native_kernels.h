@@ -271,11 +271,55 @@ static ALWAYS_INLINE void KERNEL(clamp_row)(T *restrict row, Py_ssize_t n, const
             row[i] = row[i] > high ? high : row[i];
 }
 
-/* The ordered update of a learning rule's weights (learning._ordered_update), rows [first, last):
+/* part[i] ← part[i] + (Σ_j pv[j]·q[j·n_in + i])·alpha for i < n, the sum in order of j: the
+ * depth is a constant where ordered_rows calls it, so the loop over j unrolls and each sum is
+ * kept in a register across the terms (one load and store of part per value). */
+static ALWAYS_INLINE void KERNEL(add_terms)(T *restrict part, Py_ssize_t n, const Py_ssize_t depth,
+                                            const T *restrict pv, const T *restrict q,
+                                            Py_ssize_t n_in, const T alpha, const int scale)
+{
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        T sum = pv[0] * q[i];
+        for (Py_ssize_t j = 1; j < depth; ++j)
+            sum = sum + pv[j] * q[j * n_in + i];
+        part[i] = scale ? part[i] + sum * alpha : part[i] + sum;
+    }
+}
+
+/* row ← row + (Σ_j p[j][o]·q[j])·alpha over the whole row (add_terms with a constant depth). */
+static ALWAYS_INLINE void KERNEL(add_row_terms)(T *restrict row, Py_ssize_t o, Py_ssize_t n_out,
+                                                Py_ssize_t n_in, Py_ssize_t depth,
+                                                const T *restrict p, const T *restrict q, T alpha)
+{
+    T pv[ORDERED_MAX_DEPTH];
+    const int scale = alpha != 1;
+    for (Py_ssize_t j = 0; j < depth; ++j)
+        pv[j] = p[j * n_out + o];
+    switch (depth) {
+#define ORDERED_CASE(d)                                                                            \
+    case d:                                                                                        \
+        KERNEL(add_terms)(row, n_in, d, pv, q, n_in, alpha, scale);                                \
+        break;
+        ORDERED_CASE(1)
+        ORDERED_CASE(2)
+        ORDERED_CASE(3)
+        ORDERED_CASE(4)
+        ORDERED_CASE(5)
+        ORDERED_CASE(6)
+        ORDERED_CASE(7)
+        ORDERED_CASE(8)
+#undef ORDERED_CASE
+    default: /* depth 0: nothing to add */
+        break;
+    }
+}
+
+/* The ordered update of a learning rule's weights (learning.ordered_update), rows [first, last):
  * row ← beta·row (beta 1: unchanged; zeros where `beta_zero`, i.e. beta is 0 before rounding to T:
- * a beta that only rounds to 0 multiplies, as torch's mul_ does), then for j = 0 .. depth-1 in order
- * row[i] ← row[i] + (p[j][o]·q[j][i])·alpha (alpha 1: not applied), each operation rounded once,
- * then the bounds. The eager function takes the same operations, one term at a time. */
+ * a beta that only rounds to 0 multiplies, as torch's mul_ does), then, for depth > 0,
+ * s[i] = p[0][o]·q[0][i], s[i] ← s[i] + p[j][o]·q[j][i] for j = 1 .. depth-1 in order and
+ * row[i] ← row[i] + s[i]·alpha (alpha 1: not applied), each operation rounded once, then the
+ * bounds. The eager function takes the same operations on whole matrices. */
 TARGET_CLONES static void KERNEL(ordered_rows)(T *restrict out, Py_ssize_t first, Py_ssize_t last,
                                                Py_ssize_t n_out, Py_ssize_t n_in,
                                                Py_ssize_t depth, const T *restrict p,
@@ -292,63 +336,54 @@ TARGET_CLONES static void KERNEL(ordered_rows)(T *restrict out, Py_ssize_t first
             for (Py_ssize_t i = 0; i < n_in; ++i)
                 row[i] = row[i] * beta;
         }
-        for (Py_ssize_t j = 0; j < depth; ++j) {
-            const T pj = p[j * n_out + o];
-            const T *restrict qj = q + j * n_in;
-            if (alpha != 1) {
-                for (Py_ssize_t i = 0; i < n_in; ++i) {
-                    const T d = pj * qj[i];
-                    row[i] = row[i] + d * alpha;
-                }
-            } else {
-                for (Py_ssize_t i = 0; i < n_in; ++i)
-                    row[i] = row[i] + pj * qj[i];
-            }
-        }
+        KERNEL(add_row_terms)(row, o, n_out, n_in, depth, p, q, alpha);
         KERNEL(clamp_row)(row, n_in, has_low, low, has_high, high);
     }
 }
 
-/* The event-driven form of ordered_rows after its beta pass: only the products whose two factors
- * are both nonzero, in the same order (a skipped product is ±0, and adding ±0 leaves a value
- * that is not -0 unchanged), then the bounds on the rows that changed (the other values of a
- * row are within them: checked by clean_rows), for the rows [first, last) (a thread's block:
- * rows are independent). rows[j] / cols[j] list the nonzero indices of p[j] / q[j] in
- * ascending order (n_rows[j] / n_cols[j] of them). */
-static void KERNEL(event_update)(T *restrict out, Py_ssize_t first, Py_ssize_t last,
-                                 Py_ssize_t n_out, Py_ssize_t n_in, Py_ssize_t depth,
-                                 const T *restrict p, const T *restrict q, T alpha,
-                                 const int32_t *rows, const Py_ssize_t *n_rows,
-                                 const int32_t *cols, const Py_ssize_t *n_cols,
-                                 uint8_t *restrict changed, const int has_low, const T low,
-                                 const int has_high, const T high)
+/* The event-driven form of ordered_rows after its beta pass, for the rows [first, last) (a
+ * thread's block: rows are independent). A row whose p factors are all zero is left as it is:
+ * ordered_rows would add a sum of ±0 products, which leaves a value that is not -0 unchanged.
+ * A row with one nonzero p factor, term j, takes only the columns where q[j] is nonzero (a sum
+ * with one nonzero product is that product); a row with several takes the dense form of that
+ * row. Then the bounds on what changed: every other value is within them (checked by
+ * clean_rows). cols[j] lists the nonzero indices of q[j] (n_cols[j] of them). */
+TARGET_CLONES static void KERNEL(event_update)(T *restrict out, Py_ssize_t first, Py_ssize_t last,
+                                               Py_ssize_t n_out, Py_ssize_t n_in,
+                                               Py_ssize_t depth, const T *restrict p,
+                                               const T *restrict q, T alpha,
+                                               const int32_t *cols, const Py_ssize_t *n_cols,
+                                               const int has_low, const T low, const int has_high,
+                                               const T high)
 {
-    for (Py_ssize_t j = 0; j < depth; ++j) {
-        const int32_t *rj = rows + j * n_out, *cj = cols + j * n_in;
-        const T *restrict qj = q + j * n_in;
-        for (Py_ssize_t r = 0; r < n_rows[j]; ++r) {
-            const Py_ssize_t o = rj[r];
-            if (o < first)
-                continue;
-            if (o >= last)
-                break; /* the indices ascend */
-            const T pj = p[j * n_out + o];
-            T *restrict row = out + o * n_in;
-            changed[o] = 1;
-            if (alpha != 1) {
-                for (Py_ssize_t c = 0; c < n_cols[j]; ++c) {
-                    const T d = pj * qj[cj[c]];
-                    row[cj[c]] = row[cj[c]] + d * alpha;
-                }
-            } else {
-                for (Py_ssize_t c = 0; c < n_cols[j]; ++c)
-                    row[cj[c]] = row[cj[c]] + pj * qj[cj[c]];
+    for (Py_ssize_t o = first; o < last; ++o) {
+        T *restrict row = out + o * n_in;
+        Py_ssize_t active = 0, only = 0;
+        for (Py_ssize_t j = 0; j < depth; ++j)
+            if (p[j * n_out + o] != 0) {
+                ++active;
+                only = j;
             }
+        if (active == 0)
+            continue;
+        if (active > 1) {
+            KERNEL(add_row_terms)(row, o, n_out, n_in, depth, p, q, alpha);
+            KERNEL(clamp_row)(row, n_in, has_low, low, has_high, high);
+            continue;
+        }
+        const T pj = p[only * n_out + o];
+        const int32_t *cj = cols + only * n_in;
+        const T *restrict qj = q + only * n_in;
+        for (Py_ssize_t c = 0; c < n_cols[only]; ++c) {
+            const int32_t i = cj[c];
+            T value = alpha != 1 ? row[i] + (pj * qj[i]) * alpha : row[i] + pj * qj[i];
+            if (has_low && value < low)
+                value = low;
+            if (has_high && value > high)
+                value = high;
+            row[i] = value;
         }
     }
-    for (Py_ssize_t o = first; o < last; ++o)
-        if (changed[o])
-            KERNEL(clamp_row)(out + o * n_in, n_in, has_low, low, has_high, high);
 }
 
 /* The beta pass of ordered_rows over all of `out`, and whether every value is then "clean":

@@ -696,7 +696,7 @@ class _Layer(Mapping):
                     alpha,
                     beta,
                     *bounds,
-                    scratch=self.buffer("ordered_term", out),
+                    scratch=self.buffer("ordered_terms", out.expand((2,) + tuple(out.shape))),
                     mask=(
                         self.buffer("ordered_mask", out, torch.bool)
                         if bounds != (None, None)
@@ -1362,19 +1362,22 @@ def ordered_update(
 ) -> Tensor:
     r"""``out ← clamp(beta·out + alpha·pᵀq)`` in a fixed order, in place.
 
-    ``out ← beta·out`` (``beta = 1``: unchanged; ``0``: zeros), then for each row ``j`` of the
-    factors in order :math:`out_{oi} \leftarrow out_{oi} + (p_{jo} q_{ji})\cdot\alpha` (the
-    multiplication by ``alpha`` skipped when it is 1), every operation rounded once in the
-    dtype of ``out``, then the bounds: a value below ``w_min`` becomes ``w_min``, one above
-    ``w_max`` becomes ``w_max`` (NaN stays NaN). These are the numbers of the C twin
-    :func:`pysnn.native.ordered_update`, dense or event-driven, on every CPU and thread count.
+    ``out ← beta·out`` (``beta = 1``: unchanged; ``0``: zeros); then, for a depth of at least 1,
+    the sum of the terms in order, :math:`s_{oi} = p_{0o} q_{0i}`,
+    :math:`s_{oi} \leftarrow s_{oi} + p_{jo} q_{ji}` for :math:`j = 1 \dots depth-1`, and
+    :math:`out_{oi} \leftarrow out_{oi} + s_{oi}\cdot\alpha` (the multiplication by ``alpha``
+    skipped when it is 1), every operation rounded once in the dtype of ``out``; then the bounds:
+    a value below ``w_min`` becomes ``w_min``, one above ``w_max`` becomes ``w_max`` (NaN stays
+    NaN). These are the numbers of the C twin :func:`pysnn.native.ordered_update`, dense or
+    event-driven, on every CPU and thread count.
 
     :param out: ``(O, K)`` weight or eligibility trace.
     :param p: ``(depth, O)`` factors; :param q: ``(depth, K)`` factors.
     :param alpha: scale of the products (e.g. ``1/B`` for a batch mean).
     :param beta: scale of ``out`` before the products.
     :param w_min: lower bound or ``None``; :param w_max: upper bound or ``None``.
-    :param scratch: keyword-only, an ``(O, K)`` tensor to hold each term (made if ``None``).
+    :param scratch: keyword-only, a ``(2, O, K)`` tensor of ``out``'s dtype to hold the sum and
+        each term (made if ``None``).
     :param mask: keyword-only, an ``(O, K)`` bool tensor to hold the bound tests (made if
         ``None``): a rule's step then allocates nothing.
     :returns: ``out``.
@@ -1383,12 +1386,17 @@ def ordered_update(
         out.zero_()
     elif beta != 1:
         out.mul_(beta)
-    term = torch.empty_like(out) if scratch is None else scratch
-    for j in range(p.shape[0]):
-        torch.mul(p[j].unsqueeze(1), q[j].unsqueeze(0), out=term)
+    depth = p.shape[0]
+    if depth > 0:
+        if scratch is None:
+            scratch = torch.empty((2,) + tuple(out.shape), dtype=out.dtype, device=out.device)
+        total, term = scratch[0], scratch[1]
+        torch.mul(p[0].unsqueeze(1), q[0].unsqueeze(0), out=total)
+        for j in range(1, depth):
+            total.add_(torch.mul(p[j].unsqueeze(1), q[j].unsqueeze(0), out=term))
         if alpha != 1:
-            term.mul_(alpha)
-        out.add_(term)
+            total.mul_(alpha)
+        out.add_(total)
     # torch.clamp_ may turn -0 into +0 at a bound of 0; the comparisons keep it, as the C twin
     if (w_min is not None or w_max is not None) and mask is None:
         mask = torch.empty(out.shape, dtype=torch.bool, device=out.device)

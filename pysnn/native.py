@@ -51,6 +51,8 @@ try:  # the extension is optional: setup.py builds it when a compiler is availab
     from pysnn import _native as _extension
 except ImportError:  # pragma: no cover - exercised only where the build was skipped
     _extension = None
+# the deepest ordered update the C twin takes (learning.ORDERED_DEPTH)
+_ORDERED_MAX_DEPTH = 0 if _extension is None else int(_extension.ordered_max_depth)
 
 __all__ = [
     "available",
@@ -684,7 +686,7 @@ def product_bounded(
 
 #: Event-driven ordered updates run when the products with two nonzero factors number at most
 #: this fraction of the dense ones (benchmarks/event_crossover.py measures the crossover).
-EVENT_CROSSOVER = 0.05
+EVENT_CROSSOVER = 0.01
 
 
 def ordered_update(
@@ -698,7 +700,7 @@ def ordered_update(
     crossover: float = EVENT_CROSSOVER,
 ) -> int:
     """C twin of :func:`pysnn.learning.ordered_update`: ``out ← beta·out``, then
-    ``out ← out + (p_j ⊗ q_j)·alpha`` for each stacked row ``j`` in order, then the bounds.
+    ``out ← out + (Σ_j p_j ⊗ q_j)·alpha`` with the terms summed in order, then the bounds.
 
     Where few factors are nonzero (few spikes), only the products of two nonzero factors are
     taken (event-driven), which gives the same numbers bit for bit (see ``ordered_update`` in
@@ -716,7 +718,7 @@ def ordered_update(
         return 0
     n_out, n_in = out.shape
     depth = p.numel() // max(n_out, 1)
-    if not (
+    if depth > _ORDERED_MAX_DEPTH or not (
         _fits(out, dtype, n_out * n_in)
         and _fits(p, dtype, depth * n_out)
         and _fits(q, dtype, depth * n_in)

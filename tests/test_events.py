@@ -5,14 +5,16 @@ pair STDP on a Linear layer at batch ≤ 4), a rule updates its ``(O, K)`` weigh
 trace) with :func:`pysnn.learning.ordered_update` instead of one BLAS product::
 
     out ← 0 (beta == 0) or out·beta (beta != 1)
-    for j in 0 .. depth-1:  out[o, i] ← out[o, i] + (p[j, o]·q[j, i])·alpha   (·alpha if != 1)
+    s[o, i] ← p[0, o]·q[0, i];  for j in 1 .. depth-1:  s[o, i] ← s[o, i] + p[j, o]·q[j, i]
+    out ← out + s·alpha   (·alpha if != 1; nothing at depth 0)
     out[out < w_min] ← w_min;  out[out > w_max] ← w_max
 
 every operation rounded once in the dtype of ``out``, so that the numbers do not depend on the
 BLAS, the CPU or the number of threads. :func:`pysnn.native.ordered_update` is its C twin; where
 few factors are nonzero (few spikes) it takes only the products of two nonzero factors
-(event-driven, return value 2) — a skipped product is ±0 and adding ±0 leaves a value that is
-not -0 unchanged — and otherwise the dense pass (return value 1). It may take the event path
+(event-driven, return value 2) — a skipped product is ±0, adding ±0 to a sum with a nonzero
+term leaves it unchanged, and adding a sum of ±0 leaves a value that is not -0 unchanged — and
+otherwise the dense pass (return value 1). It may take the event path
 only where that gives the same numbers: finite factors (0·inf is NaN in the dense pass) and, after
 the beta pass, every value within the bounds and none -0 (the clamp runs on the changed rows
 only, and -0 + 0 = +0).
@@ -97,11 +99,13 @@ def numpy_ordered_update(out, p, q, alpha, beta, w_min, w_max):
         out = np.zeros_like(out)  # +0 everywhere
     elif beta != 1:
         out = out * kind(beta)
-    for j in range(p.shape[0]):
-        d = p[j][:, None] * q[j][None, :]
+    if p.shape[0] > 0:
+        total = p[0][:, None] * q[0][None, :]
+        for j in range(1, p.shape[0]):
+            total = total + p[j][:, None] * q[j][None, :]
         if alpha != 1:
-            d = d * kind(alpha)
-        out = out + d
+            total = total * kind(alpha)
+        out = out + total
     if w_min is not None:  # strict comparisons: NaN stays NaN, -0 stays -0 at w_min = 0
         out = np.where(out < kind(w_min), kind(w_min), out)
     if w_max is not None:
@@ -158,7 +162,8 @@ def test_eager_ordered_update_scratch_and_depth_zero():
     out, p, q = random_case(torch.float32, gen)
     expected = eager(out, p, q, 0.25, 0.5, 0.0, 1.0)
     result = out.clone()
-    ordered_update(result, p, q, 0.25, 0.5, 0.0, 1.0, scratch=torch.empty_like(out))
+    scratch = torch.empty((2,) + tuple(out.shape), dtype=out.dtype)
+    ordered_update(result, p, q, 0.25, 0.5, 0.0, 1.0, scratch=scratch)
     assert_same_bits(result, expected)
     empty = eager(out, p[:0], q[:0], 0.25, 0.5, 0.0, None)
     reference = numpy_ordered_update(out.numpy(), p[:0].numpy(), q[:0].numpy(), 0.25, 0.5, 0, None)
@@ -413,6 +418,18 @@ def test_beta_rounding_to_zero_in_float32_multiplies_as_eager(crossover):
 
 
 # -- f. what the C twin cannot read ---------------------------------------------------------------
+@needs_native
+def test_native_depth_limit_is_the_rules_and_deeper_updates_are_declined():
+    """The C twin's deepest update is learning.ORDERED_DEPTH (one constant in two languages)."""
+    assert native._extension.ordered_max_depth == native._ORDERED_MAX_DEPTH == ORDERED_DEPTH
+    gen = torch.Generator().manual_seed(32)
+    depth = ORDERED_DEPTH + 1
+    out, p, q = torch.rand(3, 5, generator=gen), torch.rand(depth, 3), torch.rand(depth, 5)
+    before = out.clone()
+    assert native.ordered_update(out, p, q, 1.0, 1.0, None, None, EVENT) == 0
+    assert torch.equal(out, before)
+
+
 @needs_native
 def test_native_declines_what_it_cannot_read_and_leaves_out_untouched():
     gen = torch.Generator().manual_seed(31)
