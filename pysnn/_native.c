@@ -43,7 +43,10 @@
 #else
 #define ALWAYS_INLINE inline
 #endif
-/* The deepest ordered update (learning.ORDERED_DEPTH; tests/test_events.py checks they agree) */
+/* The most spikes per sample of the spike-driven product, a power of two
+ * (functional.SPIKE_PRODUCT_MAX_SPIKES; tests/test_native.py checks they agree) */
+#define SPIKE_PRODUCT_MAX_LENGTH 16
+/* The deepest ordered update (learning.ORDERED_DEPTH; tests/test_native.py checks they agree) */
 #define ORDERED_MAX_DEPTH 8
 /* One build runs on every x86-64 CPU and uses AVX2 + FMA (x86-64-v3) where the CPU has them (GCC
  * picks the clone when the module loads); elsewhere the portable build is used. */
@@ -500,6 +503,81 @@ static PyObject *py_product_bounded(PyObject *self, PyObject *const *args, Py_ss
     Py_RETURN_TRUE;
 }
 
+/* spike_product(is_double, weight, stride_o, stride_i, n_out, n_in, batch, x, x_is_bool, product,
+ *               max_spikes, line)
+ *
+ * Linear(reduction="sum")'s product (O, B) = W @ xᵀ taken from the nonzero inputs alone, as
+ * functional.sum_product: where every sample has at most max_spikes nonzero inputs and all
+ * samples together at most n_in / line (each read of a weight column costs a cache line per
+ * output, the dense product one pass over W). Returns 1 (done) or 0 (not applicable: nothing
+ * written; the caller takes the BLAS product). */
+static PyObject *py_spike_product(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    void *a[12];
+    (void)self;
+    if (parse_args(args, nargs, 12, "spike_product", a) < 0)
+        return NULL;
+    const int is_double = AS_INT(a[0]), x_is_bool = AS_INT(a[8]);
+    const char *const weight = a[1];
+    const Py_ssize_t stride_o = AS_SIZE(a[2]), stride_i = AS_SIZE(a[3]);
+    const Py_ssize_t n_out = AS_SIZE(a[4]), n_in = AS_SIZE(a[5]), batch = AS_SIZE(a[6]);
+    const char *const x = a[7];
+    char *const product = a[9];
+    const Py_ssize_t max_spikes = AS_SIZE(a[10]), line = AS_SIZE(a[11]);
+    if (max_spikes != SPIKE_PRODUCT_MAX_LENGTH || line < 1 || n_in > INT32_MAX ||
+        batch < 1 || n_out < 0) {
+        PyErr_SetString(PyExc_ValueError, "spike_product: arguments out of range");
+        return NULL;
+    }
+    int32_t *idx = malloc(sizeof(int32_t) * (size_t)batch * (size_t)(max_spikes + 1));
+    Py_ssize_t *counts = malloc(sizeof(Py_ssize_t) * (size_t)batch);
+    if (idx == NULL || counts == NULL) {
+        free(idx);
+        free(counts);
+        return PyErr_NoMemory();
+    }
+    const Py_ssize_t width = max_spikes + 1;
+    Py_ssize_t total = 0;
+    int fits = 1;
+    for (Py_ssize_t b = 0; b < batch && fits; ++b) {
+        Py_ssize_t k = 0;
+        for (Py_ssize_t i = 0; i < n_in; ++i) {
+            const int nonzero = x_is_bool ? ((const uint8_t *)x)[b * n_in + i] != 0
+                                : is_double ? ((const double *)x)[b * n_in + i] != 0
+                                            : ((const float *)x)[b * n_in + i] != 0;
+            if (nonzero) {
+                if (k == max_spikes) {
+                    fits = 0;
+                    break;
+                }
+                idx[b * width + k++] = (int32_t)i;
+            }
+        }
+        counts[b] = k;
+        total += k;
+    }
+    if (fits && total * line > n_in)
+        fits = 0;
+    if (fits) {
+        const int threads = team_size(n_out * 64, n_out);
+#pragma omp parallel num_threads(threads)
+        {
+            const int part = THREAD_INDEX(), parts = THREAD_COUNT();
+            const Py_ssize_t first = block_start(n_out, part, parts, 1);
+            const Py_ssize_t last = block_start(n_out, part + 1, parts, 1);
+            if (is_double)
+                spike_rows_f64((const double *)weight, stride_o, stride_i, first, last, n_in,
+                               batch, x, x_is_bool, idx, counts, width, (double *)product);
+            else
+                spike_rows_f32((const float *)weight, stride_o, stride_i, first, last, n_in,
+                               batch, x, x_is_bool, idx, counts, width, (float *)product);
+        }
+    }
+    free(idx);
+    free(counts);
+    return PyLong_FromLong(fits);
+}
+
 /* ordered_update(is_double, out, n_out, n_in, depth, p, q, alpha, beta, w_min, w_max, crossover)
  *
  * A learning rule's update of `out` (O, I) from its stacked factors p (depth, O) and q
@@ -763,9 +841,10 @@ static PyObject *py_constants(PyObject *self, PyObject *unused)
 {
     (void)self;
     (void)unused;
-    return Py_BuildValue("{s:i,s:i,s:i,s:i}", "MODEL_IF", MODEL_IF, "MODEL_LIF", MODEL_LIF,
-                         "MODEL_ADAPTIVE_LIF", MODEL_ADAPTIVE_LIF, "REFRAC_MAX_STEPS",
-                         REFRAC_MAX_STEPS);
+    return Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:i}", "MODEL_IF", MODEL_IF, "MODEL_LIF",
+                         MODEL_LIF, "MODEL_ADAPTIVE_LIF", MODEL_ADAPTIVE_LIF, "REFRAC_MAX_STEPS",
+                         REFRAC_MAX_STEPS, "ORDERED_MAX_DEPTH", ORDERED_MAX_DEPTH,
+                         "SPIKE_PRODUCT_MAX_LENGTH", SPIKE_PRODUCT_MAX_LENGTH);
 }
 
 static PyMethodDef methods[] = {
@@ -777,6 +856,8 @@ static PyMethodDef methods[] = {
      "Presynaptic step and W @ spikes on all threads."},
     {"product_bounded", (PyCFunction)(void (*)(void))py_product_bounded, METH_FASTCALL,
      "A learning rule's weight product and bounds, on all threads."},
+    {"spike_product", (PyCFunction)(void (*)(void))py_spike_product, METH_FASTCALL,
+     "Linear(reduction=\"sum\")'s product from the nonzero inputs alone."},
     {"ordered_update", (PyCFunction)(void (*)(void))py_ordered_update, METH_FASTCALL,
      "A learning rule's ordered weight update, dense or event-driven."},
     {"stack_terms", (PyCFunction)(void (*)(void))py_stack_terms, METH_FASTCALL,
@@ -802,9 +883,7 @@ PyMODINIT_FUNC PyInit__native(void)
     const long openmp = 0;
 #endif
     /* whether large steps are split over threads (see team_size) */
-    if (extension != NULL &&
-        (PyModule_AddIntConstant(extension, "openmp", openmp) < 0 ||
-         PyModule_AddIntConstant(extension, "ordered_max_depth", ORDERED_MAX_DEPTH) < 0)) {
+    if (extension != NULL && PyModule_AddIntConstant(extension, "openmp", openmp) < 0) {
         Py_DECREF(extension);
         return NULL;
     }

@@ -103,6 +103,42 @@ static void KERNEL(trace_sums)(const struct ingest_args *a, Py_ssize_t first, Py
     }
 }
 
+/* The spike-driven product of Linear(reduction="sum") (functional.sum_product), rows
+ * [first, last) of product (O, B): product[o][b] is the pairwise tree of functional.pairwise_sum,
+ * over SPIKE_PRODUCT_MAX_LENGTH values, of W[o][i]·x[b][i] for the nonzero inputs i of sample b
+ * in ascending order (idx[b], counts[b] of them), padded with +0. W is read through its strides;
+ * x is bool (a nonzero input is 1) or T. */
+static void KERNEL(spike_rows)(const T *restrict weight, Py_ssize_t stride_o, Py_ssize_t stride_i,
+                               Py_ssize_t first, Py_ssize_t last, Py_ssize_t n_in,
+                               Py_ssize_t batch, const void *restrict x, const int x_is_bool,
+                               const int32_t *restrict idx, const Py_ssize_t *restrict counts,
+                               Py_ssize_t width, T *restrict product)
+{
+    const Py_ssize_t length = SPIKE_PRODUCT_MAX_LENGTH;
+    T work[SPIKE_PRODUCT_MAX_LENGTH];
+    for (Py_ssize_t o = first; o < last; ++o) {
+        const T *restrict w = weight + o * stride_o;
+        for (Py_ssize_t b = 0; b < batch; ++b) {
+            const int32_t *ib = idx + b * width;
+            const Py_ssize_t k = counts[b];
+            if (x_is_bool) {
+                for (Py_ssize_t t = 0; t < k; ++t)
+                    work[t] = w[ib[t] * stride_i] * (T)1;
+            } else {
+                const T *restrict xb = (const T *)x + b * n_in;
+                for (Py_ssize_t t = 0; t < k; ++t)
+                    work[t] = w[ib[t] * stride_i] * xb[ib[t]];
+            }
+            for (Py_ssize_t t = k; t < length; ++t)
+                work[t] = (T)0;
+            for (Py_ssize_t half = length / 2; half >= 1; half /= 2)
+                for (Py_ssize_t j = 0; j < half; ++j)
+                    work[j] = work[j] + work[j + half];
+            product[o * batch + b] = work[0];
+        }
+    }
+}
+
 /* p = coef * src (scaled) or p = src, bool or T source (learning rules' stacked factors). */
 static void KERNEL(stack_term)(Py_ssize_t count, T *restrict out, const void *restrict src,
                                int src_is_bool, T coef, int scaled)

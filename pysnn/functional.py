@@ -477,8 +477,11 @@ def linear_step(
         activation = torch.mul(leaving, weight, out=out)
         shape = (batch, 1, n_out, pre_trace.shape[-1])
         return activation.view(shape), pre_trace.unsqueeze(2).expand(shape)
-    # W @ sᵀ reads the (O, I) weight contiguously: faster than F.linear's s @ Wᵀ
-    torch.mm(weight, leaving.view(batch, -1).t(), out=out.product)
+    flat = leaving.view(batch, -1)
+    if flat.is_cpu and weight.is_cpu:
+        sum_product(weight, flat, out.product)
+    else:  # W @ sᵀ reads the (O, I) weight contiguously: faster than F.linear's s @ Wᵀ
+        torch.mm(weight, flat.t(), out=out.product)
     return _sum_outputs(pre_trace, out)
 
 
@@ -542,6 +545,51 @@ def _sum_outputs(pre_trace: Tensor, out: SumBuffers) -> Tuple[Tensor, Tensor]:
     """Take the trace sum (:func:`trace_sum`) and return the outputs' views."""
     out.trace_sum.copy_(trace_sum(pre_trace))
     return out.activation, out.trace
+
+
+#: The spike-driven product of a ``reduction="sum"`` Linear runs where every sample has at most
+#: this many nonzero inputs (a power of two: the length of its summation tree) ...
+SPIKE_PRODUCT_MAX_SPIKES = 16
+#: ... and all samples together at most ``I / SPIKE_PRODUCT_LINE``: reading a column of the
+#: row-major ``(O, I)`` weight costs a cache line (16 floats) per output, the dense product one
+#: pass over the weight.
+SPIKE_PRODUCT_LINE = 16
+
+
+def sum_product(weight: Tensor, spikes: Tensor, product: Tensor) -> Tensor:
+    r"""``product = W @ spikesᵀ`` of a ``reduction="sum"`` Linear on the CPU: spike-driven where
+    there are few spikes, ``torch.mm`` elsewhere.
+
+    Where every sample has at most :data:`SPIKE_PRODUCT_MAX_SPIKES` nonzero inputs and all
+    samples together at most ``I / SPIKE_PRODUCT_LINE``, ``product[o, b]`` is
+    :func:`pairwise_sum` over :data:`SPIKE_PRODUCT_MAX_SPIKES` values: :math:`W_{oi} s_{bi}` for
+    the nonzero inputs :math:`i` of sample ``b`` in ascending order, then +0. That is work in
+    proportion to the spikes (a few columns of ``W``) instead of a pass over all of ``W``, in an
+    order fixed here, so that the C twin (:func:`pysnn.native.linear_step`), which takes only
+    that work, gives the same numbers. Silent inputs then contribute nothing, not ``W·0`` (a NaN
+    or inf weight of a silent input does not make the output NaN). Elsewhere ``product`` is
+    ``torch.mm``'s. This function computes both forms and selects, so that it reads nothing back
+    from the tensors (no host synchronisation; a CUDA graph can capture it).
+
+    :param weight: ``(O, I)``.
+    :param spikes: ``(B, I)`` presynaptic spikes (0/1, or graded values) of the weight's dtype.
+    :param product: ``(O, B)`` output.
+    :returns: ``product``.
+    """
+    width = min(SPIKE_PRODUCT_MAX_SPIKES, spikes.shape[1])
+    nonzero = spikes != 0
+    counts = nonzero.sum(1)
+    sparse = (counts.max() <= SPIKE_PRODUCT_MAX_SPIKES) & (
+        counts.sum() * SPIKE_PRODUCT_LINE <= spikes.shape[1]
+    )
+    # each sample's nonzero inputs first, in ascending order (a stable sort of 0 before 1)
+    order = torch.argsort((~nonzero).to(torch.uint8), dim=1, stable=True)[:, :width]
+    valid = torch.arange(width, device=spikes.device) < counts.unsqueeze(1)  # (B, width)
+    terms = weight[:, order] * spikes.gather(1, order)  # (O, B, width)
+    tree = weight.new_zeros(terms.shape[:2] + (SPIKE_PRODUCT_MAX_SPIKES,))
+    tree[..., :width] = torch.where(valid, terms, torch.zeros((), dtype=terms.dtype))
+    dense = torch.mm(weight, spikes.t())
+    return torch.where(sparse, pairwise_sum(tree).squeeze(-1), dense, out=product)
 
 
 # -- models without a C twin (PyTorch only) ---------------------------------------------------

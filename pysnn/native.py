@@ -52,7 +52,7 @@ try:  # the extension is optional: setup.py builds it when a compiler is availab
 except ImportError:  # pragma: no cover - exercised only where the build was skipped
     _extension = None
 # the deepest ordered update the C twin takes (learning.ORDERED_DEPTH)
-_ORDERED_MAX_DEPTH = 0 if _extension is None else int(_extension.ordered_max_depth)
+_ORDERED_MAX_DEPTH = 0 if _extension is None else _extension.constants()["ORDERED_MAX_DEPTH"]
 
 __all__ = [
     "available",
@@ -520,6 +520,10 @@ def linear_step(
         args.product = product.data_ptr()
     # (B, 1, 1), made by functional.sum_buffers in the weight's (= the state's) dtype
     args.trace_sums = out.trace_sum.data_ptr()
+    if _spike_product(weight, x, code, slot, product, batch, n_out):
+        args.out = None  # the product is taken: the kernel only ingests
+        _extension.ingest(address)
+        return out.activation, out.trace
     if operands is not None and product.is_contiguous() and _extension.ingest_product(address):
         pass  # ingest and product on all threads (see _native.c)
     elif delayed:
@@ -533,6 +537,31 @@ def linear_step(
         _extension.ingest(address)
         _mm(weight, spikes_f.view(batch, -1).t(), out=product)
     return out.activation, out.trace
+
+
+def _spike_product(weight, x, x_code, slot, product, batch: int, n_out: int) -> bool:
+    """C twin of :func:`pysnn.functional.sum_product` on the spikes leaving the delay line
+    (``slot``, before the kernel overwrites it) or entering a connection without delay (``x``):
+    True where it took the spike-driven form, False where the BLAS product is to be taken."""
+    source, source_is_bool = (slot, 0) if slot is not None else (x, x_code)
+    target = product if product.is_contiguous() else torch.empty(product.shape, dtype=product.dtype)
+    done = _extension.spike_product(
+        _DTYPE_CODES[weight.dtype],
+        weight.data_ptr(),
+        weight.stride(0),
+        weight.stride(1),
+        n_out,
+        weight.shape[1],
+        batch,
+        source.data_ptr(),
+        source_is_bool,
+        target.data_ptr(),
+        sf.SPIKE_PRODUCT_MAX_SPIKES,
+        sf.SPIKE_PRODUCT_LINE,
+    )
+    if done and target is not product:
+        product.copy_(target)
+    return bool(done)
 
 
 def _linear_args(tensors, reduction: str, threads: int) -> tuple:

@@ -421,7 +421,8 @@ def test_beta_rounding_to_zero_in_float32_multiplies_as_eager(crossover):
 @needs_native
 def test_native_depth_limit_is_the_rules_and_deeper_updates_are_declined():
     """The C twin's deepest update is learning.ORDERED_DEPTH (one constant in two languages)."""
-    assert native._extension.ordered_max_depth == native._ORDERED_MAX_DEPTH == ORDERED_DEPTH
+    assert native._extension.constants()["ORDERED_MAX_DEPTH"] == native._ORDERED_MAX_DEPTH
+    assert native._ORDERED_MAX_DEPTH == ORDERED_DEPTH
     gen = torch.Generator().manual_seed(32)
     depth = ORDERED_DEPTH + 1
     out, p, q = torch.rand(3, 5, generator=gen), torch.rand(depth, 3), torch.rand(depth, 5)

@@ -1183,8 +1183,10 @@ def test_large_linear_matches_eager_on_any_number_of_threads(
         and native._extension.openmp
         and native._blas_gemm(dtype) is not None
     )
-    assert calls["ingest_product"] == (12 if threaded_product else 0)
-    assert calls["ingest"] == (0 if threaded_product else 12)
+    # the first `delay` steps nothing leaves the delay line: no spike, the spike-driven product
+    # (functional.spike_product) and the kernel that only ingests
+    assert calls["ingest_product"] == (12 - delay if threaded_product else 0)
+    assert calls["ingest"] == (delay if threaded_product else 12)
     if delay:
         assert bool(a.spike_queue.any())
 
@@ -1227,7 +1229,9 @@ def test_threads_copies_of_the_delay_line_follow_outside_changes(calls):
         b.load_state_dict(saved)
         run_linear_pair(a, b, make_inputs, "sum", steps=5)
     if native._extension.openmp and native._blas_gemm(torch.float32) is not None:
-        assert calls["ingest_product"] == 22
+        # 22 steps, of which the 3 after the start and the 3 after reset_state have no spike
+        # leaving the delay line (the spike-driven product)
+        assert calls["spike_product"] == 22 and calls["ingest_product"] == 16
 
 
 # -- the C side's declarations -------------------------------------------------------------------
@@ -1241,8 +1245,12 @@ def test_argument_structs_match_their_ctypes_mirrors():
 def test_constants_are_shared_with_the_c_source():
     from pysnn import functional as sf
 
+    from pysnn.learning import ORDERED_DEPTH
+
     constants = native._extension.constants()
     assert constants["REFRAC_MAX_STEPS"] == sf.REFRAC_MAX_STEPS
+    assert constants["ORDERED_MAX_DEPTH"] == ORDERED_DEPTH
+    assert constants["SPIKE_PRODUCT_MAX_LENGTH"] == sf.SPIKE_PRODUCT_MAX_SPIKES
     assert (constants["MODEL_IF"], constants["MODEL_LIF"], constants["MODEL_ADAPTIVE_LIF"]) == (
         native._MODEL_IF,
         native._MODEL_LIF,

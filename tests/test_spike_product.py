@@ -1,0 +1,220 @@
+r"""The spike-driven product of ``Linear(reduction="sum")`` and its C twin.
+
+Where every sample has at most :data:`pysnn.functional.SPIKE_PRODUCT_MAX_SPIKES` (16) nonzero
+inputs and all samples together at most ``I / SPIKE_PRODUCT_LINE``, the product ``W @ sᵀ`` is
+taken from the nonzero inputs alone, by a fixed pairwise tree of 16 values: ``W[o, i]·s[b, i]``
+in ascending ``i``, then +0. Elsewhere it is ``torch.mm``'s. Checked here against numbers
+computed independently of the code under test:
+
+* :func:`pysnn.functional.sum_product` against a NumPy loop implementing the definition, bit
+  for bit (both dtypes, bool-valued and graded inputs, 0 to 16 spikes per sample), against the
+  float64 product within the rounding bound of the tree, and ``torch.mm``'s numbers beyond the
+  limits (a 17th spike in a sample, too many spikes in all);
+* a Linear layer with the kernels on against the same layer on PyTorch: the same activation and
+  state bit for bit, for delay 0 and 2, bool and graded inputs, one and two threads, a transposed
+  and an expanded weight, a NaN weight on a silent input — and the spike-driven product ran;
+* a Diehl & Cook network: the same spikes and voltages on both backends over 100 steps.
+"""
+
+from collections import Counter
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+import torch
+
+from pysnn import functional as sf
+from pysnn import native
+from pysnn.connection import Linear
+from pysnn.models import DiehlCook2015
+
+needs_native = pytest.mark.skipif(
+    not native.enabled(), reason="the native kernels are not built or are switched off"
+)
+DTYPES = [pytest.param(torch.float32, id="f32"), pytest.param(torch.float64, id="f64")]
+
+
+@contextmanager
+def torch_threads(n):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def numpy_spike_product(weight: np.ndarray, spikes: np.ndarray) -> np.ndarray:
+    """The definition, one scalar operation at a time in the arrays' dtype."""
+    kind = weight.dtype.type
+    n_out, batch = weight.shape[0], spikes.shape[0]
+    nonzero = [np.flatnonzero(spikes[b]) for b in range(batch)]
+    length = 16
+    product = np.empty((n_out, batch), dtype=weight.dtype)
+    for o in range(n_out):
+        for b in range(batch):
+            work = [kind(weight[o, i] * spikes[b, i]) for i in nonzero[b]]
+            work += [kind(0.0)] * (length - len(work))
+            half = length // 2
+            while half >= 1:
+                work = [kind(work[j] + work[j + half]) for j in range(half)] + work[2 * half :]
+                half //= 2
+            product[o, b] = work[0]
+    return product
+
+
+def sparse_spikes(gen, batch, n_in, counts, dtype, graded):
+    spikes = torch.zeros(batch, n_in, dtype=dtype)
+    for b, k in enumerate(counts):
+        where = torch.randperm(n_in, generator=gen)[:k]
+        values = 0.5 + 1.5 * torch.rand(k, generator=gen, dtype=dtype) if graded else 1.0
+        spikes[b, where] = values
+    return spikes
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    nan = torch.isnan(b)
+    return bool(
+        torch.equal(torch.isnan(a), nan)
+        and torch.equal(a[~nan], b[~nan])
+        and torch.equal(torch.signbit(a[~nan]), torch.signbit(b[~nan]))
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("graded", [False, True], ids=["ones", "graded"])
+@pytest.mark.parametrize("counts", [(0,), (1,), (2,), (3,), (7,), (16,), (5, 0, 2), (16, 1)])
+def test_spike_product_is_the_tree_over_the_nonzero_inputs(counts, graded, dtype):
+    gen = torch.Generator().manual_seed(sum(counts) + 7 * len(counts))
+    n_in = 16 * max(sum(counts), 1)  # within the line limit
+    weight = torch.randn(9, n_in, generator=gen, dtype=dtype)
+    weight[0, :] = -0.0  # an all -0 row: the +0 padding decides the sign
+    spikes = sparse_spikes(gen, len(counts), n_in, counts, dtype, graded)
+    product = torch.full((9, len(counts)), 7.0, dtype=dtype)
+    assert sf.sum_product(weight, spikes, product) is product
+    expected = torch.from_numpy(numpy_spike_product(weight.numpy(), spikes.numpy()))
+    assert same_bits(product, expected)
+    exact = weight.double() @ spikes.double().t()
+    k = max(max(counts), 1)
+    bound = k * torch.finfo(dtype).eps * (weight.double().abs() @ spikes.double().abs().t())
+    assert bool(((product.double() - exact).abs() <= bound).all())
+
+
+def test_beyond_its_limits_the_product_is_torch_mm():
+    gen = torch.Generator().manual_seed(3)
+    limit = sf.SPIKE_PRODUCT_MAX_SPIKES
+    weight = torch.randn(4, 16 * (limit + 1), generator=gen)
+    product = torch.full((4, 1), 7.0)
+    too_many = sparse_spikes(gen, 1, weight.shape[1], [limit + 1], torch.float32, False)
+    sf.sum_product(weight, too_many, product)
+    assert torch.equal(product, torch.mm(weight, too_many.t()))
+    # within the per-sample limit, but more spikes in all than I / SPIKE_PRODUCT_LINE
+    weight = torch.randn(4, 48, generator=gen)
+    crowded = sparse_spikes(gen, 2, 48, [2, 2], torch.float32, False)
+    product = torch.empty(4, 2)
+    sf.sum_product(weight, crowded, product)
+    assert torch.equal(product, torch.mm(weight, crowded.t()))
+    weight[:, 0] = float("nan")  # and there a NaN weight of a silent input counts
+    crowded[:, 0] = 0.0
+    assert bool(torch.isnan(sf.sum_product(weight, crowded, product)).all())
+
+
+@pytest.fixture
+def spike_calls(monkeypatch):
+    """How often the C twin took the spike-driven product (returned 1)."""
+    counter = Counter()
+    original = native._extension
+
+    class Counting:
+        def __getattr__(self, name):
+            kernel = getattr(original, name)
+            if name != "spike_product":
+                return kernel
+
+            def counted(*args):
+                done = kernel(*args)
+                counter[done] += 1
+                return done
+
+            return counted
+
+    monkeypatch.setattr(native, "_extension", Counting())
+    return counter
+
+
+def linear_pair(delay, dtype, weight_kind, batch, n_in, n_out):
+    layers = []
+    for _ in range(2):
+        torch.manual_seed(5)
+        layer = Linear(n_in, n_out, batch, 1.0, delay, reduction="sum").to(dtype)
+        if weight_kind == "transposed":  # a legal non-contiguous weight
+            layer.weight = torch.nn.Parameter(layer.weight.detach().t().contiguous().t())
+        elif weight_kind == "expanded":  # every output the same weights, stride 0
+            row = layer.weight.detach()[:1].clone()
+            layer.weight = torch.nn.Parameter(row.expand(n_out, n_in), requires_grad=False)
+        elif weight_kind == "nan-on-a-silent-input":
+            layer.weight.data[:, -1] = float("nan")
+        layer.weight.requires_grad_(False)
+        layers.append(layer)
+    return layers
+
+
+@needs_native
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("graded", [False, True], ids=["bool", "graded"])
+@pytest.mark.parametrize("delay", [0, 2])
+@pytest.mark.parametrize(
+    "weight_kind", ["contiguous", "transposed", "expanded", "nan-on-a-silent-input"]
+)
+def test_linear_with_sparse_spikes_gives_the_eager_numbers(
+    spike_calls, weight_kind, delay, graded, dtype, threads
+):
+    batch, n_in, n_out, steps = 3, 640, 50, 12
+    a, b = linear_pair(delay, dtype, weight_kind, batch, n_in, n_out)
+    gen = torch.Generator().manual_seed(11)
+    with torch_threads(threads):
+        for step in range(steps):
+            # 0..9 spikes per sample, sometimes a step with too many (the BLAS product)
+            counts = [int(c) for c in torch.randint(0, 10, (batch,), generator=gen)]
+            if step == 5:
+                counts = [30, 30, 30]
+            x = sparse_spikes(gen, batch, n_in - 1, counts, dtype, graded)
+            x = torch.cat([x, torch.zeros(batch, 1, dtype=dtype)], 1).unsqueeze(1)
+            if not graded:
+                x = x != 0
+            trace = torch.rand(batch, 1, n_in, generator=gen, dtype=dtype)
+            out = tuple(t.clone() for t in a(x, trace))
+            with native.disabled():
+                expected = b(x, trace)
+            assert same_bits(out[0], expected[0]), f"step {step}: activation"
+            assert same_bits(out[1], expected[1]), f"step {step}: trace"
+            assert torch.equal(a.spike_queue, b.spike_queue)
+            assert torch.equal(a.pre_spikes, b.pre_spikes)
+    assert spike_calls[1] >= steps - 2 - delay  # the spike-driven product ran
+    assert spike_calls[0] >= 1  # and declined the crowded step
+    if weight_kind == "nan-on-a-silent-input":
+        assert not bool(torch.isnan(out[0]).any())
+
+
+@needs_native
+def test_diehl_cook_network_is_the_same_on_both_backends():
+    """A Diehl & Cook step uses the spike-driven product for its inhibition (few spikes):
+    spikes and voltages over 100 steps are those of the other backend bit for bit."""
+    results = []
+    for chosen in ("native", "torch"):
+        torch.manual_seed(0)
+        model = DiehlCook2015(64, 100, 2, 1.0, inhibition=5.0, thresh=2.0)
+        for module in (model.input, model.exc, model.inh, model.neuron):
+            module.backend = chosen
+        gen = torch.Generator().manual_seed(1)
+        spikes, voltages = [], []
+        with torch.no_grad():
+            for _ in range(100):
+                s, _ = model(torch.rand(2, 1, 64, generator=gen) < 0.2)
+                spikes.append(s.clone())
+                voltages.append(model.neuron.v_cell.clone())
+        results.append((torch.stack(spikes), torch.stack(voltages)))
+    assert torch.equal(results[0][0], results[1][0])
+    assert torch.equal(results[0][1], results[1][1])
+    assert 0 < int(results[0][0].sum()) < results[0][0].numel() // 4  # sparse, not silent
