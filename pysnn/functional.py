@@ -478,7 +478,7 @@ def linear_step(
         shape = (batch, 1, n_out, pre_trace.shape[-1])
         return activation.view(shape), pre_trace.unsqueeze(2).expand(shape)
     flat = leaving.view(batch, -1)
-    if flat.is_cpu and weight.is_cpu:
+    if flat.is_cpu and weight.is_cpu and batch <= SPIKE_PRODUCT_MAX_BATCH:
         sum_product(weight, flat, out.product)
     else:  # W @ sᵀ reads the (O, I) weight contiguously: faster than F.linear's s @ Wᵀ
         torch.mm(weight, flat.t(), out=out.product)
@@ -554,14 +554,18 @@ SPIKE_PRODUCT_MAX_SPIKES = 16
 #: row-major ``(O, I)`` weight costs a cache line (16 floats) per output, the dense product one
 #: pass over the weight.
 SPIKE_PRODUCT_LINE = 16
+#: ... at batches of at most this size (larger batches have more spikes in all; their eager
+#: step would pay for both forms).
+SPIKE_PRODUCT_MAX_BATCH = 4
 
 
 def sum_product(weight: Tensor, spikes: Tensor, product: Tensor) -> Tensor:
     r"""``product = W @ spikesᵀ`` of a ``reduction="sum"`` Linear on the CPU: spike-driven where
     there are few spikes, ``torch.mm`` elsewhere.
 
-    Where every sample has at most :data:`SPIKE_PRODUCT_MAX_SPIKES` nonzero inputs and all
-    samples together at most ``I / SPIKE_PRODUCT_LINE``, ``product[o, b]`` is
+    :func:`linear_step` calls it at batches of at most :data:`SPIKE_PRODUCT_MAX_BATCH` (and
+    ``torch.mm`` beyond). Where every sample has at most :data:`SPIKE_PRODUCT_MAX_SPIKES` nonzero
+    inputs and all samples together at most ``I / SPIKE_PRODUCT_LINE``, ``product[o, b]`` is
     :func:`pairwise_sum` over :data:`SPIKE_PRODUCT_MAX_SPIKES` values: :math:`W_{oi} s_{bi}` for
     the nonzero inputs :math:`i` of sample ``b`` in ascending order, then +0. That is work in
     proportion to the spikes (a few columns of ``W``) instead of a pass over all of ``W``, in an
@@ -578,18 +582,27 @@ def sum_product(weight: Tensor, spikes: Tensor, product: Tensor) -> Tensor:
     """
     width = min(SPIKE_PRODUCT_MAX_SPIKES, spikes.shape[1])
     nonzero = spikes != 0
-    counts = nonzero.sum(1)
+    counts = nonzero.sum(1, keepdim=True)  # (B, 1)
     sparse = (counts.max() <= SPIKE_PRODUCT_MAX_SPIKES) & (
         counts.sum() * SPIKE_PRODUCT_LINE <= spikes.shape[1]
     )
     # each sample's nonzero inputs first, in ascending order (a stable sort of 0 before 1)
-    order = torch.argsort((~nonzero).to(torch.uint8), dim=1, stable=True)[:, :width]
-    valid = torch.arange(width, device=spikes.device) < counts.unsqueeze(1)  # (B, width)
-    terms = weight[:, order] * spikes.gather(1, order)  # (O, B, width)
-    tree = weight.new_zeros(terms.shape[:2] + (SPIKE_PRODUCT_MAX_SPIKES,))
-    tree[..., :width] = torch.where(valid, terms, torch.zeros((), dtype=terms.dtype))
+    order = torch.argsort(nonzero.logical_not(), dim=1, stable=True)[:, :width]
+    valid = torch.arange(width, device=spikes.device) < counts  # (B, width)
+    # (O, B, width), +0 past each sample's spikes (a NaN weight of a silent input stays out)
+    columns = torch.index_select(weight, 1, order.reshape(-1)).view(-1, *order.shape)
+    terms = torch.where(valid, columns * spikes.gather(1, order), 0.0)
+    if width < SPIKE_PRODUCT_MAX_SPIKES:
+        padding = terms.new_zeros(terms.shape[:2] + (SPIKE_PRODUCT_MAX_SPIKES - width,))
+        terms = torch.cat([terms, padding], 2)
+    # the pairwise tree over the 16 values, as pairwise_sum
+    half = SPIKE_PRODUCT_MAX_SPIKES // 2
+    while half >= 1:
+        terms[..., :half].add_(terms[..., half : 2 * half])
+        half //= 2
+    tree = terms[..., 0]
     dense = torch.mm(weight, spikes.t())
-    return torch.where(sparse, pairwise_sum(tree).squeeze(-1), dense, out=product)
+    return torch.where(sparse, tree, dense, out=product)
 
 
 # -- models without a C twin (PyTorch only) ---------------------------------------------------

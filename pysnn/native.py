@@ -543,6 +543,8 @@ def _spike_product(weight, x, x_code, slot, product, batch: int, n_out: int) -> 
     """C twin of :func:`pysnn.functional.sum_product` on the spikes leaving the delay line
     (``slot``, before the kernel overwrites it) or entering a connection without delay (``x``):
     True where it took the spike-driven form, False where the BLAS product is to be taken."""
+    if batch > sf.SPIKE_PRODUCT_MAX_BATCH:
+        return False
     source, source_is_bool = (slot, 0) if slot is not None else (x, x_code)
     target = product if product.is_contiguous() else torch.empty(product.shape, dtype=product.dtype)
     done = _extension.spike_product(
