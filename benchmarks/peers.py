@@ -10,7 +10,7 @@ here, and its ``__init__`` imports torchvision, whose wheels here are CUDA build
 
     python3 -m venv /tmp/bindsnet-venv
     /tmp/bindsnet-venv/bin/pip install torch==2.13.0
-    /tmp/bindsnet-venv/bin/pip install --no-deps bindsnet==0.3.4 scipy tqdm
+    /tmp/bindsnet-venv/bin/pip install --no-deps bindsnet==0.3.4 scipy tqdm numpy
 
 Its child processes import ``bindsnet.network``, ``.learning``, ``.encoding`` and ``.models``
 through a package object made from the installed path (see :func:`_import_bindsnet`), which
