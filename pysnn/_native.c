@@ -181,6 +181,19 @@ static int parse_args(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t expect
     return 0;
 }
 
+/* count arguments as doubles into value (0 for None), whether each was given into has; -1 with
+ * the exception set on a value that is not a number. */
+static int parse_floats(PyObject *const *args, int count, double *value, int *has)
+{
+    for (int k = 0; k < count; ++k) {
+        has[k] = args[k] != Py_None;
+        value[k] = has[k] ? PyFloat_AsDouble(args[k]) : 0.0;
+        if (value[k] == -1.0 && PyErr_Occurred())
+            return -1;
+    }
+    return 0;
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Threads. When built with OpenMP (setup.py links the libgomp that PyTorch itself loads, so
  * both share one warm thread team), a large step is split into contiguous blocks of rows, one
@@ -444,7 +457,7 @@ static PyObject *py_product_bounded(PyObject *self, PyObject *const *args, Py_ss
 {
     void *a[8];
     double value[4];
-    int has[4] = {1, 1, 0, 0};
+    int has[4];
     (void)self;
     if (nargs != 12) {
         PyErr_Format(PyExc_TypeError, "product_bounded expects 12 arguments, got %zd", nargs);
@@ -452,16 +465,8 @@ static PyObject *py_product_bounded(PyObject *self, PyObject *const *args, Py_ss
     }
     if (parse_args(args, 8, 8, "product_bounded", a) < 0)
         return NULL;
-    for (int k = 0; k < 4; ++k) {
-        if (args[8 + k] == Py_None) {
-            has[k] = 0;
-            continue;
-        }
-        has[k] = 1;
-        value[k] = PyFloat_AsDouble(args[8 + k]);
-        if (value[k] == -1.0 && PyErr_Occurred())
-            return NULL;
-    }
+    if (parse_floats(args + 8, 4, value, has) < 0)
+        return NULL;
     if (!has[0] || !has[1]) {
         PyErr_SetString(PyExc_TypeError, "product_bounded: alpha and beta must be floats");
         return NULL;
@@ -600,12 +605,8 @@ static PyObject *py_ordered_update(PyObject *self, PyObject *const *args, Py_ssi
     }
     if (parse_args(args, 7, 7, "ordered_update", a) < 0)
         return NULL;
-    for (int k = 0; k < 5; ++k) {
-        has[k] = args[7 + k] != Py_None;
-        value[k] = has[k] ? PyFloat_AsDouble(args[7 + k]) : 0.0;
-        if (value[k] == -1.0 && PyErr_Occurred())
-            return NULL;
-    }
+    if (parse_floats(args + 7, 5, value, has) < 0)
+        return NULL;
     if (!has[0] || !has[1] || !has[4]) {
         PyErr_SetString(PyExc_TypeError, "ordered_update: alpha, beta and crossover are floats");
         return NULL;
@@ -627,23 +628,23 @@ static PyObject *py_ordered_update(PyObject *self, PyObject *const *args, Py_ssi
     int32_t *indices = NULL;
     Py_ssize_t *counts = NULL;
     if (crossover >= 0 && depth > 0 && alpha_finite) {
-        indices = malloc(sizeof(int32_t) * (size_t)depth * (size_t)(n_out + n_in));
+        indices = malloc(sizeof(int32_t) * (size_t)depth * (size_t)n_in);
         counts = malloc(sizeof(Py_ssize_t) * 2 * (size_t)depth);
         if (indices == NULL || counts == NULL) {
             free(indices);
             free(counts);
             return PyErr_NoMemory();
         }
-        int32_t *const rows = indices, *const cols = indices + depth * n_out;
+        int32_t *const cols = indices; /* the rows are found by event_update itself */
         Py_ssize_t *const n_rows = counts, *const n_cols = counts + depth;
         double work = 0;
         path = 2;
         for (Py_ssize_t j = 0; j < depth && path == 2; ++j) {
             if (is_double) {
-                n_rows[j] = nonzero_f64((const double *)p + j * n_out, n_out, rows + j * n_out);
+                n_rows[j] = nonzero_f64((const double *)p + j * n_out, n_out, NULL);
                 n_cols[j] = nonzero_f64((const double *)q + j * n_in, n_in, cols + j * n_in);
             } else {
-                n_rows[j] = nonzero_f32((const float *)p + j * n_out, n_out, rows + j * n_out);
+                n_rows[j] = nonzero_f32((const float *)p + j * n_out, n_out, NULL);
                 n_cols[j] = nonzero_f32((const float *)q + j * n_in, n_in, cols + j * n_in);
             }
             if (n_rows[j] < 0 || n_cols[j] < 0)

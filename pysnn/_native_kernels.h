@@ -322,6 +322,20 @@ static ALWAYS_INLINE void KERNEL(add_terms)(T *restrict part, Py_ssize_t n, cons
     }
 }
 
+/* x ← beta·x for n values: zeros where `beta_zero` (beta is 0 before rounding to T: a beta that
+ * only rounds to 0 multiplies, as torch's mul_ does), nothing for a beta of 1. */
+static ALWAYS_INLINE void KERNEL(beta_pass)(T *restrict x, Py_ssize_t n, const T beta,
+                                            const int beta_zero)
+{
+    if (beta_zero) {
+        for (Py_ssize_t i = 0; i < n; ++i)
+            x[i] = 0;
+    } else if (beta != 1) {
+        for (Py_ssize_t i = 0; i < n; ++i)
+            x[i] = x[i] * beta;
+    }
+}
+
 /* row ← row + (Σ_j p[j][o]·q[j])·alpha over the whole row (add_terms with a constant depth). */
 static ALWAYS_INLINE void KERNEL(add_row_terms)(T *restrict row, Py_ssize_t o, Py_ssize_t n_out,
                                                 Py_ssize_t n_in, Py_ssize_t depth,
@@ -351,8 +365,7 @@ static ALWAYS_INLINE void KERNEL(add_row_terms)(T *restrict row, Py_ssize_t o, P
 }
 
 /* The ordered update of a learning rule's weights (learning.ordered_update), rows [first, last):
- * row ← beta·row (beta 1: unchanged; zeros where `beta_zero`, i.e. beta is 0 before rounding to T:
- * a beta that only rounds to 0 multiplies, as torch's mul_ does), then, for depth > 0,
+ * row ← beta·row (beta_pass), then, for depth > 0,
  * s[i] = p[0][o]·q[0][i], s[i] ← s[i] + p[j][o]·q[j][i] for j = 1 .. depth-1 in order and
  * row[i] ← row[i] + s[i]·alpha (alpha 1: not applied), each operation rounded once, then the
  * bounds. The eager function takes the same operations on whole matrices. */
@@ -365,13 +378,7 @@ TARGET_CLONES static void KERNEL(ordered_rows)(T *restrict out, Py_ssize_t first
 {
     for (Py_ssize_t o = first; o < last; ++o) {
         T *restrict row = out + o * n_in;
-        if (beta_zero) {
-            for (Py_ssize_t i = 0; i < n_in; ++i)
-                row[i] = 0;
-        } else if (beta != 1) {
-            for (Py_ssize_t i = 0; i < n_in; ++i)
-                row[i] = row[i] * beta;
-        }
+        KERNEL(beta_pass)(row, n_in, beta, beta_zero);
         KERNEL(add_row_terms)(row, o, n_out, n_in, depth, p, q, alpha);
         KERNEL(clamp_row)(row, n_in, has_low, low, has_high, high);
     }
@@ -428,13 +435,7 @@ TARGET_CLONES static int KERNEL(clean_rows)(T *restrict out, Py_ssize_t n, T bet
                                             const int beta_zero, const int has_low, const T low,
                                             const int has_high, const T high)
 {
-    if (beta_zero) {
-        for (Py_ssize_t i = 0; i < n; ++i)
-            out[i] = 0;
-    } else if (beta != 1) {
-        for (Py_ssize_t i = 0; i < n; ++i)
-            out[i] = out[i] * beta;
-    }
+    KERNEL(beta_pass)(out, n, beta, beta_zero);
     /* -0 is the bit pattern of the sign alone; reading the values' bits as integers keeps the
      * loop vectorised (signbit() does not) */
     const BITS *restrict bits = (const BITS *)out;
@@ -447,8 +448,9 @@ TARGET_CLONES static int KERNEL(clean_rows)(T *restrict out, Py_ssize_t n, T bet
     return !flags;
 }
 
-/* The nonzero indices of x[0 .. n) into idx; returns their number, or -1 if a value is not
- * finite (0·inf would then be NaN in the ordered product: only the dense form gives it). */
+/* The nonzero indices of x[0 .. n) into idx (or only their number, for idx NULL); returns their
+ * number, or -1 if a value is not finite (0·inf would then be NaN in the ordered product: only
+ * the dense form gives it). */
 static Py_ssize_t KERNEL(nonzero)(const T *restrict x, Py_ssize_t n, int32_t *restrict idx)
 {
     Py_ssize_t count = 0;
@@ -456,8 +458,11 @@ static Py_ssize_t KERNEL(nonzero)(const T *restrict x, Py_ssize_t n, int32_t *re
         const T v = x[i];
         if (!isfinite(v))
             return -1;
-        if (v != 0)
-            idx[count++] = (int32_t)i;
+        if (v != 0) {
+            if (idx != NULL)
+                idx[count] = (int32_t)i;
+            ++count;
+        }
     }
     return count;
 }

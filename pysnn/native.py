@@ -683,36 +683,46 @@ def product_bounded(
     :returns: False, with nothing done, when this path does not apply (no OpenMP or BLAS, one
         thread, a small product, other dtypes or layouts): use ``addmm_`` and ``clamp_``.
     """
-    dtype = out.dtype
-    code = _DTYPE_CODES.get(dtype)
-    if code is None or out.dim() != 2 or not _extension.openmp or torch.get_num_threads() < 2:
+    if not _extension.openmp or torch.get_num_threads() < 2:
         return False
-    n_out, n_in = out.shape
-    depth = p.numel() // max(n_out, 1)
-    gemm = _blas_gemm(dtype)
-    if (
-        gemm is None
-        or not _fits(out, dtype, n_out * n_in)
-        or not _fits(p, dtype, depth * n_out)
-        or not _fits(q, dtype, depth * n_in)
-        or p.shape[-1] != n_out
-        or q.shape[-1] != n_in
-    ):
+    operands = _stacked_operands(out, p, q)
+    gemm = None if operands is None else _blas_gemm(out.dtype)
+    if gemm is None:
         return False
     return _extension.product_bounded(
         gemm,
-        code,
-        out.data_ptr(),
-        n_out,
-        n_in,
-        depth,
-        p.data_ptr(),
-        q.data_ptr(),
+        *operands,
         float(alpha),
         float(beta),
-        None if w_min is None else float(w_min),
-        None if w_max is None else float(w_max),
+        _optional_float(w_min),
+        _optional_float(w_max),
     )
+
+
+def _stacked_operands(out: Tensor, p: Tensor, q: Tensor) -> Optional[tuple]:
+    """``(dtype code, out's address, O, K, depth, p's address, q's address)`` of a learning
+    rule's update of ``out`` ``(O, K)`` from stacked factors ``p`` ``(depth, O)`` and ``q``
+    ``(depth, K)`` (any leading shape, contiguous, one dtype), or None when a kernel cannot read
+    them."""
+    dtype = out.dtype
+    code = _DTYPE_CODES.get(dtype)
+    if code is None or out.dim() != 2:
+        return None
+    n_out, n_in = out.shape
+    depth = p.numel() // max(n_out, 1)
+    if not (
+        _fits(out, dtype, n_out * n_in)
+        and _fits(p, dtype, depth * n_out)
+        and _fits(q, dtype, depth * n_in)
+        and p.shape[-1] == n_out
+        and q.shape[-1] == n_in
+    ):
+        return None
+    return code, out.data_ptr(), n_out, n_in, depth, p.data_ptr(), q.data_ptr()
+
+
+def _optional_float(bound: Optional[float]) -> Optional[float]:
+    return None if bound is None else float(bound)
 
 
 #: Event-driven ordered updates run when the products with two nonzero factors number at most
@@ -743,32 +753,17 @@ def ordered_update(
         ones; ``-1`` never, ``math.inf`` wherever it gives the same numbers.
     :returns: 0 (not run: another dtype, device or layout), 1 (dense) or 2 (event-driven).
     """
-    dtype = out.dtype
-    code = _DTYPE_CODES.get(dtype)
-    if code is None or _extension is None or not _enabled or out.dim() != 2:
+    if _extension is None or not _enabled:
         return 0
-    n_out, n_in = out.shape
-    depth = p.numel() // max(n_out, 1)
-    if depth > _ORDERED_MAX_DEPTH or not (
-        _fits(out, dtype, n_out * n_in)
-        and _fits(p, dtype, depth * n_out)
-        and _fits(q, dtype, depth * n_in)
-        and p.shape[-1] == n_out
-        and q.shape[-1] == n_in
-    ):
+    operands = _stacked_operands(out, p, q)
+    if operands is None or operands[4] > _ORDERED_MAX_DEPTH:  # [4]: the depth
         return 0
     return _extension.ordered_update(
-        code,
-        out.data_ptr(),
-        n_out,
-        n_in,
-        depth,
-        p.data_ptr(),
-        q.data_ptr(),
+        *operands,
         float(alpha),
         float(beta),
-        None if w_min is None else float(w_min),
-        None if w_max is None else float(w_max),
+        _optional_float(w_min),
+        _optional_float(w_max),
         float(crossover),
     )
 

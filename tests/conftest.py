@@ -1,4 +1,5 @@
-"""Shared fixtures. ``tests/reference.py`` (NumPy references) is importable as ``reference``."""
+"""Shared fixtures. ``tests/reference.py`` (NumPy references) and ``tests/helpers.py`` (shared test
+helpers) are importable as ``reference`` and ``helpers``."""
 
 import importlib.util
 

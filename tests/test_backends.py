@@ -12,8 +12,8 @@ The matrix (``test_edit_matrix``) is model kind × every parameter or state buff
 reads × mutation method × threads:
 
 * model kinds: Input, IF, LIF (each linear / exponential), adaptive LIF (linear / exponential ×
-  relax_to_center False / True) — 10 kinds; Linear (reduction none / sum × delay 0 / 2) in
-  ``test_linear_edit_matrix``;
+  relax_to_center False / True) — 10 kinds; Linear (reduction none / sum × delay 0 / 2, and
+  "sum" with sparse inputs, which take the spike-driven product) in ``test_linear_edit_matrix``;
 * mutations: ``.data.fill_``, ``.data[idx] =``, ``.numpy()[idx] =``, ``mul_``, ``p[idx] =``,
   ``load_state_dict`` (one cell changed), reassigning the attribute to a new tensor; plus
   ``.to(torch.float64)`` of the whole module (followed by per-cell edits);
@@ -27,10 +27,9 @@ The module is skipped where the extension is not built or the kernels are switch
 # Matrix size (parametrised cases, threads included): test_edit_matrix 1540 (10 model kinds,
 # 110 model/parameter pairs × 7 mutations × 2 thread counts), test_edit_matrix_per_cell_init 220,
 # test_edit_matrix_threaded 220 (12000 cells), test_to_float64_matrix 20, test_linear_edit_matrix
-# 84, test_linear_to_float64 8: 2092 matrix cases. The whole file collects 2707 cases (10 of them
+# 126, test_linear_to_float64 12: 2138 matrix cases. The whole file collects 2771 cases (10 of them
 # skipped without CUDA).
 
-import contextlib
 import math
 
 import pytest
@@ -48,6 +47,7 @@ if not (native.available() and native.enabled()):
 from pysnn._backend import NativeUnavailableError  # noqa: E402
 from pysnn.connection import Linear  # noqa: E402
 from pysnn.neuron import AdaptiveLIFNeuron, IFNeuron, Input, LIFNeuron  # noqa: E402
+from helpers import torch_threads  # noqa: E402
 
 SEED = 20240607
 DT = 0.5
@@ -136,16 +136,6 @@ def needs_fused_addcmul(model):
 
 
 # -- fixtures and helpers ---------------------------------------------------------------------
-@contextlib.contextmanager
-def torch_threads(count):
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield count
-    finally:
-        torch.set_num_threads(previous)
-
-
 @pytest.fixture(params=[1, 2], ids=["threads1", "threads2"])
 def threads(request):
     """Run the test with torch.set_num_threads(1) and (2), restored afterwards."""
@@ -832,6 +822,9 @@ def test_bad_input_is_rejected_before_any_state_changes(model, bad):
 
 # -- Linear -------------------------------------------------------------------------------------
 LIN_B, LIN_I, LIN_O = 2, 5, 3
+# sparse inputs: at most 2 spikes per sample of 64 inputs, so that a "sum" layer takes the
+# spike-driven product (functional.sum_product: at most 64 / 16 spikes in all)
+SPARSE_LIN_I = 64
 LIN_EDIT_INDEX = {"weight": (1, 2), "spike_queue": (1, 0, 0, 3)}
 BIG_LIN_B, BIG_LIN_I, BIG_LIN_O = 4, 3000, 16  # 12000 presynaptic values
 
@@ -859,6 +852,27 @@ def linear_inputs(steps, batch=LIN_B, n_in=LIN_I, dtype=torch.float32, seed=SEED
         x = mask if step % 2 == 0 else mask.to(dtype) * uniform(gen, 0.5, 2.0, shape, dtype)
         inputs.append((x, uniform(gen, 0.0, 3.0, shape, dtype)))
     return inputs
+
+
+def sparse_linear_inputs(steps, batch=LIN_B, n_in=SPARSE_LIN_I, dtype=torch.float32, seed=SEED + 6):
+    """0, 1 or 2 spikes per sample (bool and graded in turn), with random presynaptic traces."""
+    gen = generator(seed)
+    shape = (batch, 1, n_in)
+    inputs = []
+    for step in range(steps):
+        mask = torch.zeros(shape, dtype=torch.bool)
+        for b in range(batch):
+            mask[b, 0, torch.randperm(n_in, generator=gen)[: (step + b) % 3]] = True
+        x = mask if step % 2 == 0 else mask.to(dtype) * uniform(gen, 0.5, 2.0, shape, dtype)
+        inputs.append((x, uniform(gen, 0.0, 3.0, shape, dtype)))
+    return inputs
+
+
+def linear_case(inputs, delay, reduction):
+    """The pair of connections and the input maker of a ``LINEAR_CONFIGS`` case."""
+    if inputs == "sparse":
+        return build_linear_pair(delay, reduction, n_in=SPARSE_LIN_I), sparse_linear_inputs
+    return build_linear_pair(delay, reduction), linear_inputs
 
 
 def cursor(lin):
@@ -910,22 +924,32 @@ def linear_step_and_compare(torch_lin, native_lin, inputs, what):
     return outputs
 
 
-LINEAR_CONFIGS = [(reduction, delay) for reduction in ("none", "sum") for delay in (0, 2)]
+LINEAR_CONFIGS = [
+    (reduction, delay, "dense") for reduction in ("none", "sum") for delay in (0, 2)
+] + [("sum", delay, "sparse") for delay in (0, 2)]
 
 
 @pytest.mark.parametrize(
-    "reduction, delay, name, how",
+    "reduction, delay, inputs, name, how",
     [
-        pytest.param(reduction, delay, name, how, id=f"{reduction}-delay{delay}-{name}-{how}")
-        for reduction, delay in LINEAR_CONFIGS
+        pytest.param(
+            reduction,
+            delay,
+            inputs,
+            name,
+            how,
+            id=f"{reduction}-delay{delay}-{name}-{how}" + ("-sparse" if inputs == "sparse" else ""),
+        )
+        for reduction, delay, inputs in LINEAR_CONFIGS
         for name in (("weight", "spike_queue") if delay else ("weight",))
         for how in MUTATIONS
     ],
 )
-def test_linear_edit_matrix(reduction, delay, name, how, threads):
-    """Weight and delay-line edits are seen by both backends alike."""
-    torch_lin, native_lin = build_linear_pair(delay, reduction)
-    inputs = linear_inputs(WARMUP_STEPS + STEPS_AFTER)
+def test_linear_edit_matrix(reduction, delay, inputs, name, how, threads):
+    """Weight and delay-line edits are seen by both backends alike (with sparse inputs also on
+    the spike-driven product)."""
+    (torch_lin, native_lin), make_inputs = linear_case(inputs, delay, reduction)
+    inputs = make_inputs(WARMUP_STEPS + STEPS_AFTER)
     linear_step_and_compare(torch_lin, native_lin, inputs[:WARMUP_STEPS], "before edit")
     for lin in (torch_lin, native_lin):
         mutate(lin, name, how, edit_value(name, "linear"), LIN_EDIT_INDEX[name])
@@ -933,14 +957,14 @@ def test_linear_edit_matrix(reduction, delay, name, how, threads):
     linear_step_and_compare(torch_lin, native_lin, inputs[WARMUP_STEPS:], f"after {how}")
 
 
-@pytest.mark.parametrize("reduction, delay", LINEAR_CONFIGS)
-def test_linear_to_float64(reduction, delay, threads):
-    torch_lin, native_lin = build_linear_pair(delay, reduction)
-    linear_step_and_compare(torch_lin, native_lin, linear_inputs(WARMUP_STEPS), "float32")
+@pytest.mark.parametrize("reduction, delay, inputs", LINEAR_CONFIGS)
+def test_linear_to_float64(reduction, delay, inputs, threads):
+    (torch_lin, native_lin), make_inputs = linear_case(inputs, delay, reduction)
+    linear_step_and_compare(torch_lin, native_lin, make_inputs(WARMUP_STEPS), "float32")
     for lin in (torch_lin, native_lin):
         assert lin.to(torch.float64) is lin
         assert lin.weight.dtype == lin.spike_queue.dtype == torch.float64
-    inputs = linear_inputs(2 * STEPS_AFTER, dtype=torch.float64, seed=SEED + 5)
+    inputs = make_inputs(2 * STEPS_AFTER, dtype=torch.float64, seed=SEED + 5)
     linear_step_and_compare(torch_lin, native_lin, inputs[:STEPS_AFTER], "float64")
     for lin in (torch_lin, native_lin):
         lin.weight.data[1, 2] = 0.25
@@ -975,12 +999,12 @@ WEIGHT_LAYOUTS = {
 
 
 @pytest.mark.parametrize("layout", list(WEIGHT_LAYOUTS))
-@pytest.mark.parametrize("reduction, delay", LINEAR_CONFIGS)
-def test_linear_weight_layouts(reduction, delay, layout, threads):
+@pytest.mark.parametrize("reduction, delay, inputs", LINEAR_CONFIGS)
+def test_linear_weight_layouts(reduction, delay, inputs, layout, threads):
     """Non-contiguous and expanded weights give the same result on both backends (bit for bit
     unless the product is split over threads)."""
-    torch_lin, native_lin = build_linear_pair(delay, reduction)
-    inputs = linear_inputs(WARMUP_STEPS + STEPS_AFTER)
+    (torch_lin, native_lin), make_inputs = linear_case(inputs, delay, reduction)
+    inputs = make_inputs(WARMUP_STEPS + STEPS_AFTER)
     linear_step_and_compare(torch_lin, native_lin, inputs[:WARMUP_STEPS], "contiguous")
     for lin in (torch_lin, native_lin):
         torch.manual_seed(SEED + 6)
@@ -1002,7 +1026,9 @@ def outcome(action):
 @pytest.mark.parametrize(
     "shape", [(LIN_I, LIN_O), (LIN_O, LIN_I + 1), (LIN_O * LIN_I,), (1, LIN_O, LIN_I)]
 )
-@pytest.mark.parametrize("reduction, delay", LINEAR_CONFIGS)
+@pytest.mark.parametrize(
+    "reduction, delay", [(r, d) for r, d, inputs in LINEAR_CONFIGS if inputs == "dense"]
+)
 def test_linear_wrongly_shaped_weight_raises_on_both(reduction, delay, shape):
     results = []
     for backend in ("torch", "native"):

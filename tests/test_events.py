@@ -40,8 +40,6 @@ What is checked here, always against numbers computed independently of the code 
 
 import math
 from collections import Counter
-from contextlib import contextmanager
-from typing import Iterator, Optional
 
 import numpy as np
 import pytest
@@ -52,6 +50,7 @@ from pysnn.connection import Linear
 from pysnn.learning import MSTDP, MSTDPET, ORDERED_DEPTH, STDP, ordered_update
 from pysnn.network import SNNNetwork
 from pysnn.neuron import Input, LIFNeuron
+from helpers import assert_same_bits, torch_threads
 
 needs_native = pytest.mark.skipif(
     not native.enabled(), reason="the native kernels are not built or are switched off"
@@ -62,26 +61,6 @@ ALPHAS = [1.0, 0.25, 1.0 / 3.0]
 BETAS = [1.0, 0.0, 0.5]
 BOUNDS = [(0.0, 1.0), (None, None), (-0.5, None)]
 EVENT, DENSE = math.inf, -1.0  # crossovers that force / forbid the event-driven path
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def assert_same_bits(actual: torch.Tensor, expected: torch.Tensor, context: str = "") -> None:
-    """Equal values, equal signs (of zeros too) and NaN in the same places."""
-    assert actual.dtype == expected.dtype and actual.shape == expected.shape, context
-    nan = torch.isnan(expected)
-    assert torch.equal(torch.isnan(actual), nan), f"{context}: NaN positions differ"
-    a, e = actual[~nan], expected[~nan]
-    assert torch.equal(a, e), f"{context}: values differ, up to {(a - e).abs().max().item():.3g}"
-    assert torch.equal(torch.signbit(a), torch.signbit(e)), f"{context}: signs of zeros differ"
 
 
 def sparse(shape, density: float, dtype, gen: torch.Generator, low=-1.0, high=1.0):

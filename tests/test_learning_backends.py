@@ -42,8 +42,6 @@ failed on AMD CPUs.
 
 from collections import Counter
 from collections.abc import Mapping
-from contextlib import contextmanager
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -55,6 +53,7 @@ from pysnn.connection import Conv2d, Linear
 from pysnn.learning import MSTDP, MSTDPET, STDP, FedeSTDP, LearningRule
 from pysnn.network import SNNNetwork
 from pysnn.neuron import IFNeuron, Input, LIFNeuron
+from helpers import torch_threads
 
 needs_native = pytest.mark.skipif(
     not native.enabled(), reason="the native kernels are not built or are switched off"
@@ -123,16 +122,6 @@ def reward_for(name, gen, batch, dtype):
     if name.endswith("per-sample"):
         return (torch.randn(batch, generator=gen, dtype=torch.float64).to(dtype),)
     return (float(torch.randn((), generator=gen, dtype=torch.float64)),)
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @pytest.fixture

@@ -6,13 +6,11 @@ and compares every state buffer bit for bit after every step. A wrapper around t
 counts its calls, so each test also checks that the fused path was (or was not) taken.
 """
 
-import contextlib
 import copy
 import os
 import subprocess
 import sys
 from collections import Counter
-from contextlib import contextmanager
 
 import pytest
 import torch
@@ -21,6 +19,7 @@ from pysnn import functional as sf
 from pysnn import native
 from pysnn.connection import Conv2d, Linear
 from pysnn.neuron import AdaptiveLIFNeuron, FedeNeuron, IFNeuron, Input, LIFNeuron
+from helpers import torch_threads
 
 needs_native = pytest.mark.skipif(
     not native.available(), reason="the extension pysnn._native is not built"
@@ -1107,16 +1106,6 @@ def test_state_dict_round_trip_mid_run(calls):
 # split that is not at a row boundary.
 BIG_B, BIG_N = 5, 1999
 BIG_CELLS = (BIG_B, 1, BIG_N)
-
-
-@contextmanager
-def torch_threads(count):
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @needs_native

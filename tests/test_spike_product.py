@@ -17,7 +17,6 @@ computed independently of the code under test:
 """
 
 from collections import Counter
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -27,21 +26,12 @@ from pysnn import functional as sf
 from pysnn import native
 from pysnn.connection import Linear
 from pysnn.models import DiehlCook2015
+from helpers import assert_same_bits, torch_threads
 
 needs_native = pytest.mark.skipif(
     not native.enabled(), reason="the native kernels are not built or are switched off"
 )
 DTYPES = [pytest.param(torch.float32, id="f32"), pytest.param(torch.float64, id="f64")]
-
-
-@contextmanager
-def torch_threads(n):
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def numpy_spike_product(weight: np.ndarray, spikes: np.ndarray) -> np.ndarray:
@@ -72,15 +62,6 @@ def sparse_spikes(gen, batch, n_in, counts, dtype, graded):
     return spikes
 
 
-def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
-    nan = torch.isnan(b)
-    return bool(
-        torch.equal(torch.isnan(a), nan)
-        and torch.equal(a[~nan], b[~nan])
-        and torch.equal(torch.signbit(a[~nan]), torch.signbit(b[~nan]))
-    )
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("graded", [False, True], ids=["ones", "graded"])
 @pytest.mark.parametrize("counts", [(0,), (1,), (2,), (3,), (7,), (16,), (5, 0, 2), (16, 1)])
@@ -93,7 +74,7 @@ def test_spike_product_is_the_tree_over_the_nonzero_inputs(counts, graded, dtype
     product = torch.full((9, len(counts)), 7.0, dtype=dtype)
     assert sf.sum_product(weight, spikes, product) is product
     expected = torch.from_numpy(numpy_spike_product(weight.numpy(), spikes.numpy()))
-    assert same_bits(product, expected)
+    assert_same_bits(product, expected)
     exact = weight.double() @ spikes.double().t()
     k = max(max(counts), 1)
     bound = k * torch.finfo(dtype).eps * (weight.double().abs() @ spikes.double().abs().t())
@@ -187,8 +168,8 @@ def test_linear_with_sparse_spikes_gives_the_eager_numbers(
             out = tuple(t.clone() for t in a(x, trace))
             with native.disabled():
                 expected = b(x, trace)
-            assert same_bits(out[0], expected[0]), f"step {step}: activation"
-            assert same_bits(out[1], expected[1]), f"step {step}: trace"
+            assert_same_bits(out[0], expected[0], f"step {step}: activation")
+            assert_same_bits(out[1], expected[1], f"step {step}: trace")
             assert torch.equal(a.spike_queue, b.spike_queue)
             assert torch.equal(a.pre_spikes, b.pre_spikes)
     assert spike_calls[1] >= steps - 2 - delay  # the spike-driven product ran

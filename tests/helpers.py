@@ -1,0 +1,27 @@
+"""Helpers shared by the test modules (importable as ``helpers``, like ``reference``)."""
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[int]:
+    """Run the block with ``count`` torch threads, then restore the previous number."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield count
+    finally:
+        torch.set_num_threads(previous)
+
+
+def assert_same_bits(actual: torch.Tensor, expected: torch.Tensor, context: str = "") -> None:
+    """Equal dtypes and shapes, equal values, equal signs (of zeros too), NaN in the same places."""
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape, context
+    nan = torch.isnan(expected)
+    assert torch.equal(torch.isnan(actual), nan), f"{context}: NaN positions differ"
+    a, e = actual[~nan], expected[~nan]
+    assert torch.equal(a, e), f"{context}: values differ, up to {(a - e).abs().max().item():.3g}"
+    assert torch.equal(torch.signbit(a), torch.signbit(e)), f"{context}: signs of zeros differ"
