@@ -47,7 +47,7 @@
  * (functional.SPIKE_PRODUCT_MAX_SPIKES; tests/test_native.py checks they agree) */
 #define SPIKE_PRODUCT_MAX_LENGTH 16
 /* The deepest ordered update (learning.ORDERED_DEPTH; tests/test_native.py checks they agree) */
-#define ORDERED_MAX_DEPTH 8
+#define ORDERED_MAX_DEPTH 32
 /* One build runs on every x86-64 CPU and uses AVX2 + FMA (x86-64-v3) where the CPU has them (GCC
  * picks the clone when the module loads); elsewhere the portable build is used. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
@@ -95,7 +95,7 @@ struct ingest_args {
 };
 
 /* IF / LIF / adaptive LIF step. Fields the caller refreshes each step: input, in_row_stride,
- * in_col_stride, fired, linear. */
+ * in_col_stride, input2, in2_row_stride, in2_col_stride, fired, linear. */
 struct neuron_args {
     int64_t rows; /* batch */
     int64_t cols; /* cells per batch element */
@@ -107,6 +107,9 @@ struct neuron_args {
     const void *input;       /* folded input, rows x cols with the strides below */
     int64_t in_row_stride;
     int64_t in_col_stride;
+    const void *input2; /* NULL, or a second input: the kernel folds (input + input2) + 0 */
+    int64_t in2_row_stride;
+    int64_t in2_col_stride;
     void *v;
     void *thresh;
     const void *v_rest;
@@ -419,7 +422,8 @@ static PyObject *py_neuron_step(PyObject *self, PyObject *const *args, Py_ssize_
     if (a == NULL)
         return NULL;
     const Py_ssize_t rows = (Py_ssize_t)a->rows, cols = (Py_ssize_t)a->cols;
-    const int strided = a->in_col_stride != 1 || a->in_row_stride != a->cols;
+    const int strided =
+        a->in_col_stride != 1 || a->in_row_stride != a->cols || a->input2 != NULL;
     const int threads = team_size(rows * cols, rows);
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
@@ -583,6 +587,22 @@ static PyObject *py_spike_product(PyObject *self, PyObject *const *args, Py_ssiz
     return PyLong_FromLong(fits);
 }
 
+/* Scratch memory of the kernels, kept between calls and grown as needed: they run one at a time,
+ * with the GIL held, and none keeps a pointer into it after it returns. NULL when out of memory. */
+static char *kernel_scratch(size_t bytes)
+{
+    static char *memory = NULL;
+    static size_t capacity = 0;
+    if (bytes > capacity) {
+        char *grown = realloc(memory, bytes);
+        if (grown == NULL)
+            return NULL;
+        memory = grown;
+        capacity = bytes;
+    }
+    return memory;
+}
+
 /* ordered_update(is_double, out, n_out, n_in, depth, p, q, alpha, beta, w_min, w_max, crossover)
  *
  * A learning rule's update of `out` (O, I) from its stacked factors p (depth, O) and q
@@ -614,7 +634,8 @@ static PyObject *py_ordered_update(PyObject *self, PyObject *const *args, Py_ssi
     const int is_double = AS_INT(a[0]);
     const Py_ssize_t n_out = AS_SIZE(a[2]), n_in = AS_SIZE(a[3]), depth = AS_SIZE(a[4]);
     if (n_out > INT32_MAX || n_in > INT32_MAX || depth < 0 || depth > ORDERED_MAX_DEPTH) {
-        PyErr_SetString(PyExc_ValueError, "ordered_update: sizes out of range (depth at most 8)");
+        PyErr_Format(PyExc_ValueError, "ordered_update: sizes out of range (depth at most %d)",
+                     ORDERED_MAX_DEPTH);
         return NULL;
     }
     char *const out = a[1];
@@ -625,27 +646,31 @@ static PyObject *py_ordered_update(PyObject *self, PyObject *const *args, Py_ssi
     /* an alpha that is not finite (in the dtype) makes 0·alpha NaN: only the dense form has it */
     const int alpha_finite = is_double ? isfinite(value[0]) : isfinite((float)value[0]);
     int path = 1;
-    int32_t *indices = NULL;
-    Py_ssize_t *counts = NULL;
     if (crossover >= 0 && depth > 0 && alpha_finite) {
-        indices = malloc(sizeof(int32_t) * (size_t)depth * (size_t)n_in);
-        counts = malloc(sizeof(Py_ssize_t) * 2 * (size_t)depth);
-        if (indices == NULL || counts == NULL) {
-            free(indices);
-            free(counts);
+        const Py_ssize_t n = n_out * n_in, size = is_double ? 8 : 4;
+        const int threads = team_size(n, n);
+        /* the factors' counts, the columns listed per term, and each thread's sums (n_in values
+         * of 8 bytes at most), seen and touched columns */
+        const size_t listed = ((size_t)depth * (size_t)n_in * 4 + 7) / 8 * 8;
+        char *memory = kernel_scratch(16 * (size_t)depth + listed +
+                                      (size_t)threads * (size_t)n_in * 16);
+        if (memory == NULL)
             return PyErr_NoMemory();
-        }
-        int32_t *const cols = indices; /* the rows are found by event_update itself */
-        Py_ssize_t *const n_rows = counts, *const n_cols = counts + depth;
+        Py_ssize_t *const n_rows = (Py_ssize_t *)memory, *const n_cols = n_rows + depth;
+        int32_t *const cols = (int32_t *)(memory + 16 * depth); /* rows: found by event_update */
+        char *const sums = memory + 16 * depth + listed;
         double work = 0;
         path = 2;
         for (Py_ssize_t j = 0; j < depth && path == 2; ++j) {
             if (is_double) {
                 n_rows[j] = nonzero_f64((const double *)p + j * n_out, n_out, NULL);
-                n_cols[j] = nonzero_f64((const double *)q + j * n_in, n_in, cols + j * n_in);
+                /* the columns of a term are listed only where it has rows: the others add 0 */
+                n_cols[j] = nonzero_f64((const double *)q + j * n_in, n_in,
+                                        n_rows[j] > 0 ? cols + j * n_in : NULL);
             } else {
                 n_rows[j] = nonzero_f32((const float *)p + j * n_out, n_out, NULL);
-                n_cols[j] = nonzero_f32((const float *)q + j * n_in, n_in, cols + j * n_in);
+                n_cols[j] = nonzero_f32((const float *)q + j * n_in, n_in,
+                                        n_rows[j] > 0 ? cols + j * n_in : NULL);
             }
             if (n_rows[j] < 0 || n_cols[j] < 0)
                 path = 1; /* a factor that is not finite */
@@ -655,46 +680,53 @@ static PyObject *py_ordered_update(PyObject *self, PyObject *const *args, Py_ssi
         if (path == 2 && work > crossover * (double)depth * (double)n_out * (double)n_in)
             path = 1;
         if (path == 2) {
-            const Py_ssize_t n = n_out * n_in, size = is_double ? 8 : 4;
-            int clean = 1;
-            const int threads = team_size(n, n);
-#pragma omp parallel num_threads(threads) reduction(&& : clean)
+            int dirty = 0;
+            /* one team: each thread's beta pass and scan, then (all clean) its rows' events */
+#pragma omp parallel num_threads(threads)
             {
                 const int part = THREAD_INDEX(), parts = THREAD_COUNT();
                 /* blocks of whole cache lines (16 floats, 8 doubles) */
                 const Py_ssize_t first = block_start(n, part, parts, 64 / size);
                 const Py_ssize_t count = block_start(n, part + 1, parts, 64 / size) - first;
-                clean = is_double ? clean_rows_f64((double *)out + first, count, value[1],
-                                                   beta_zero, has[2], value[2], has[3], value[3])
-                                  : clean_rows_f32((float *)out + first, count, (float)value[1],
-                                                   beta_zero, has[2], (float)value[2], has[3],
-                                                   (float)value[3]);
-            }
-            if (clean) {
-#pragma omp parallel num_threads(threads)
-                {
-                    const int part = THREAD_INDEX(), parts = THREAD_COUNT();
-                    const Py_ssize_t first = block_start(n_out, part, parts, 1);
-                    const Py_ssize_t last = block_start(n_out, part + 1, parts, 1);
+                const int clean =
+                    is_double ? clean_rows_f64((double *)out + first, count, value[1], beta_zero,
+                                               has[2], value[2], has[3], value[3])
+                              : clean_rows_f32((float *)out + first, count, (float)value[1],
+                                               beta_zero, has[2], (float)value[2], has[3],
+                                               (float)value[3]);
+                if (!clean) {
+#pragma omp atomic write
+                    dirty = 1;
+                }
+#pragma omp barrier
+                int any_dirty;
+#pragma omp atomic read
+                any_dirty = dirty;
+                if (!any_dirty) {
+                    const Py_ssize_t row = block_start(n_out, part, parts, 1);
+                    const Py_ssize_t end = block_start(n_out, part + 1, parts, 1);
+                    char *const mine = sums + (size_t)part * (size_t)n_in * 16;
+                    int32_t *const seen = (int32_t *)(mine + n_in * 8);
+                    int32_t *const touched = seen + n_in;
                     if (is_double)
-                        event_update_f64((double *)out, first, last, n_out, n_in, depth,
+                        event_update_f64((double *)out, row, end, n_out, n_in, depth,
                                          (const double *)p, (const double *)q, value[0], cols,
-                                         n_cols, has[2], value[2], has[3], value[3]);
+                                         n_cols, has[2], value[2], has[3], value[3],
+                                         (double *)mine, seen, touched);
                     else
-                        event_update_f32((float *)out, first, last, n_out, n_in, depth,
+                        event_update_f32((float *)out, row, end, n_out, n_in, depth,
                                          (const float *)p, (const float *)q, (float)value[0],
                                          cols, n_cols, has[2], (float)value[2], has[3],
-                                         (float)value[3]);
+                                         (float)value[3], (float *)mine, seen, touched);
                 }
-            } else {
+            }
+            if (dirty) {
                 value[1] = 1.0; /* the beta pass is done: the dense form takes the rest */
                 beta_zero = 0;
                 path = 3;
             }
         }
     }
-    free(indices);
-    free(counts);
     if (path != 2) {
         const int threads = team_size(n_out * n_in * (depth > 0 ? depth : 1), n_out);
 #pragma omp parallel num_threads(threads)
@@ -820,7 +852,8 @@ static PyObject *py_layout(PyObject *self, PyObject *unused)
     FIELD(neuron_args, rows) FIELD(neuron_args, cols) FIELD(neuron_args, is_double)
     FIELD(neuron_args, model) FIELD(neuron_args, linear) FIELD(neuron_args, relax)
     FIELD(neuron_args, center_per_cell) FIELD(neuron_args, input) FIELD(neuron_args, in_row_stride)
-    FIELD(neuron_args, in_col_stride) FIELD(neuron_args, v) FIELD(neuron_args, thresh)
+    FIELD(neuron_args, in_col_stride) FIELD(neuron_args, input2)
+    FIELD(neuron_args, in2_row_stride) FIELD(neuron_args, in2_col_stride) FIELD(neuron_args, v) FIELD(neuron_args, thresh)
     FIELD(neuron_args, v_rest) FIELD(neuron_args, alpha_v) FIELD(neuron_args, tau_v)
     FIELD(neuron_args, dt) FIELD(neuron_args, duration_refrac) FIELD(neuron_args, counts)
     FIELD(neuron_args, spikes) FIELD(neuron_args, fired) FIELD(neuron_args, trace)

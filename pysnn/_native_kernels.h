@@ -121,6 +121,10 @@ static void KERNEL(spike_rows)(const T *restrict weight, Py_ssize_t stride_o, Py
         for (Py_ssize_t b = 0; b < batch; ++b) {
             const int32_t *ib = idx + b * width;
             const Py_ssize_t k = counts[b];
+            if (k == 0) { /* the tree over sixteen +0 */
+                product[o * batch + b] = (T)0;
+                continue;
+            }
             if (x_is_bool) {
                 for (Py_ssize_t t = 0; t < k; ++t)
                     work[t] = w[ib[t] * stride_i] * (T)1;
@@ -284,7 +288,18 @@ static void KERNEL(gather)(const struct neuron_args *a, T *target, Py_ssize_t fi
     const Py_ssize_t cols = (Py_ssize_t)a->cols;
     const Py_ssize_t row_stride = (Py_ssize_t)a->in_row_stride;
     const Py_ssize_t col_stride = (Py_ssize_t)a->in_col_stride;
-    if (row_stride < col_stride) {
+    if (a->input2 != NULL) {
+        /* two inputs folded as torch.cat(...).sum(-1) folds them: (x + y) + 0, which turns
+         * only a -0 sum into +0 */
+        const T *in2 = (const T *)a->input2;
+        const Py_ssize_t row_stride2 = (Py_ssize_t)a->in2_row_stride;
+        const Py_ssize_t col_stride2 = (Py_ssize_t)a->in2_col_stride;
+        for (Py_ssize_t r = first; r < first + rows; ++r)
+            for (Py_ssize_t c = 0; c < cols; ++c)
+                target[r * cols + c] =
+                    (in[r * row_stride + c * col_stride] + in2[r * row_stride2 + c * col_stride2]) +
+                    (T)0;
+    } else if (row_stride < col_stride) {
         for (Py_ssize_t c = 0; c < cols; ++c)
             for (Py_ssize_t r = first; r < first + rows; ++r)
                 target[r * cols + c] = in[r * row_stride + c * col_stride];
@@ -336,7 +351,86 @@ static ALWAYS_INLINE void KERNEL(beta_pass)(T *restrict x, Py_ssize_t n, const T
     }
 }
 
-/* row ← row + (Σ_j p[j][o]·q[j])·alpha over the whole row (add_terms with a constant depth). */
+/* sums[i] ← sums[i] + Σ_j pv[j]·q[j·n_in + i] for i < n and j < d in order (the first product
+ * alone starts the sums where `start`): a constant d unrolls, as in add_terms. */
+static ALWAYS_INLINE void KERNEL(sum_terms)(T *restrict sums, Py_ssize_t n, const Py_ssize_t d,
+                                            const T *restrict pv, const T *restrict q,
+                                            Py_ssize_t n_in, const int start)
+{
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        T sum = start ? pv[0] * q[i] : sums[i] + pv[0] * q[i];
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 8 /* the sums stay in registers: vectorised over i, not j */
+#endif
+        for (Py_ssize_t j = 1; j < d; ++j)
+            sum = sum + pv[j] * q[j * n_in + i];
+        sums[i] = sum;
+    }
+}
+
+/* sum_terms for 1 <= d <= 8 terms, each depth unrolled. */
+static ALWAYS_INLINE void KERNEL(sum_terms_upto8)(T *restrict sums, Py_ssize_t n, Py_ssize_t d,
+                                    const T *restrict pv, const T *restrict q, Py_ssize_t n_in,
+                                    int start)
+{
+    switch (d) {
+#define SUM_CASE(c)                                                                                \
+    case c:                                                                                        \
+        KERNEL(sum_terms)(sums, n, c, pv, q, n_in, start);                                         \
+        break;
+        SUM_CASE(1)
+        SUM_CASE(2)
+        SUM_CASE(3)
+        SUM_CASE(4)
+        SUM_CASE(5)
+        SUM_CASE(6)
+        SUM_CASE(7)
+        SUM_CASE(8)
+#undef SUM_CASE
+    default:
+        break;
+    }
+}
+
+/* ordered_rows for a depth above 8, the same operations on each value in the same order, taken
+ * a block of columns at a time for all the rows (the block of q, depth x DEEP_BLOCK values,
+ * stays in the core's first-level cache): each value's sum runs over the terms eight at a time
+ * in a local array, each chunk continuing the sums of the one before. */
+TARGET_CLONES static void KERNEL(deep_rows)(T *restrict out, Py_ssize_t first, Py_ssize_t last,
+                                            Py_ssize_t n_out, Py_ssize_t n_in, Py_ssize_t depth,
+                                            const T *restrict p, const T *restrict q, T alpha,
+                                            T beta, const int beta_zero, const int has_low,
+                                            const T low, const int has_high, const T high)
+{
+    enum { DEEP_BLOCK = 128 };
+    T sums[DEEP_BLOCK];
+    T pv[ORDERED_MAX_DEPTH];
+    const int scale = alpha != 1;
+    for (Py_ssize_t start = 0; start < n_in; start += DEEP_BLOCK) {
+        const Py_ssize_t m = n_in - start < DEEP_BLOCK ? n_in - start : DEEP_BLOCK;
+        const T *restrict block = q + start;
+        for (Py_ssize_t o = first; o < last; ++o) {
+            T *restrict part = out + o * n_in + start;
+            for (Py_ssize_t j = 0; j < depth; ++j)
+                pv[j] = p[j * n_out + o];
+            KERNEL(beta_pass)(part, m, beta, beta_zero);
+            KERNEL(sum_terms)(sums, m, 8, pv, block, n_in, 1);
+            for (Py_ssize_t j = 8; j < depth; j += 8)
+                KERNEL(sum_terms_upto8)(sums, m, depth - j < 8 ? depth - j : 8, pv + j,
+                                        block + j * n_in, n_in, 0);
+            if (scale)
+                for (Py_ssize_t i = 0; i < m; ++i)
+                    part[i] = part[i] + sums[i] * alpha;
+            else
+                for (Py_ssize_t i = 0; i < m; ++i)
+                    part[i] = part[i] + sums[i];
+            KERNEL(clamp_row)(part, m, has_low, low, has_high, high);
+        }
+    }
+}
+
+/* row ← row + (Σ_j p[j][o]·q[j])·alpha over the whole row, depth at most 8 (add_terms with a
+ * constant depth). */
 static ALWAYS_INLINE void KERNEL(add_row_terms)(T *restrict row, Py_ssize_t o, Py_ssize_t n_out,
                                                 Py_ssize_t n_in, Py_ssize_t depth,
                                                 const T *restrict p, const T *restrict q, T alpha)
@@ -359,7 +453,7 @@ static ALWAYS_INLINE void KERNEL(add_row_terms)(T *restrict row, Py_ssize_t o, P
         ORDERED_CASE(7)
         ORDERED_CASE(8)
 #undef ORDERED_CASE
-    default: /* depth 0: nothing to add */
+    default: /* depth 0: nothing to add (deeper: deep_rows) */
         break;
     }
 }
@@ -376,6 +470,11 @@ TARGET_CLONES static void KERNEL(ordered_rows)(T *restrict out, Py_ssize_t first
                                                const int beta_zero, const int has_low, const T low,
                                                const int has_high, const T high)
 {
+    if (depth > 8) {
+        KERNEL(deep_rows)(out, first, last, n_out, n_in, depth, p, q, alpha, beta, beta_zero,
+                          has_low, low, has_high, high);
+        return;
+    }
     for (Py_ssize_t o = first; o < last; ++o) {
         T *restrict row = out + o * n_in;
         KERNEL(beta_pass)(row, n_in, beta, beta_zero);
@@ -388,8 +487,11 @@ TARGET_CLONES static void KERNEL(ordered_rows)(T *restrict out, Py_ssize_t first
  * thread's block: rows are independent). A row whose p factors are all zero is left as it is:
  * ordered_rows would add a sum of ±0 products, which leaves a value that is not -0 unchanged.
  * A row with one nonzero p factor, term j, takes only the columns where q[j] is nonzero (a sum
- * with one nonzero product is that product); a row with several takes the dense form of that
- * row. Then the bounds on what changed: every other value is within them (checked by
+ * with one nonzero product is that product). A row with several takes, for each column where
+ * one of their q is nonzero, the sum of those products alone, in the order of the terms: the
+ * products left out are ±0 (q is finite), which change no nonzero partial sum, and a sum that
+ * ends as ±0 leaves the (clean) value as it is. `sums`, `seen` and `touched` are the thread's
+ * n_in-value scratch. Then the bounds on what changed: every other value is within them (checked by
  * clean_rows). cols[j] lists the nonzero indices of q[j] (n_cols[j] of them). */
 TARGET_CLONES static void KERNEL(event_update)(T *restrict out, Py_ssize_t first, Py_ssize_t last,
                                                Py_ssize_t n_out, Py_ssize_t n_in,
@@ -397,29 +499,56 @@ TARGET_CLONES static void KERNEL(event_update)(T *restrict out, Py_ssize_t first
                                                const T *restrict q, T alpha,
                                                const int32_t *cols, const Py_ssize_t *n_cols,
                                                const int has_low, const T low, const int has_high,
-                                               const T high)
+                                               const T high, T *restrict sums,
+                                               int32_t *restrict seen, int32_t *restrict touched)
 {
+    for (Py_ssize_t i = 0; i < n_in; ++i)
+        seen[i] = -1;
     for (Py_ssize_t o = first; o < last; ++o) {
         T *restrict row = out + o * n_in;
-        Py_ssize_t active = 0, only = 0;
+        Py_ssize_t active = 0, n_touched = 0;
+        Py_ssize_t terms[ORDERED_MAX_DEPTH];
         for (Py_ssize_t j = 0; j < depth; ++j)
-            if (p[j * n_out + o] != 0) {
-                ++active;
-                only = j;
-            }
+            if (p[j * n_out + o] != 0)
+                terms[active++] = j;
         if (active == 0)
             continue;
-        if (active > 1) {
-            KERNEL(add_row_terms)(row, o, n_out, n_in, depth, p, q, alpha);
-            KERNEL(clamp_row)(row, n_in, has_low, low, has_high, high);
+        if (active == 1) { /* the sum of one product: update the row in place */
+            const Py_ssize_t j = terms[0];
+            const T pj = p[j * n_out + o];
+            const int32_t *cj = cols + j * n_in;
+            const T *restrict qj = q + j * n_in;
+            for (Py_ssize_t c = 0; c < n_cols[j]; ++c) {
+                const int32_t i = cj[c];
+                T value = alpha != 1 ? row[i] + (pj * qj[i]) * alpha : row[i] + pj * qj[i];
+                if (has_low && value < low)
+                    value = low;
+                if (has_high && value > high)
+                    value = high;
+                row[i] = value;
+            }
             continue;
         }
-        const T pj = p[only * n_out + o];
-        const int32_t *cj = cols + only * n_in;
-        const T *restrict qj = q + only * n_in;
-        for (Py_ssize_t c = 0; c < n_cols[only]; ++c) {
-            const int32_t i = cj[c];
-            T value = alpha != 1 ? row[i] + (pj * qj[i]) * alpha : row[i] + pj * qj[i];
+        /* several terms: each column's sum over the terms whose q is nonzero there, in order */
+        for (Py_ssize_t t = 0; t < active; ++t) {
+            const Py_ssize_t j = terms[t];
+            const T pj = p[j * n_out + o];
+            const int32_t *cj = cols + j * n_in;
+            const T *restrict qj = q + j * n_in;
+            for (Py_ssize_t c = 0; c < n_cols[j]; ++c) {
+                const int32_t i = cj[c];
+                if (seen[i] != (int32_t)o) {
+                    seen[i] = (int32_t)o;
+                    touched[n_touched++] = i;
+                    sums[i] = pj * qj[i];
+                } else {
+                    sums[i] = sums[i] + pj * qj[i];
+                }
+            }
+        }
+        for (Py_ssize_t c = 0; c < n_touched; ++c) {
+            const int32_t i = touched[c];
+            T value = alpha != 1 ? row[i] + sums[i] * alpha : row[i] + sums[i];
             if (has_low && value < low)
                 value = low;
             if (has_high && value > high)
@@ -450,18 +579,25 @@ TARGET_CLONES static int KERNEL(clean_rows)(T *restrict out, Py_ssize_t n, T bet
 
 /* The nonzero indices of x[0 .. n) into idx (or only their number, for idx NULL); returns their
  * number, or -1 if a value is not finite (0·inf would then be NaN in the ordered product: only
- * the dense form gives it). */
-static Py_ssize_t KERNEL(nonzero)(const T *restrict x, Py_ssize_t n, int32_t *restrict idx)
+ * the dense form gives it). Both loops are branch-free, so that they vectorise. */
+TARGET_CLONES static Py_ssize_t KERNEL(nonzero)(const T *restrict x, Py_ssize_t n,
+                                                int32_t *restrict idx)
 {
     Py_ssize_t count = 0;
+    int finite = 1;
     for (Py_ssize_t i = 0; i < n; ++i) {
         const T v = x[i];
-        if (!isfinite(v))
-            return -1;
-        if (v != 0) {
-            if (idx != NULL)
-                idx[count] = (int32_t)i;
-            ++count;
+        const T magnitude = v < 0 ? -v : v;
+        finite &= magnitude < (T)INFINITY; /* false for inf and NaN */
+        count += v != 0;
+    }
+    if (!finite)
+        return -1;
+    if (idx != NULL && count > 0) {
+        Py_ssize_t k = 0;
+        for (Py_ssize_t i = 0; i < n; ++i) {
+            idx[k] = (int32_t)i;
+            k += x[i] != 0;
         }
     }
     return count;

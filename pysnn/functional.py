@@ -36,6 +36,8 @@ __all__ = [
     "linear_step",
     "pairwise_sum",
     "trace_sum",
+    "InputPair",
+    "fold_pair",
     "izhikevich_voltage_update",
     "izhikevich_reset",
     "izhikevich_step",
@@ -485,6 +487,37 @@ def linear_step(
     return _sum_outputs(pre_trace, out)
 
 
+def fold_pair(first: Tensor, second: Tensor, out: Tensor) -> Tensor:
+    """Fold two inputs of a neuron's cells as ``torch.cat([first, second], -1).sum(-1)`` does,
+    without the concatenated copy: ``(first + second) + 0`` (the sum of the two starts from
+    +0, which turns only a -0 result into +0), written into ``out``.
+
+    :param first: ``cells_shape + (1,)`` (e.g. a ``reduction="sum"`` connection's activation).
+    :param second: the same shape and dtype.
+    :param out: ``cells_shape``, the result.
+    :returns: ``out``.
+    """
+    torch.add(first.squeeze(-1), second.squeeze(-1), out=out)
+    return out.add_(0.0)
+
+
+class InputPair(NamedTuple):
+    """Two inputs of a neuron's whole step (e.g. excitation and inhibition) that the step folds
+    with :func:`fold_pair` itself: the C twin of the neuron reads both where they are, and the
+    PyTorch path folds them into ``out`` first (:func:`folded`)."""
+
+    first: Tensor
+    second: Tensor
+    out: Tensor
+
+
+def folded(x: Union[Tensor, InputPair]) -> Tensor:
+    """``x``, or the fold (:func:`fold_pair`) of an :class:`InputPair`."""
+    if type(x) is InputPair:
+        return fold_pair(x.first, x.second, x.out)
+    return x
+
+
 class SumBuffers(NamedTuple):
     """Output buffers of ``Linear(reduction="sum")``, kept by the module and reused each step.
 
@@ -556,7 +589,7 @@ SPIKE_PRODUCT_MAX_SPIKES = 16
 SPIKE_PRODUCT_LINE = 16
 #: ... at batches of at most this size (larger batches have more spikes in all; their eager
 #: step would pay for both forms).
-SPIKE_PRODUCT_MAX_BATCH = 4
+SPIKE_PRODUCT_MAX_BATCH = 16
 
 
 def sum_product(weight: Tensor, spikes: Tensor, product: Tensor) -> Tensor:

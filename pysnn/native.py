@@ -137,6 +137,7 @@ class _NeuronArgs(ctypes.Structure):
             + ("center_per_cell",)
         ]
         + [("input", _PTR), ("in_row_stride", _I64), ("in_col_stride", _I64)]
+        + [("input2", _PTR), ("in2_row_stride", _I64), ("in2_col_stride", _I64)]
         + [
             (name, _PTR)
             for name in (
@@ -331,17 +332,43 @@ def _neuron(model: int, x: Tensor, arguments: tuple, cache: dict, strict: bool):
         tensors, update_type = arguments[:12] + arguments[13:16], arguments[12]
         relax = bool(arguments[16])
     args, address, reason = _cached(cache, "neuron", tensors, _neuron_args, model, 12, relax)
-    if reason is None and not (
-        isinstance(x, Tensor)
-        and x.dtype is tensors[0].dtype
-        and x.shape == tensors[0].shape
-        and x.is_cpu
-    ):
-        reason = "an input that is not a CPU tensor of the cells' shape and dtype"
+    dtype = tensors[0].dtype
+    if type(x) is sf.InputPair:  # the kernel folds the two inputs itself
+        inputs = (x.first, x.second)
+        if reason is None and not all(
+            part.dtype is dtype and part.is_cpu and part.numel() == args.rows * args.cols
+            for part in inputs
+        ):
+            reason = "inputs that are not CPU tensors of the cells' shape and dtype"
+    else:
+        inputs = (x,)
+        if reason is None and not (
+            isinstance(x, Tensor) and x.dtype is dtype and x.shape == tensors[0].shape and x.is_cpu
+        ):
+            reason = "an input that is not a CPU tensor of the cells' shape and dtype"
     if reason is not None:
         _decline(strict, reason)
         return None
-    tail = cache.get("neuron_input")
+    args.input, args.in_row_stride, args.in_col_stride = _rows_of(cache, 0, inputs[0], args.rows)
+    if len(inputs) == 2:
+        args.input2, args.in2_row_stride, args.in2_col_stride = _rows_of(
+            cache, 1, inputs[1], args.rows
+        )
+    else:
+        args.input2 = None
+    fired = _empty_like(tensors[2])
+    args.fired, args.linear = fired.data_ptr(), update_type == "linear"
+    _extension.neuron_step(address)
+    return fired
+
+
+def _rows_of(cache: dict, slot: int, x: Tensor, rows: int) -> tuple:
+    """``(data pointer, row stride, column stride)`` of ``x`` read as ``(rows, -1)``: kept
+    between steps while the same tensor object has the same memory and layout (a connection's
+    live output view), else recomputed (a view whenever the layout allows, else a copy kept
+    alive until the kernel has run)."""
+    name = "neuron_input", "neuron_input2"
+    tail = cache.get(name[slot])
     if (
         tail is None
         or x is not tail[0]
@@ -349,15 +376,13 @@ def _neuron(model: int, x: Tensor, arguments: tuple, cache: dict, strict: bool):
         or x.stride() != tail[2]
         or x.shape != tail[3]
     ):
-        current = x.reshape(args.rows, -1)  # a view whenever the layout allows
+        current = x.reshape(rows, -1)  # a view whenever the layout allows
         tail = (x, x.data_ptr(), x.stride(), x.shape, current.data_ptr(), *current.stride())
         if tail[4] == tail[1]:  # a view: the same memory at the next step
-            cache["neuron_input"] = tail
-    fired = _empty_like(tensors[2])
-    args.input, args.in_row_stride, args.in_col_stride = tail[4:]
-    args.fired, args.linear = fired.data_ptr(), update_type == "linear"
-    _extension.neuron_step(address)
-    return fired
+            cache[name[slot]] = tail
+        else:
+            cache["neuron_copy%d" % slot] = current  # alive until the next step
+    return tail[4:]
 
 
 def _neuron_args(tensors, model: int, n_state: int, relax: bool) -> tuple:
@@ -436,19 +461,19 @@ def if_step(x: Tensor, *arguments, cache: dict, strict: bool = False) -> Tensor:
         apply.
     """
     fired = _neuron(_MODEL_IF, x, arguments, cache, strict)
-    return sf.if_step(x, *arguments) if fired is None else fired
+    return sf.if_step(sf.folded(x), *arguments) if fired is None else fired
 
 
 def lif_step(x: Tensor, *arguments, cache: dict, strict: bool = False) -> Tensor:
     """C twin of :func:`pysnn.functional.lif_step` (arguments as :func:`if_step`)."""
     fired = _neuron(_MODEL_LIF, x, arguments, cache, strict)
-    return sf.lif_step(x, *arguments) if fired is None else fired
+    return sf.lif_step(sf.folded(x), *arguments) if fired is None else fired
 
 
 def adaptive_lif_step(x: Tensor, *arguments, cache: dict, strict: bool = False) -> Tensor:
     """C twin of :func:`pysnn.functional.adaptive_lif_step` (arguments as :func:`if_step`)."""
     fired = _neuron(_MODEL_ADAPTIVE_LIF, x, arguments, cache, strict)
-    return sf.adaptive_lif_step(x, *arguments) if fired is None else fired
+    return sf.adaptive_lif_step(sf.folded(x), *arguments) if fired is None else fired
 
 
 # -- Linear --------------------------------------------------------------------------------

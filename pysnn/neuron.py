@@ -671,9 +671,15 @@ class BaseNeuron(BackendMixin, _StateMixin, nn.Module):
 
     def _fold_pair(self, pair: Sequence[Tensor]) -> Optional[Tensor]:
         """Two ``cells_shape + (1,)`` float inputs (e.g. excitation and inhibition), folded as
-        ``torch.cat(...).sum(-1)`` folds them, into a buffer kept between steps: the sum starts
-        from +0, so ``(a + b) + 0`` (which turns only a -0 result into +0) gives its numbers, sign
-        of zero included, without the concatenated copy. None where that does not apply."""
+        ``torch.cat(...).sum(-1)`` folds them (:func:`pysnn.functional.fold_pair`) into a buffer
+        kept between steps. None where that does not apply."""
+        operands = self._pair_operands(pair)
+        return None if operands is None else sf.folded(operands)
+
+    def _pair_operands(self, pair: Sequence[Tensor]) -> Optional[sf.InputPair]:
+        """The :class:`~pysnn.functional.InputPair` of two inputs that
+        :func:`~pysnn.functional.fold_pair` folds (see :meth:`_fold_pair`), with its buffer;
+        None where that does not apply."""
         first, second = pair
         shape = self._buffers["v_cell"].shape
         if not (
@@ -698,8 +704,7 @@ class BaseNeuron(BackendMixin, _StateMixin, nn.Module):
         ):
             summed = torch.empty(shape, dtype=first.dtype, device=first.device)
             self.__dict__["_fold_sum"] = summed
-        torch.add(first.squeeze(-1), second.squeeze(-1), out=summed)
-        return summed.add_(0.0)
+        return sf.InputPair(first, second, summed)
 
     def unfold(self, x: Tensor) -> Tensor:
         """Reshape ``x`` to ``cells_shape + (R,)`` (the inverse of folding for ``R`` synapses)."""
@@ -762,6 +767,22 @@ class BaseNeuron(BackendMixin, _StateMixin, nn.Module):
         :returns: ``(spikes, trace)``: a new bool tensor of the spikes and the live trace
             buffer (updated in place on the next step; clone it to keep it).
         """
+        if (
+            type(x) in (list, tuple)
+            and len(x) == 2
+            and self._kernel_folds_pairs
+            and self._backend != "torch"
+            and not self._overrides_step_flag
+        ):
+            # the whole step folds the two inputs itself (its C twin without a copy)
+            pair = self._pair_operands(x)
+            if pair is not None and pair.first.is_cpu and not torch.compiler.is_compiling():
+                if self._parameters["thresh"].requires_grad:
+                    self._check_step_state(pair.first)  # raises the clear error
+                fired = self._whole_step(pair)
+                if self.store_trace:
+                    self.concat_trace(fired)
+                return fired, self._buffers["trace"]
         last = self.__dict__.get("_last_fold")
         if (
             last is not None
@@ -788,6 +809,10 @@ class BaseNeuron(BackendMixin, _StateMixin, nn.Module):
         if self.store_trace:
             self.concat_trace(fired)
         return fired, self._buffers["trace"]
+
+    #: Whether the model's C kernel folds two inputs itself (its whole step then takes an
+    #: :class:`~pysnn.functional.InputPair`).
+    _kernel_folds_pairs = False
 
     def _whole_step(self, x: Tensor) -> Tensor:
         """The model's whole step on the folded input; returns the new spikes."""
@@ -892,6 +917,8 @@ class IFNeuron(BaseNeuron, native_twin=True):
     ``complete_trace`` is bool of ``cells_shape + (T,)``. Input: ``cells_shape + (R,)`` (the
     fan-in axis last) or a list of such tensors.
     """
+
+    _kernel_folds_pairs = True
 
     def __init__(
         self,
@@ -1006,6 +1033,8 @@ class LIFNeuron(BaseNeuron, native_twin=True):
                   alpha_v=1, alpha_t=1, tau_v=0.9, tau_t=0.951229, update_type='linear',
                   backend='auto')
     """
+
+    _kernel_folds_pairs = True
 
     def __init__(
         self,

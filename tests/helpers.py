@@ -25,3 +25,16 @@ def assert_same_bits(actual: torch.Tensor, expected: torch.Tensor, context: str 
     a, e = actual[~nan], expected[~nan]
     assert torch.equal(a, e), f"{context}: values differ, up to {(a - e).abs().max().item():.3g}"
     assert torch.equal(torch.signbit(a), torch.signbit(e)), f"{context}: signs of zeros differ"
+
+
+def addcmul_rounds_once(dtype: torch.dtype) -> bool:
+    """Whether torch's CPU ``addcmul_`` is a fused multiply-add (one rounding) here.
+
+    ATen's vectorised kernels use FMA instructions where the CPU has them; the eager linear
+    voltage update (``v.addcmul_(alpha_v, current)``) and the linear trace update of a graded
+    input (``trace.addcmul_(alpha_t, x)``) then round once, and so does pysnn/_native.c, which
+    calls ``fma()`` there.
+    """
+    gen = torch.Generator().manual_seed(123)
+    t, a, x = (torch.rand(256, generator=gen, dtype=dtype) for _ in range(3))
+    return not torch.equal(t.clone().addcmul_(a, x), t + a * x)

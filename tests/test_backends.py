@@ -47,7 +47,7 @@ if not (native.available() and native.enabled()):
 from pysnn._backend import NativeUnavailableError  # noqa: E402
 from pysnn.connection import Linear  # noqa: E402
 from pysnn.neuron import AdaptiveLIFNeuron, IFNeuron, Input, LIFNeuron  # noqa: E402
-from helpers import torch_threads  # noqa: E402
+from helpers import addcmul_rounds_once, torch_threads  # noqa: E402
 
 SEED = 20240607
 DT = 0.5
@@ -112,19 +112,7 @@ def split(model):
 
 
 # -- torch's multiply-add ---------------------------------------------------------------------
-def _addcmul_rounds_once(dtype):
-    """Whether torch's CPU ``addcmul_`` rounds a multiply-add once (FMA) on this machine.
-
-    The eager linear LIF voltage update (``v.addcmul_(alpha_v, current)``) and the linear trace
-    update of a graded input (``trace.addcmul_(alpha_t, x)``) are FMAs where the CPU has them;
-    the C kernels call ``fma()`` there (see tests/test_native.py).
-    """
-    gen = torch.Generator().manual_seed(123)
-    t, a, x = (torch.rand(256, generator=gen, dtype=dtype) for _ in range(3))
-    return not torch.equal(t.clone().addcmul_(a, x), t + a * x)
-
-
-ADDCMUL_FUSED = all(_addcmul_rounds_once(dtype) for dtype in (torch.float32, torch.float64))
+ADDCMUL_FUSED = all(addcmul_rounds_once(dtype) for dtype in (torch.float32, torch.float64))
 
 
 def needs_fused_addcmul(model):
