@@ -47,7 +47,7 @@
  * (functional.SPIKE_PRODUCT_MAX_SPIKES; tests/test_native.py checks they agree) */
 #define SPIKE_PRODUCT_MAX_LENGTH 16
 /* The deepest ordered update (learning.ORDERED_DEPTH; tests/test_native.py checks they agree) */
-#define ORDERED_MAX_DEPTH 32
+#define ORDERED_MAX_DEPTH 8
 /* One build runs on every x86-64 CPU and uses AVX2 + FMA (x86-64-v3) where the CPU has them (GCC
  * picks the clone when the module loads); elsewhere the portable build is used. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)

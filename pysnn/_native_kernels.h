@@ -351,86 +351,7 @@ static ALWAYS_INLINE void KERNEL(beta_pass)(T *restrict x, Py_ssize_t n, const T
     }
 }
 
-/* sums[i] ← sums[i] + Σ_j pv[j]·q[j·n_in + i] for i < n and j < d in order (the first product
- * alone starts the sums where `start`): a constant d unrolls, as in add_terms. */
-static ALWAYS_INLINE void KERNEL(sum_terms)(T *restrict sums, Py_ssize_t n, const Py_ssize_t d,
-                                            const T *restrict pv, const T *restrict q,
-                                            Py_ssize_t n_in, const int start)
-{
-    for (Py_ssize_t i = 0; i < n; ++i) {
-        T sum = start ? pv[0] * q[i] : sums[i] + pv[0] * q[i];
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC unroll 8 /* the sums stay in registers: vectorised over i, not j */
-#endif
-        for (Py_ssize_t j = 1; j < d; ++j)
-            sum = sum + pv[j] * q[j * n_in + i];
-        sums[i] = sum;
-    }
-}
-
-/* sum_terms for 1 <= d <= 8 terms, each depth unrolled. */
-static ALWAYS_INLINE void KERNEL(sum_terms_upto8)(T *restrict sums, Py_ssize_t n, Py_ssize_t d,
-                                    const T *restrict pv, const T *restrict q, Py_ssize_t n_in,
-                                    int start)
-{
-    switch (d) {
-#define SUM_CASE(c)                                                                                \
-    case c:                                                                                        \
-        KERNEL(sum_terms)(sums, n, c, pv, q, n_in, start);                                         \
-        break;
-        SUM_CASE(1)
-        SUM_CASE(2)
-        SUM_CASE(3)
-        SUM_CASE(4)
-        SUM_CASE(5)
-        SUM_CASE(6)
-        SUM_CASE(7)
-        SUM_CASE(8)
-#undef SUM_CASE
-    default:
-        break;
-    }
-}
-
-/* ordered_rows for a depth above 8, the same operations on each value in the same order, taken
- * a block of columns at a time for all the rows (the block of q, depth x DEEP_BLOCK values,
- * stays in the core's first-level cache): each value's sum runs over the terms eight at a time
- * in a local array, each chunk continuing the sums of the one before. */
-TARGET_CLONES static void KERNEL(deep_rows)(T *restrict out, Py_ssize_t first, Py_ssize_t last,
-                                            Py_ssize_t n_out, Py_ssize_t n_in, Py_ssize_t depth,
-                                            const T *restrict p, const T *restrict q, T alpha,
-                                            T beta, const int beta_zero, const int has_low,
-                                            const T low, const int has_high, const T high)
-{
-    enum { DEEP_BLOCK = 128 };
-    T sums[DEEP_BLOCK];
-    T pv[ORDERED_MAX_DEPTH];
-    const int scale = alpha != 1;
-    for (Py_ssize_t start = 0; start < n_in; start += DEEP_BLOCK) {
-        const Py_ssize_t m = n_in - start < DEEP_BLOCK ? n_in - start : DEEP_BLOCK;
-        const T *restrict block = q + start;
-        for (Py_ssize_t o = first; o < last; ++o) {
-            T *restrict part = out + o * n_in + start;
-            for (Py_ssize_t j = 0; j < depth; ++j)
-                pv[j] = p[j * n_out + o];
-            KERNEL(beta_pass)(part, m, beta, beta_zero);
-            KERNEL(sum_terms)(sums, m, 8, pv, block, n_in, 1);
-            for (Py_ssize_t j = 8; j < depth; j += 8)
-                KERNEL(sum_terms_upto8)(sums, m, depth - j < 8 ? depth - j : 8, pv + j,
-                                        block + j * n_in, n_in, 0);
-            if (scale)
-                for (Py_ssize_t i = 0; i < m; ++i)
-                    part[i] = part[i] + sums[i] * alpha;
-            else
-                for (Py_ssize_t i = 0; i < m; ++i)
-                    part[i] = part[i] + sums[i];
-            KERNEL(clamp_row)(part, m, has_low, low, has_high, high);
-        }
-    }
-}
-
-/* row ← row + (Σ_j p[j][o]·q[j])·alpha over the whole row, depth at most 8 (add_terms with a
- * constant depth). */
+/* row ← row + (Σ_j p[j][o]·q[j])·alpha over the whole row (add_terms with a constant depth). */
 static ALWAYS_INLINE void KERNEL(add_row_terms)(T *restrict row, Py_ssize_t o, Py_ssize_t n_out,
                                                 Py_ssize_t n_in, Py_ssize_t depth,
                                                 const T *restrict p, const T *restrict q, T alpha)
@@ -453,7 +374,7 @@ static ALWAYS_INLINE void KERNEL(add_row_terms)(T *restrict row, Py_ssize_t o, P
         ORDERED_CASE(7)
         ORDERED_CASE(8)
 #undef ORDERED_CASE
-    default: /* depth 0: nothing to add (deeper: deep_rows) */
+    default: /* depth 0: nothing to add */
         break;
     }
 }
@@ -470,11 +391,6 @@ TARGET_CLONES static void KERNEL(ordered_rows)(T *restrict out, Py_ssize_t first
                                                const int beta_zero, const int has_low, const T low,
                                                const int has_high, const T high)
 {
-    if (depth > 8) {
-        KERNEL(deep_rows)(out, first, last, n_out, n_in, depth, p, q, alpha, beta, beta_zero,
-                          has_low, low, has_high, high);
-        return;
-    }
     for (Py_ssize_t o = first; o < last; ++o) {
         T *restrict row = out + o * n_in;
         KERNEL(beta_pass)(row, n_in, beta, beta_zero);

@@ -35,7 +35,7 @@ products (the threaded :func:`pysnn.native.product_bounded` or ``addmm_``). floa
 float64 layers compute in their own dtype on both paths.
 
 Small batches (a stacked depth ``terms · B · L`` of at most :data:`ORDERED_DEPTH`, e.g. pair STDP
-on a Linear layer at B ≤ 16; :data:`ORDERED_DEPTH_ACCELERATOR` on CUDA) take the fixed order of :func:`ordered_update` instead of a BLAS
+on a Linear layer at B ≤ 4) take the fixed order of :func:`ordered_update` instead of a BLAS
 product: the same numbers on every backend, CPU and thread count. Its C twin is event-driven
 where few neurons spike: it takes only the products of two nonzero factors (the rows of neurons
 that spiked or have a trace, the columns of inputs that spiked), which gives the same numbers bit
@@ -680,12 +680,11 @@ class _Layer(Mapping):
     ) -> None:
         r"""``out ← clamp(beta·out + alpha·PᵀQ, *bounds)`` from stacked factors ``p`` (read as
         ``(depth, O)``) and ``q`` (``(depth, K)``): :func:`ordered_update` (or its C twin, dense or
-        event-driven) up to :data:`ORDERED_DEPTH` (:data:`ORDERED_DEPTH_ACCELERATOR` off the
-        CPU), one BLAS product beyond (split over the
+        event-driven) up to :data:`ORDERED_DEPTH`, one BLAS product beyond (split over the
         threads by :func:`pysnn.native.product_bounded` unless ``threaded=False``)."""
         depth = p.numel() // self.n_post
         use_native = self.backend != "torch" and native.enabled()
-        if depth <= (ORDERED_DEPTH if out.is_cpu else ORDERED_DEPTH_ACCELERATOR):
+        if depth <= ORDERED_DEPTH:
             if not (
                 use_native
                 and native.ordered_update(out, p, q, alpha, beta, *bounds, native.EVENT_CROSSOVER)
@@ -1344,12 +1343,9 @@ def _clamp_bounds(weight: Tensor, w_min: Optional[float], w_max: Optional[float]
         weight.clamp_(w_min, w_max)
 
 
-#: Stacked depths (terms × samples × positions) up to which a rule's matrix products on the CPU
-#: take the fixed order of :func:`ordered_update` (and its event-driven C twin) instead of one
-#: BLAS product: pair STDP, MSTDP and MSTDPET on a Linear layer up to B = 16.
-ORDERED_DEPTH = 32
-#: ... and on other devices (CUDA: PyTorch alone, one kernel launch per stacked row).
-ORDERED_DEPTH_ACCELERATOR = 8
+#: Stacked depths (terms × samples × positions) up to which a rule's matrix products take the
+#: fixed order of :func:`ordered_update` (and its event-driven C twin) instead of one BLAS product.
+ORDERED_DEPTH = 8
 
 
 def ordered_update(

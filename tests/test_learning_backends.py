@@ -254,13 +254,12 @@ def soft_bound_step_bound(diff, w_abs, pot_pq, dep_pq, alpha, w_max, eps, tiny):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("name", RULES)
 def test_backends_agree_within_the_rounding_bound_on_two_threads(calls, name, dtype):
-    """A weight of 2048 × 7 = 14336 values on two threads, 33 samples: ``|W_native − W_torch|`` stays
+    """A weight of 2048 × 7 = 14336 values on two threads, nine samples: ``|W_native − W_torch|`` stays
     within the accumulated rounding bound of the module docstring at every step; the bounds
     of the rule bind; the torch rule never calls a native helper."""
     eps, tiny = torch.finfo(dtype).eps, torch.finfo(dtype).tiny
-    # B = 33: even a one-term product (stacked depth 33) is deeper than ORDERED_DEPTH, so the
-    # threaded BLAS product runs
-    (n_in, w_high, w_max, lr), batch, n_out = BIG, 33, 7
+    # B = 9: a depth of 9 per term > ORDERED_DEPTH, so the threaded BLAS product runs
+    (n_in, w_high, w_max, lr), batch, n_out = BIG, 9, 7
     potentiate, depress = lr * A_PLUS, lr * A_MINUS
     with torch_threads(2):
         net = Chain(batch, n_in, n_out, 44, w_high, 0.6).to(dtype)
