@@ -92,6 +92,9 @@ struct ingest_args {
     void *trace_sums; /* rows values: each row's trace sum (reduction="sum"), or NULL */
     void *sum_scratch; /* capacity x sum_length values */
     int64_t sum_length; /* the power of two >= cols of functional.pairwise_sum */
+    int64_t weight_stride_o; /* W's strides, in values (spike_ingest reads W through them) */
+    int64_t weight_stride_i;
+    int64_t spike_line; /* functional.SPIKE_PRODUCT_LINE */
 };
 
 /* IF / LIF / adaptive LIF step. Fields the caller refreshes each step: input, in_row_stride,
@@ -292,6 +295,22 @@ static void ingest_rows(const struct ingest_args *a, int part, int parts)
         if (a->trace_sums != NULL)
             trace_sums_f32(a, first, count, part);
     }
+}
+
+/* Scratch memory of the kernels, kept between calls and grown as needed: they run one at a time,
+ * with the GIL held, and none keeps a pointer into it after it returns. NULL when out of memory. */
+static char *kernel_scratch(size_t bytes)
+{
+    static char *memory = NULL;
+    static size_t capacity = 0;
+    if (bytes > capacity) {
+        char *grown = realloc(memory, bytes);
+        if (grown == NULL)
+            return NULL;
+        memory = grown;
+        capacity = bytes;
+    }
+    return memory;
 }
 
 /* ingest(address of struct ingest_args): the presynaptic step alone. */
@@ -512,40 +531,37 @@ static PyObject *py_product_bounded(PyObject *self, PyObject *const *args, Py_ss
     Py_RETURN_TRUE;
 }
 
-/* spike_product(is_double, weight, stride_o, stride_i, n_out, n_in, batch, x, x_is_bool, product,
- *               max_spikes, line)
+/* spike_ingest(address of struct ingest_args)
  *
- * Linear(reduction="sum")'s product (O, B) = W @ xᵀ taken from the nonzero inputs alone, as
- * functional.sum_product: where every sample has at most max_spikes nonzero inputs and all
- * samples together at most n_in / line (each read of a weight column costs a cache line per
- * output, the dense product one pass over W). Returns 1 (done) or 0 (not applicable: nothing
- * written; the caller takes the BLAS product). */
-static PyObject *py_spike_product(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+ * Linear(reduction="sum")'s product (O, B) = W @ sᵀ taken from the nonzero inputs alone, as
+ * functional.sum_product, then the presynaptic step (ingest; the caller has set `out` to NULL):
+ * s is the slot leaving the delay line, or this step's input without a delay. It applies where
+ * every sample has at most SPIKE_PRODUCT_MAX_LENGTH nonzero inputs and all samples together at
+ * most cols / spike_line (each read of a weight column costs a cache line per output, the dense
+ * product one pass over W). Returns True (done), or False with nothing done (the caller takes
+ * the BLAS product). */
+static PyObject *py_spike_ingest(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    void *a[12];
     (void)self;
-    if (parse_args(args, nargs, 12, "spike_product", a) < 0)
+    const struct ingest_args *a = struct_argument(args, nargs, "spike_ingest");
+    if (a == NULL)
         return NULL;
-    const int is_double = AS_INT(a[0]), x_is_bool = AS_INT(a[8]);
-    const char *const weight = a[1];
-    const Py_ssize_t stride_o = AS_SIZE(a[2]), stride_i = AS_SIZE(a[3]);
-    const Py_ssize_t n_out = AS_SIZE(a[4]), n_in = AS_SIZE(a[5]), batch = AS_SIZE(a[6]);
-    const char *const x = a[7];
-    char *const product = a[9];
-    const Py_ssize_t max_spikes = AS_SIZE(a[10]), line = AS_SIZE(a[11]);
-    if (max_spikes != SPIKE_PRODUCT_MAX_LENGTH || line < 1 || n_in > INT32_MAX ||
-        batch < 1 || n_out < 0) {
-        PyErr_SetString(PyExc_ValueError, "spike_product: arguments out of range");
-        return NULL;
-    }
-    int32_t *idx = malloc(sizeof(int32_t) * (size_t)batch * (size_t)(max_spikes + 1));
-    Py_ssize_t *counts = malloc(sizeof(Py_ssize_t) * (size_t)batch);
-    if (idx == NULL || counts == NULL) {
-        free(idx);
-        free(counts);
+    const int is_double = (int)a->is_double;
+    const int x_is_bool = a->slot != NULL ? 0 : (int)a->x_is_bool;
+    const char *const x = a->slot != NULL ? (const char *)a->slot : (const char *)a->x;
+    const Py_ssize_t stride_o = (Py_ssize_t)a->weight_stride_o;
+    const Py_ssize_t stride_i = (Py_ssize_t)a->weight_stride_i;
+    const Py_ssize_t n_out = (Py_ssize_t)a->n_out, n_in = (Py_ssize_t)a->cols;
+    const Py_ssize_t batch = (Py_ssize_t)a->rows, line = (Py_ssize_t)a->spike_line;
+    const Py_ssize_t max_spikes = SPIKE_PRODUCT_MAX_LENGTH, width = max_spikes + 1;
+    if (a->product == NULL || a->out != NULL || line < 1 || n_in > INT32_MAX || batch < 1)
+        Py_RETURN_FALSE;
+    char *memory = kernel_scratch((sizeof(Py_ssize_t) + sizeof(int32_t) * (size_t)width) *
+                                  (size_t)batch);
+    if (memory == NULL)
         return PyErr_NoMemory();
-    }
-    const Py_ssize_t width = max_spikes + 1;
+    Py_ssize_t *const counts = (Py_ssize_t *)memory;
+    int32_t *const idx = (int32_t *)(memory + sizeof(Py_ssize_t) * (size_t)batch);
     Py_ssize_t total = 0;
     int fits = 1;
     for (Py_ssize_t b = 0; b < batch && fits; ++b) {
@@ -565,42 +581,28 @@ static PyObject *py_spike_product(PyObject *self, PyObject *const *args, Py_ssiz
         counts[b] = k;
         total += k;
     }
-    if (fits && total * line > n_in)
-        fits = 0;
-    if (fits) {
-        const int threads = team_size(n_out * 64, n_out);
+    if (!fits || total * line > n_in)
+        Py_RETURN_FALSE;
+    const int threads = team_size(n_out * 64, n_out);
 #pragma omp parallel num_threads(threads)
-        {
-            const int part = THREAD_INDEX(), parts = THREAD_COUNT();
-            const Py_ssize_t first = block_start(n_out, part, parts, 1);
-            const Py_ssize_t last = block_start(n_out, part + 1, parts, 1);
-            if (is_double)
-                spike_rows_f64((const double *)weight, stride_o, stride_i, first, last, n_in,
-                               batch, x, x_is_bool, idx, counts, width, (double *)product);
-            else
-                spike_rows_f32((const float *)weight, stride_o, stride_i, first, last, n_in,
-                               batch, x, x_is_bool, idx, counts, width, (float *)product);
-        }
+    {
+        const int part = THREAD_INDEX(), parts = THREAD_COUNT();
+        const Py_ssize_t first = block_start(n_out, part, parts, 1);
+        const Py_ssize_t last = block_start(n_out, part + 1, parts, 1);
+        if (is_double)
+            spike_rows_f64((const double *)a->weight, stride_o, stride_i, first, last, n_in,
+                           batch, x, x_is_bool, idx, counts, width, (double *)a->product);
+        else
+            spike_rows_f32((const float *)a->weight, stride_o, stride_i, first, last, n_in,
+                           batch, x, x_is_bool, idx, counts, width, (float *)a->product);
     }
-    free(idx);
-    free(counts);
-    return PyLong_FromLong(fits);
-}
-
-/* Scratch memory of the kernels, kept between calls and grown as needed: they run one at a time,
- * with the GIL held, and none keeps a pointer into it after it returns. NULL when out of memory. */
-static char *kernel_scratch(size_t bytes)
-{
-    static char *memory = NULL;
-    static size_t capacity = 0;
-    if (bytes > capacity) {
-        char *grown = realloc(memory, bytes);
-        if (grown == NULL)
-            return NULL;
-        memory = grown;
-        capacity = bytes;
-    }
-    return memory;
+    /* the product has read the leaving spikes: the slot may now take this step's input */
+    int ingest_threads = team_size(batch * n_in, batch);
+    if (ingest_threads > a->capacity)
+        ingest_threads = (int)a->capacity;
+#pragma omp parallel num_threads(ingest_threads) if (ingest_threads > 1)
+    ingest_rows(a, THREAD_INDEX(), THREAD_COUNT());
+    Py_RETURN_TRUE;
 }
 
 /* ordered_update(is_double, out, n_out, n_in, depth, p, q, alpha, beta, w_min, w_max, crossover)
@@ -843,7 +845,8 @@ static PyObject *py_layout(PyObject *self, PyObject *unused)
     FIELD(ingest_args, pre_spikes) FIELD(ingest_args, gemm) FIELD(ingest_args, weight)
     FIELD(ingest_args, n_out) FIELD(ingest_args, product) FIELD(ingest_args, operands)
     FIELD(ingest_args, capacity) FIELD(ingest_args, trace_sums) FIELD(ingest_args, sum_scratch)
-    FIELD(ingest_args, sum_length)
+    FIELD(ingest_args, sum_length) FIELD(ingest_args, weight_stride_o)
+    FIELD(ingest_args, weight_stride_i) FIELD(ingest_args, spike_line)
     if (add_layout(result, "ingest_args", sizeof(struct ingest_args), fields) < 0)
         goto fail;
     Py_CLEAR(fields);
@@ -890,8 +893,8 @@ static PyMethodDef methods[] = {
      "Presynaptic step and W @ spikes on all threads."},
     {"product_bounded", (PyCFunction)(void (*)(void))py_product_bounded, METH_FASTCALL,
      "A learning rule's weight product and bounds, on all threads."},
-    {"spike_product", (PyCFunction)(void (*)(void))py_spike_product, METH_FASTCALL,
-     "Linear(reduction=\"sum\")'s product from the nonzero inputs alone."},
+    {"spike_ingest", (PyCFunction)(void (*)(void))py_spike_ingest, METH_FASTCALL,
+     "Linear(reduction=\"sum\")'s product from the nonzero inputs alone, then ingest."},
     {"ordered_update", (PyCFunction)(void (*)(void))py_ordered_update, METH_FASTCALL,
      "A learning rule's ordered weight update, dense or event-driven."},
     {"stack_terms", (PyCFunction)(void (*)(void))py_stack_terms, METH_FASTCALL,

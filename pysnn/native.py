@@ -126,6 +126,7 @@ class _IngestArgs(ctypes.Structure):
         + [("gemm", _PTR), ("weight", _PTR), ("n_out", _I64), ("product", _PTR)]
         + [("operands", _PTR), ("capacity", _I64)]
         + [("trace_sums", _PTR), ("sum_scratch", _PTR), ("sum_length", _I64)]
+        + [(name, _I64) for name in ("weight_stride_o", "weight_stride_i", "spike_line")]
     )
 
 
@@ -541,14 +542,18 @@ def linear_step(
         shape = (batch, 1, n_out, pre_trace.shape[-1])
         return activation.view(shape), pre_trace.unsqueeze(2).expand(shape)
     product = out.product  # (O, B), the module's buffer
-    if product.is_contiguous():
-        args.product = product.data_ptr()
+    contiguous = product.is_contiguous()
     # (B, 1, 1), made by functional.sum_buffers in the weight's (= the state's) dtype
     args.trace_sums = out.trace_sum.data_ptr()
-    if _spike_product(weight, x, code, slot, product, batch, n_out):
-        args.out = None  # the product is taken: the kernel only ingests
-        _extension.ingest(address)
-        return out.activation, out.trace
+    if batch <= sf.SPIKE_PRODUCT_MAX_BATCH:  # the spike-driven product where it applies
+        target = product if contiguous else torch.empty(product.shape, dtype=product.dtype)
+        args.product, args.out = target.data_ptr(), None
+        if _extension.spike_ingest(address):
+            if target is not product:
+                product.copy_(target)
+            return out.activation, out.trace
+    if contiguous:
+        args.product = product.data_ptr()
     if operands is not None and product.is_contiguous() and _extension.ingest_product(address):
         pass  # ingest and product on all threads (see _native.c)
     elif delayed:
@@ -562,33 +567,6 @@ def linear_step(
         _extension.ingest(address)
         _mm(weight, spikes_f.view(batch, -1).t(), out=product)
     return out.activation, out.trace
-
-
-def _spike_product(weight, x, x_code, slot, product, batch: int, n_out: int) -> bool:
-    """C twin of :func:`pysnn.functional.sum_product` on the spikes leaving the delay line
-    (``slot``, before the kernel overwrites it) or entering a connection without delay (``x``):
-    True where it took the spike-driven form, False where the BLAS product is to be taken."""
-    if batch > sf.SPIKE_PRODUCT_MAX_BATCH:
-        return False
-    source, source_is_bool = (slot, 0) if slot is not None else (x, x_code)
-    target = product if product.is_contiguous() else torch.empty(product.shape, dtype=product.dtype)
-    done = _extension.spike_product(
-        _DTYPE_CODES[weight.dtype],
-        weight.data_ptr(),
-        weight.stride(0),
-        weight.stride(1),
-        n_out,
-        weight.shape[1],
-        batch,
-        source.data_ptr(),
-        source_is_bool,
-        target.data_ptr(),
-        sf.SPIKE_PRODUCT_MAX_SPIKES,
-        sf.SPIKE_PRODUCT_LINE,
-    )
-    if done and target is not product:
-        product.copy_(target)
-    return bool(done)
 
 
 def _linear_args(tensors, reduction: str, threads: int) -> tuple:
@@ -628,6 +606,9 @@ def _linear_args(tensors, reduction: str, threads: int) -> tuple:
         pre_spikes=pre_spikes.data_ptr(),
         weight=weight.data_ptr(),
         n_out=n_out,
+        weight_stride_o=weight.stride(0),
+        weight_stride_i=weight.stride(1),
+        spike_line=sf.SPIKE_PRODUCT_LINE,
     )
     operands = sum_scratch = None
     gemm = _blas_gemm(dtype) if reduction == "sum" else None

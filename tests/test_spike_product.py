@@ -109,7 +109,7 @@ def spike_calls(monkeypatch):
     class Counting:
         def __getattr__(self, name):
             kernel = getattr(original, name)
-            if name != "spike_product":
+            if name != "spike_ingest":
                 return kernel
 
             def counted(*args):
