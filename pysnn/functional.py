@@ -589,7 +589,7 @@ SPIKE_PRODUCT_MAX_SPIKES = 16
 SPIKE_PRODUCT_LINE = 16
 #: ... at batches of at most this size (larger batches have more spikes in all; their eager
 #: step would pay for both forms).
-SPIKE_PRODUCT_MAX_BATCH = 16
+SPIKE_PRODUCT_MAX_BATCH = 4
 
 
 def sum_product(weight: Tensor, spikes: Tensor, product: Tensor) -> Tensor:
