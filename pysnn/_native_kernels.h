@@ -406,9 +406,10 @@ TARGET_CLONES static void KERNEL(ordered_rows)(T *restrict out, Py_ssize_t first
  * with one nonzero product is that product). A row with several takes, for each column where
  * one of their q is nonzero, the sum of those products alone, in the order of the terms: the
  * products left out are ±0 (q is finite), which change no nonzero partial sum, and a sum that
- * ends as ±0 leaves the (clean) value as it is. `sums`, `seen` and `touched` are the thread's
- * n_in-value scratch. Then the bounds on what changed: every other value is within them (checked by
- * clean_rows). cols[j] lists the nonzero indices of q[j] (n_cols[j] of them). */
+ * ends as ±0 leaves the (clean) value as it is. Then the bounds on what changed: every other
+ * value is within them (checked by clean_rows). cols[j] lists the nonzero indices of q[j]
+ * (n_cols[j] of them) for the terms with a nonzero p; `sums`, `seen` and `touched` are the
+ * thread's scratch of n_in values each. */
 TARGET_CLONES static void KERNEL(event_update)(T *restrict out, Py_ssize_t first, Py_ssize_t last,
                                                Py_ssize_t n_out, Py_ssize_t n_in,
                                                Py_ssize_t depth, const T *restrict p,
