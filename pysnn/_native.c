@@ -313,6 +313,16 @@ static char *kernel_scratch(size_t bytes)
     return memory;
 }
 
+/* The presynaptic step of all rows, on as many threads as it is worth (at most `capacity`). */
+static void ingest_all(const struct ingest_args *a)
+{
+    int threads = team_size((Py_ssize_t)(a->rows * a->cols), (Py_ssize_t)a->rows);
+    if (threads > a->capacity)
+        threads = (int)a->capacity;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    ingest_rows(a, THREAD_INDEX(), THREAD_COUNT());
+}
+
 /* ingest(address of struct ingest_args): the presynaptic step alone. */
 static PyObject *py_ingest(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -320,11 +330,7 @@ static PyObject *py_ingest(PyObject *self, PyObject *const *args, Py_ssize_t nar
     const struct ingest_args *a = struct_argument(args, nargs, "ingest");
     if (a == NULL)
         return NULL;
-    int threads = team_size((Py_ssize_t)(a->rows * a->cols), (Py_ssize_t)a->rows);
-    if (threads > a->capacity)
-        threads = (int)a->capacity;
-#pragma omp parallel num_threads(threads) if (threads > 1)
-    ingest_rows(a, THREAD_INDEX(), THREAD_COUNT());
+    ingest_all(a);
     Py_RETURN_NONE;
 }
 
@@ -596,12 +602,7 @@ static PyObject *py_spike_ingest(PyObject *self, PyObject *const *args, Py_ssize
             spike_rows_f32((const float *)a->weight, stride_o, stride_i, first, last, n_in,
                            batch, x, x_is_bool, idx, counts, width, (float *)a->product);
     }
-    /* the product has read the leaving spikes: the slot may now take this step's input */
-    int ingest_threads = team_size(batch * n_in, batch);
-    if (ingest_threads > a->capacity)
-        ingest_threads = (int)a->capacity;
-#pragma omp parallel num_threads(ingest_threads) if (ingest_threads > 1)
-    ingest_rows(a, THREAD_INDEX(), THREAD_COUNT());
+    ingest_all(a); /* the product has read the leaving spikes: the slot may now take the input */
     Py_RETURN_TRUE;
 }
 

@@ -554,7 +554,7 @@ def linear_step(
             return out.activation, out.trace
     if contiguous:
         args.product = product.data_ptr()
-    if operands is not None and product.is_contiguous() and _extension.ingest_product(address):
+    if operands is not None and contiguous and _extension.ingest_product(address):
         pass  # ingest and product on all threads (see _native.c)
     elif delayed:
         # the spikes leaving the delay line are read where they are, before the kernel

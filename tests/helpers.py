@@ -5,6 +5,10 @@ from typing import Iterator
 
 import torch
 
+from pysnn.connection import Linear
+from pysnn.network import SNNNetwork
+from pysnn.neuron import Input, LIFNeuron
+
 
 @contextmanager
 def torch_threads(count: int) -> Iterator[int]:
@@ -38,3 +42,22 @@ def addcmul_rounds_once(dtype: torch.dtype) -> bool:
     gen = torch.Generator().manual_seed(123)
     t, a, x = (torch.rand(256, generator=gen, dtype=dtype) for _ in range(3))
     return not torch.equal(t.clone().addcmul_(a, x), t + a * x)
+
+
+class Chain(SNNNetwork):
+    """Input → Linear (sum over the fan-in, ``delay`` steps) → LIF neuron, weights U(0, w_high),
+    seeded with ``seed``: the learning rules' test network."""
+
+    def __init__(self, batch, n_in, n_out, seed, w_high, thresh, delay=1):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.input = Input((batch, 1, n_in), 1.0, 0.5, 0.8, "linear")
+        self.con = Linear(n_in, n_out, batch, 1.0, delay, reduction="sum")
+        self.con.reset_weights("uniform", a=0.0, b=w_high)
+        self.neuron = LIFNeuron((batch, 1, n_out), thresh, 0.0, 1.0, 1.0, 1.0, 0.0, 0.8, 0.7)
+        self.add_layer("fc", self.con, self.neuron)
+
+    def forward(self, x):
+        x, trace = self.input(x)
+        activation, _ = self.con(x, trace)
+        return self.neuron(activation)

@@ -46,11 +46,8 @@ import pytest
 import torch
 
 from pysnn import native
-from pysnn.connection import Linear
 from pysnn.learning import MSTDP, MSTDPET, ORDERED_DEPTH, STDP, ordered_update
-from pysnn.network import SNNNetwork
-from pysnn.neuron import Input, LIFNeuron
-from helpers import assert_same_bits, torch_threads
+from helpers import Chain, assert_same_bits, torch_threads
 
 needs_native = pytest.mark.skipif(
     not native.enabled(), reason="the native kernels are not built or are switched off"
@@ -440,24 +437,6 @@ def test_native_declines_what_it_cannot_read_and_leaves_out_untouched():
 
 # -- d. the rules end to end --------------------------------------------------------------------
 N_IN, N_OUT, W_HIGH, THRESH, LR = 200, 12, 0.02, 0.3, 0.005
-
-
-class Chain(SNNNetwork):
-    """Input → Linear (sum over the fan-in) → LIF neuron, weights U(0, w_high)."""
-
-    def __init__(self, batch, n_in, n_out, seed, w_high, thresh):
-        super().__init__()
-        torch.manual_seed(seed)
-        self.input = Input((batch, 1, n_in), 1.0, 0.5, 0.8, "linear")
-        self.con = Linear(n_in, n_out, batch, 1.0, 1, reduction="sum")
-        self.con.reset_weights("uniform", a=0.0, b=w_high)
-        self.neuron = LIFNeuron((batch, 1, n_out), thresh, 0.0, 1.0, 1.0, 1.0, 0.0, 0.8, 0.7)
-        self.add_layer("fc", self.con, self.neuron)
-
-    def forward(self, x):
-        x, trace = self.input(x)
-        activation, _ = self.con(x, trace)
-        return self.neuron(activation)
 
 
 def make_rule(name, layers, backend):

@@ -6,7 +6,9 @@ The reference is independent of the code under test: the fold taken in NumPy (fl
 float64 additions, then ``+ 0``) and given as one tensor to a neuron on the PyTorch backend.
 Both backends given the pair must match it bit for bit, signs of zeros included; where the
 kernel cannot take the pair (dtypes that differ from the cells'), ``"auto"`` falls back to the
-same numbers and ``"native"`` raises before any state changes.
+same numbers and ``"native"`` raises before any state changes. Parameters and state edited
+between paired steps (``.data``, reassigned, ``load_state_dict``) and a live input given a new
+layout are read the same way by both backends.
 """
 
 import numpy as np
@@ -215,6 +217,73 @@ def test_models_without_a_kernel_fold_pairs_in_pytorch(model):
     for step in range(5):
         first, second = pair_inputs(gen, SMALL, torch.float32)
         first, second = first * 20, second * 20
+        expected, _ = reference(numpy_fold(first, second))
+        spikes, _ = paired([first, second])
+        assert_same_bits(spikes, expected, f"step {step}: spikes")
+        assert_same_bits(paired.v_cell, reference.v_cell, f"step {step}: v_cell")
+
+
+EDITS = ["data_fill", "reassign", "load_state_dict"]
+
+
+@needs_native
+@pytest.mark.parametrize("model", ["lif-exponential", "adaptive-relax"])
+@pytest.mark.parametrize("name", ["thresh", "tau_v", "v_cell", "trace"])
+@pytest.mark.parametrize("how", EDITS)
+def test_state_edits_between_paired_steps_agree(model, name, how):
+    """A parameter or state edited between two paired steps, the same way on a native and a
+    torch neuron: the two keep giving the same numbers (the kernel reads the edit)."""
+    on_native, on_torch = make(model, SMALL, "native"), make(model, SMALL, "torch")
+    gen = torch.Generator().manual_seed(11)
+    for step in range(8):
+        if step == 4:
+            for neuron in (on_native, on_torch):
+                value = getattr(neuron, name).detach() * 0.75 + 0.05
+                if how == "data_fill":
+                    getattr(neuron, name).data.copy_(value)
+                elif how == "reassign":
+                    holder = neuron._parameters if name == "thresh" else neuron._buffers
+                    kind = torch.nn.Parameter if name == "thresh" else torch.Tensor
+                    replacement = value.clone()
+                    if kind is torch.nn.Parameter:
+                        replacement = torch.nn.Parameter(replacement, requires_grad=False)
+                    holder[name] = replacement
+                else:
+                    state = neuron.state_dict()
+                    state[name] = value.clone()
+                    neuron.load_state_dict(state)
+        first, second = pair_inputs(gen, SMALL, torch.float32)
+        expected, _ = on_torch([first, second])
+        spikes, _ = on_native([first, second])
+        assert_same_bits(spikes, expected, f"step {step}: spikes")
+        for state_name in STATE:
+            assert_same_bits(
+                getattr(on_native, state_name),
+                getattr(on_torch, state_name),
+                f"step {step}: {state_name}",
+            )
+
+
+@needs_native
+def test_live_pair_input_given_a_new_layout_is_read_in_it():
+    """The kernel keeps the row view of each paired input it saw last. If that tensor object
+    gets another layout over the same first address (``x.data = ...``), the kernel must read it
+    in the new layout: the result equals the NumPy fold's."""
+    batch, _, n = SMALL
+    reference = make("lif-exponential", SMALL, "torch")
+    paired = make("lif-exponential", SMALL, "native")
+    gen = torch.Generator().manual_seed(13)
+    product = torch.empty(n, batch)
+    first = product.t().unsqueeze(1).unsqueeze(-1)
+    second = torch.empty(batch, 1, n, 1)
+    for step in range(6):
+        values_first, values_second = pair_inputs(gen, SMALL, torch.float32)
+        if step == 3:  # the same first address, row-major strides instead of the product's
+            relaid = first.data.as_strided(first.shape, (n, n, 1, 1))
+            assert relaid.data_ptr() == first.data_ptr() and relaid.stride() != first.stride()
+            first.data = relaid
+        first.copy_(values_first)
+        second.copy_(values_second)
         expected, _ = reference(numpy_fold(first, second))
         spikes, _ = paired([first, second])
         assert_same_bits(spikes, expected, f"step {step}: spikes")

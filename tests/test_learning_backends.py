@@ -49,11 +49,11 @@ import torch
 
 from pysnn import native
 from pysnn._backend import NativeUnavailableError
-from pysnn.connection import Conv2d, Linear
+from pysnn.connection import Conv2d
 from pysnn.learning import MSTDP, MSTDPET, STDP, FedeSTDP, LearningRule
 from pysnn.network import SNNNetwork
-from pysnn.neuron import IFNeuron, Input, LIFNeuron
-from helpers import torch_threads
+from pysnn.neuron import IFNeuron
+from helpers import Chain, torch_threads
 
 needs_native = pytest.mark.skipif(
     not native.enabled(), reason="the native kernels are not built or are switched off"
@@ -71,24 +71,6 @@ A_PLUS, A_MINUS, W_MIN, DECAY = 1.0, 0.8, 0.0, 0.5
 # (n_in, initial weights U(0, w_high), upper bound w_max, learning rate) of the two tests
 SMALL = (300, 0.006, 0.0063, 0.0006)
 BIG = (2048, 0.002, 0.0021, 0.0002)
-
-
-class Chain(SNNNetwork):
-    """Input → Linear (sum over the fan-in) → LIF neuron, weights U(0, w_high)."""
-
-    def __init__(self, batch, n_in, n_out, seed, w_high, thresh, delay=1):
-        super().__init__()
-        torch.manual_seed(seed)
-        self.input = Input((batch, 1, n_in), 1.0, 0.5, 0.8, "linear")
-        self.con = Linear(n_in, n_out, batch, 1.0, delay, reduction="sum")
-        self.con.reset_weights("uniform", a=0.0, b=w_high)
-        self.neuron = LIFNeuron((batch, 1, n_out), thresh, 0.0, 1.0, 1.0, 1.0, 0.0, 0.8, 0.7)
-        self.add_layer("fc", self.con, self.neuron)
-
-    def forward(self, x):
-        x, trace = self.input(x)
-        activation, _ = self.con(x, trace)
-        return self.neuron(activation)
 
 
 def make_rule(name, layers, backend, w_max=SMALL[2], lr=SMALL[3]):
