@@ -537,6 +537,46 @@ static PyObject *py_product_bounded(PyObject *self, PyObject *const *args, Py_ss
     Py_RETURN_TRUE;
 }
 
+/* The number of nonzero values of x[start .. start + n) (bool bytes, doubles or floats; NaN
+ * counts as nonzero, as in `spikes != 0`), and, where it is at most `limit`, their indices in
+ * ascending order into idx (limit + 1 slots). Branch-free loops, so that they vectorise: a silent
+ * sample (most of them, for an inhibitory layer's input) costs one pass over its values. */
+TARGET_CLONES static Py_ssize_t sample_nonzero(const char *x, int x_is_bool, int is_double,
+                                               Py_ssize_t start, Py_ssize_t n, Py_ssize_t limit,
+                                               int32_t *restrict idx)
+{
+    Py_ssize_t count = 0;
+    if (x_is_bool) {
+        const uint8_t *restrict v = (const uint8_t *)x + start;
+        for (Py_ssize_t i = 0; i < n; ++i)
+            count += v[i] != 0;
+        if (count > 0 && count <= limit)
+            for (Py_ssize_t i = 0, k = 0; i < n; ++i) {
+                idx[k] = (int32_t)i;
+                k += v[i] != 0;
+            }
+    } else if (is_double) {
+        const double *restrict v = (const double *)x + start;
+        for (Py_ssize_t i = 0; i < n; ++i)
+            count += v[i] != 0;
+        if (count > 0 && count <= limit)
+            for (Py_ssize_t i = 0, k = 0; i < n; ++i) {
+                idx[k] = (int32_t)i;
+                k += v[i] != 0;
+            }
+    } else {
+        const float *restrict v = (const float *)x + start;
+        for (Py_ssize_t i = 0; i < n; ++i)
+            count += v[i] != 0;
+        if (count > 0 && count <= limit)
+            for (Py_ssize_t i = 0, k = 0; i < n; ++i) {
+                idx[k] = (int32_t)i;
+                k += v[i] != 0;
+            }
+    }
+    return count;
+}
+
 /* spike_ingest(address of struct ingest_args)
  *
  * Linear(reduction="sum")'s product (O, B) = W @ sᵀ taken from the nonzero inputs alone, as
@@ -571,19 +611,9 @@ static PyObject *py_spike_ingest(PyObject *self, PyObject *const *args, Py_ssize
     Py_ssize_t total = 0;
     int fits = 1;
     for (Py_ssize_t b = 0; b < batch && fits; ++b) {
-        Py_ssize_t k = 0;
-        for (Py_ssize_t i = 0; i < n_in; ++i) {
-            const int nonzero = x_is_bool ? ((const uint8_t *)x)[b * n_in + i] != 0
-                                : is_double ? ((const double *)x)[b * n_in + i] != 0
-                                            : ((const float *)x)[b * n_in + i] != 0;
-            if (nonzero) {
-                if (k == max_spikes) {
-                    fits = 0;
-                    break;
-                }
-                idx[b * width + k++] = (int32_t)i;
-            }
-        }
+        const Py_ssize_t k = sample_nonzero(x, x_is_bool, is_double, b * n_in, n_in, max_spikes,
+                                            idx + b * width);
+        fits = k <= max_spikes;
         counts[b] = k;
         total += k;
     }

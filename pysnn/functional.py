@@ -480,7 +480,7 @@ def linear_step(
         shape = (batch, 1, n_out, pre_trace.shape[-1])
         return activation.view(shape), pre_trace.unsqueeze(2).expand(shape)
     flat = leaving.view(batch, -1)
-    if flat.is_cpu and weight.is_cpu and batch <= SPIKE_PRODUCT_MAX_BATCH:
+    if flat.is_cpu and weight.is_cpu:
         sum_product(weight, flat, out.product)
     else:  # W @ sᵀ reads the (O, I) weight contiguously: faster than F.linear's s @ Wᵀ
         torch.mm(weight, flat.t(), out=out.product)
@@ -585,46 +585,26 @@ def _sum_outputs(pre_trace: Tensor, out: SumBuffers) -> Tuple[Tensor, Tensor]:
 SPIKE_PRODUCT_MAX_SPIKES = 16
 #: ... and all samples together at most ``I / SPIKE_PRODUCT_LINE``: reading a column of the
 #: row-major ``(O, I)`` weight costs a cache line (16 floats) per output, the dense product one
-#: pass over the weight.
+#: pass over the weight. Both limits are per step and do not depend on the batch size.
 SPIKE_PRODUCT_LINE = 16
-#: ... at batches of at most this size (larger batches have more spikes in all; their eager
-#: step would pay for both forms).
-SPIKE_PRODUCT_MAX_BATCH = 4
 
 
-def sum_product(weight: Tensor, spikes: Tensor, product: Tensor) -> Tensor:
-    r"""``product = W @ spikesᵀ`` of a ``reduction="sum"`` Linear on the CPU: spike-driven where
-    there are few spikes, ``torch.mm`` elsewhere.
+def _spike_product_applies(counts: Tensor, n_in: int) -> Tensor:
+    """0-d bool: every sample's count of nonzero inputs ``counts`` ``(B, ...)`` is within
+    :data:`SPIKE_PRODUCT_MAX_SPIKES` and their total within ``n_in / SPIKE_PRODUCT_LINE``."""
+    return (counts.max() <= SPIKE_PRODUCT_MAX_SPIKES) & (counts.sum() * SPIKE_PRODUCT_LINE <= n_in)
 
-    :func:`linear_step` calls it at batches of at most :data:`SPIKE_PRODUCT_MAX_BATCH` (and
-    ``torch.mm`` beyond). Where every sample has at most :data:`SPIKE_PRODUCT_MAX_SPIKES` nonzero
-    inputs and all samples together at most ``I / SPIKE_PRODUCT_LINE``, ``product[o, b]`` is
-    :func:`pairwise_sum` over :data:`SPIKE_PRODUCT_MAX_SPIKES` values: :math:`W_{oi} s_{bi}` for
-    the nonzero inputs :math:`i` of sample ``b`` in ascending order, then +0. That is work in
-    proportion to the spikes (a few columns of ``W``) instead of a pass over all of ``W``, in an
-    order fixed here, so that the C twin (:func:`pysnn.native.linear_step`), which takes only
-    that work, gives the same numbers. Silent inputs then contribute nothing, not ``W·0`` (a NaN
-    or inf weight of a silent input does not make the output NaN). Elsewhere ``product`` is
-    ``torch.mm``'s. This function computes both forms and selects, so that it reads nothing back
-    from the tensors (no host synchronisation; a CUDA graph can capture it).
 
-    :param weight: ``(O, I)``.
-    :param spikes: ``(B, I)`` presynaptic spikes (0/1, or graded values) of the weight's dtype.
-    :param product: ``(O, B)`` output.
-    :returns: ``product``.
-    """
+def _spike_tree(weight: Tensor, spikes: Tensor, nonzero: Tensor, counts: Tensor) -> Tensor:
+    """``(O, B)``: for each sample (row of ``spikes``), the pairwise tree over
+    :data:`SPIKE_PRODUCT_MAX_SPIKES` values, ``W[o, i]·s[b, i]`` for its nonzero inputs in
+    ascending order, then +0 (a NaN weight of a silent input stays out)."""
     width = min(SPIKE_PRODUCT_MAX_SPIKES, spikes.shape[1])
-    nonzero = spikes != 0
-    counts = nonzero.sum(1, keepdim=True)  # (B, 1)
-    sparse = (counts.max() <= SPIKE_PRODUCT_MAX_SPIKES) & (
-        counts.sum() * SPIKE_PRODUCT_LINE <= spikes.shape[1]
-    )
     # each sample's nonzero inputs first, in ascending order (a stable sort of 0 before 1)
     order = torch.argsort(nonzero.logical_not(), dim=1, stable=True)[:, :width]
-    valid = torch.arange(width, device=spikes.device) < counts  # (B, width)
-    # (O, B, width), +0 past each sample's spikes (a NaN weight of a silent input stays out)
+    valid = torch.arange(width, device=spikes.device) < counts.view(-1, 1)  # (B, width)
     columns = torch.index_select(weight, 1, order.reshape(-1)).view(-1, *order.shape)
-    terms = torch.where(valid, columns * spikes.gather(1, order), 0.0)
+    terms = torch.where(valid, columns * spikes.gather(1, order), 0.0)  # (O, B, width)
     if width < SPIKE_PRODUCT_MAX_SPIKES:
         padding = terms.new_zeros(terms.shape[:2] + (SPIKE_PRODUCT_MAX_SPIKES - width,))
         terms = torch.cat([terms, padding], 2)
@@ -633,9 +613,48 @@ def sum_product(weight: Tensor, spikes: Tensor, product: Tensor) -> Tensor:
     while half >= 1:
         terms[..., :half].add_(terms[..., half : 2 * half])
         half //= 2
-    tree = terms[..., 0]
-    dense = torch.mm(weight, spikes.t())
-    return torch.where(sparse, tree, dense, out=product)
+    return terms[..., 0]
+
+
+def sum_product(weight: Tensor, spikes: Tensor, product: Tensor) -> Tensor:
+    r"""``product = W @ spikesᵀ`` of a ``reduction="sum"`` Linear on the CPU: spike-driven where
+    there are few spikes, ``torch.mm`` elsewhere.
+
+    :func:`linear_step` calls it at every batch size on the CPU. Where every sample has at most
+    :data:`SPIKE_PRODUCT_MAX_SPIKES` nonzero inputs and all samples together at most
+    ``I / SPIKE_PRODUCT_LINE``, ``product[o, b]`` is :func:`pairwise_sum` over
+    :data:`SPIKE_PRODUCT_MAX_SPIKES` values: :math:`W_{oi} s_{bi}` for the nonzero inputs
+    :math:`i` of sample ``b`` in ascending order, then +0 (+0 for a silent sample). That is work
+    in proportion to the spikes (a few columns of ``W``) instead of a pass over all of ``W``, in
+    an order fixed here, so that the C twin (:func:`pysnn.native.linear_step`), which takes only
+    that work, gives the same numbers. Silent inputs then contribute nothing, not ``W·0`` (a NaN
+    or inf weight of a silent input does not make the output NaN). Elsewhere ``product`` is
+    ``torch.mm``'s.
+
+    The tensors are on the CPU, so reading the spike counts back costs no device
+    synchronisation: the function takes one form or the other, and the tree only over the
+    samples that have spikes (at most ``I / 16`` of them). Traced by ``torch.compile``, which
+    cannot branch on a tensor's value without a graph break, it computes both forms and selects.
+
+    :param weight: ``(O, I)``.
+    :param spikes: ``(B, I)`` presynaptic spikes (0/1, or graded values) of the weight's dtype.
+    :param product: ``(O, B)`` output.
+    :returns: ``product``.
+    """
+    nonzero = spikes != 0
+    counts = nonzero.sum(1)  # (B,)
+    sparse = _spike_product_applies(counts, spikes.shape[1])
+    if torch.compiler.is_compiling():
+        tree = _spike_tree(weight, spikes, nonzero, counts)
+        return torch.where(sparse, tree, torch.mm(weight, spikes.t()), out=product)
+    if not bool(sparse):
+        return torch.mm(weight, spikes.t(), out=product)
+    product.zero_()  # the tree over sixteen +0 for a silent sample
+    active = counts.nonzero().view(-1)
+    if active.numel():
+        tree = _spike_tree(weight, spikes[active], nonzero[active], counts[active])
+        product.index_copy_(1, active, tree)
+    return product
 
 
 # -- models without a C twin (PyTorch only) ---------------------------------------------------

@@ -545,13 +545,13 @@ def linear_step(
     contiguous = product.is_contiguous()
     # (B, 1, 1), made by functional.sum_buffers in the weight's (= the state's) dtype
     args.trace_sums = out.trace_sum.data_ptr()
-    if batch <= sf.SPIKE_PRODUCT_MAX_BATCH:  # the spike-driven product where it applies
-        target = product if contiguous else torch.empty(product.shape, dtype=product.dtype)
-        args.product, args.out = target.data_ptr(), None
-        if _extension.spike_ingest(address):
-            if target is not product:
-                product.copy_(target)
-            return out.activation, out.trace
+    # the spike-driven product where it applies (spike_ingest counts the spikes first)
+    target = product if contiguous else torch.empty(product.shape, dtype=product.dtype)
+    args.product, args.out = target.data_ptr(), None
+    if _extension.spike_ingest(address):
+        if target is not product:
+            product.copy_(target)
+        return out.activation, out.trace
     if contiguous:
         args.product = product.data_ptr()
     if operands is not None and contiguous and _extension.ingest_product(address):

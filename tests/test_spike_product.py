@@ -64,7 +64,13 @@ def sparse_spikes(gen, batch, n_in, counts, dtype, graded):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("graded", [False, True], ids=["ones", "graded"])
-@pytest.mark.parametrize("counts", [(0,), (1,), (2,), (3,), (7,), (16,), (5, 0, 2), (16, 1)])
+@pytest.mark.parametrize(
+    "counts",
+    [(0,), (1,), (2,), (3,), (7,), (16,), (5, 0, 2), (16, 1)]
+    # larger batches: the tree is taken over the samples with spikes only
+    + [(0,) * 15 + (3,), (1, 0) * 8, (0,) * 32, (0, 2, 0, 0, 16) + (0,) * 27],
+    ids=lambda counts: "-".join(map(str, counts)) if len(counts) <= 3 else f"B{len(counts)}",
+)
 def test_spike_product_is_the_tree_over_the_nonzero_inputs(counts, graded, dtype):
     gen = torch.Generator().manual_seed(sum(counts) + 7 * len(counts))
     n_in = 16 * max(sum(counts), 1)  # within the line limit
@@ -98,6 +104,22 @@ def test_beyond_its_limits_the_product_is_torch_mm():
     weight[:, 0] = float("nan")  # and there a NaN weight of a silent input counts
     crowded[:, 0] = 0.0
     assert bool(torch.isnan(sf.sum_product(weight, crowded, product)).all())
+
+
+@pytest.mark.parametrize("batch", [2, 16])
+def test_compiled_spike_product_selects_the_same_numbers(batch):
+    """Traced by torch.compile (no branch on the counts), the product is the eager one."""
+    gen = torch.Generator().manual_seed(batch)
+    n_in = 16 * 2 * batch
+    weight = torch.randn(6, n_in, generator=gen)
+    compiled = torch.compile(sf.sum_product, backend="aot_eager", dynamic=False)
+    sparse = sparse_spikes(gen, batch, n_in, [2, 0] * (batch // 2), torch.float32, True)
+    dense = (torch.rand(batch, n_in, generator=gen) < 0.5).float()
+    for spikes in (sparse, dense):
+        expected = sf.sum_product(weight, spikes, torch.empty(6, batch))
+        got = compiled(weight, spikes, torch.full((6, batch), 7.0))
+        assert_same_bits(got, expected)
+    assert_same_bits(expected, torch.mm(weight, dense.t()))
 
 
 @pytest.fixture
@@ -148,18 +170,21 @@ def linear_pair(delay, dtype, weight_kind, batch, n_in, n_out):
 @pytest.mark.parametrize(
     "weight_kind", ["contiguous", "transposed", "expanded", "nan-on-a-silent-input"]
 )
+@pytest.mark.parametrize("batch", [3, 16])
 def test_linear_with_sparse_spikes_gives_the_eager_numbers(
-    spike_calls, weight_kind, delay, graded, dtype, threads
+    spike_calls, batch, weight_kind, delay, graded, dtype, threads
 ):
-    batch, n_in, n_out, steps = 3, 640, 50, 12
+    n_in, n_out, steps = 640, 50, 12
     a, b = linear_pair(delay, dtype, weight_kind, batch, n_in, n_out)
     gen = torch.Generator().manual_seed(11)
     with torch_threads(threads):
         for step in range(steps):
-            # 0..9 spikes per sample, sometimes a step with too many (the BLAS product)
-            counts = [int(c) for c in torch.randint(0, 10, (batch,), generator=gen)]
+            # up to 40 spikes in all (640 / 16), sometimes a step with too many (the BLAS
+            # product)
+            most = 10 if batch <= 4 else 3
+            counts = [int(c) for c in torch.randint(0, most, (batch,), generator=gen)]
             if step == 5:
-                counts = [30, 30, 30]
+                counts = [30] * batch
             x = sparse_spikes(gen, batch, n_in - 1, counts, dtype, graded)
             x = torch.cat([x, torch.zeros(batch, 1, dtype=dtype)], 1).unsqueeze(1)
             if not graded:
@@ -179,20 +204,21 @@ def test_linear_with_sparse_spikes_gives_the_eager_numbers(
 
 
 @needs_native
-def test_diehl_cook_network_is_the_same_on_both_backends():
+@pytest.mark.parametrize("batch", [2, 16])
+def test_diehl_cook_network_is_the_same_on_both_backends(batch):
     """A Diehl & Cook step uses the spike-driven product for its inhibition (few spikes):
     spikes and voltages over 100 steps are those of the other backend bit for bit."""
     results = []
     for chosen in ("native", "torch"):
         torch.manual_seed(0)
-        model = DiehlCook2015(64, 100, 2, 1.0, inhibition=5.0, thresh=2.0)
+        model = DiehlCook2015(64, 100, batch, 1.0, inhibition=5.0, thresh=2.0)
         for module in (model.input, model.exc, model.inh, model.neuron):
             module.backend = chosen
         gen = torch.Generator().manual_seed(1)
         spikes, voltages = [], []
         with torch.no_grad():
             for _ in range(100):
-                s, _ = model(torch.rand(2, 1, 64, generator=gen) < 0.2)
+                s, _ = model(torch.rand(batch, 1, 64, generator=gen) < 0.2)
                 spikes.append(s.clone())
                 voltages.append(model.neuron.v_cell.clone())
         results.append((torch.stack(spikes), torch.stack(voltages)))
