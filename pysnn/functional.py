@@ -12,6 +12,7 @@ refractory" and skips the masking, which is what neurons without a refractory pe
 
 from typing import NamedTuple, Optional, Tuple, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -631,10 +632,11 @@ def sum_product(weight: Tensor, spikes: Tensor, product: Tensor) -> Tensor:
     or inf weight of a silent input does not make the output NaN). Elsewhere ``product`` is
     ``torch.mm``'s.
 
-    The tensors are on the CPU, so reading the spike counts back costs no device
-    synchronisation: the function takes one form or the other, and the tree only over the
-    samples that have spikes (at most ``I / 16`` of them). Traced by ``torch.compile``, which
-    cannot branch on a tensor's value without a graph break, it computes both forms and selects.
+    The tensors are on the CPU (only there does :func:`linear_step` call it), so the spike
+    counts are read in place through NumPy, which is no device synchronisation: the function
+    takes one form or the other, and the tree only over the samples that have spikes (at most
+    ``I / 16`` of them). Traced by ``torch.compile``, which cannot branch on a tensor's value
+    without a graph break, it computes both forms and selects.
 
     :param weight: ``(O, I)``.
     :param spikes: ``(B, I)`` presynaptic spikes (0/1, or graded values) of the weight's dtype.
@@ -643,14 +645,19 @@ def sum_product(weight: Tensor, spikes: Tensor, product: Tensor) -> Tensor:
     """
     nonzero = spikes != 0
     counts = nonzero.sum(1)  # (B,)
-    sparse = _spike_product_applies(counts, spikes.shape[1])
     if torch.compiler.is_compiling():
+        sparse = _spike_product_applies(counts, spikes.shape[1])
         tree = _spike_tree(weight, spikes, nonzero, counts)
         return torch.where(sparse, tree, torch.mm(weight, spikes.t()), out=product)
-    if not bool(sparse):
+    # CPU tensors: their memory is the host's, read through NumPy without a synchronisation
+    host_counts = counts.numpy()
+    if not (
+        host_counts.max() <= SPIKE_PRODUCT_MAX_SPIKES
+        and host_counts.sum() * SPIKE_PRODUCT_LINE <= spikes.shape[1]
+    ):
         return torch.mm(weight, spikes.t(), out=product)
     product.zero_()  # the tree over sixteen +0 for a silent sample
-    active = counts.nonzero().view(-1)
+    active = torch.from_numpy(np.flatnonzero(host_counts))
     if active.numel():
         tree = _spike_tree(weight, spikes[active], nonzero[active], counts[active])
         product.index_copy_(1, active, tree)

@@ -2,7 +2,9 @@
 
 On CUDA such a read (``.item()``, ``bool(tensor)``, a tensor used as a Python scalar) stalls the
 host until the device catches up. On the CPU the same reads show up in the profiler as
-``aten::item`` / ``aten::_local_scalar_dense``, which is what these tests look for.
+``aten::item`` / ``aten::_local_scalar_dense``, which is what these tests look for. (Code that
+runs only on CPU tensors, such as the spike counts of :func:`pysnn.functional.sum_product`,
+may read host memory in place through NumPy: no device is involved.)
 """
 
 import pytest
