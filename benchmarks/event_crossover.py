@@ -1,9 +1,13 @@
-"""Where the event-driven weight update stops paying: the crossover behind ``EVENT_CROSSOVER``.
+"""Where the event-driven weight update stops paying: the crossovers behind ``EVENT_CROSSOVER``
+and ``PRODUCT_EVENT_CROSSOVER``.
 
 Usage: ``python benchmarks/event_crossover.py [--threads 2] [--depth 2] [--quick]``
 
-:func:`pysnn.native.ordered_update` takes only the products of two nonzero factors when they
-number at most ``pysnn.native.EVENT_CROSSOVER`` times the dense ones. This script times it on
+:func:`pysnn.native.ordered_update` (depth at most ``learning.ORDERED_DEPTH``, 8) takes only
+the products of two nonzero factors when they number at most ``pysnn.native.EVENT_CROSSOVER``
+times the dense ones; :func:`pysnn.native.product_bounded` (deeper updates, e.g. ``--depth 32``
+for pair STDP at batch 16; two threads or more) does the same against its BLAS product with
+``PRODUCT_EVENT_CROSSOVER``. This script times the one the depth selects on
 a (400, 784) weight (Diehl & Cook's input layer) with the event path forced (crossover
 ``inf``) and forbidden (``-1``), interleaved, for factors of growing density, and prints the
 work fraction (products taken by the event path / dense products) and both times. Where the
@@ -19,12 +23,15 @@ import time
 import torch
 
 from pysnn import native
+from pysnn.learning import ORDERED_DEPTH
 
 
 def time_update(out: torch.Tensor, p, q, crossover: float, repeats: int) -> float:
+    update = native.ordered_update if len(p) <= ORDERED_DEPTH else native.product_bounded
     start = time.perf_counter()
     for _ in range(repeats):
-        native.ordered_update(out, p, q, 1e-4, 1.0, 0.0, 1.0, crossover)
+        if not update(out, p, q, 1e-4, 1.0, 0.0, 1.0, crossover):
+            raise SystemExit(f"{update.__name__} declined (it needs two threads or more)")
     return (time.perf_counter() - start) / repeats * 1e3
 
 
@@ -43,7 +50,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.threads} threads, depth {args.depth}, (400, 784)\n")
     print("| density of p and q | work fraction | event ms | dense ms | event / dense |")
     print("|---|---|---|---|---|")
-    for density in (0.01, 0.03, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5):
+    for density in (0.01, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5):
         p = torch.rand(args.depth, 400, generator=gen) * (
             torch.rand(args.depth, 400, generator=gen) < density
         )
@@ -58,7 +65,10 @@ def main() -> None:
             dense.append(time_update(out, p, q, -1.0, repeats))
         e, d = statistics.median(event), statistics.median(dense)
         print(f"| {density:g} | {fraction:.4f} | {e:.4f} | {d:.4f} | {e / d:.2f} |")
-    print(f"\nEVENT_CROSSOVER = {native.EVENT_CROSSOVER}")
+    if args.depth <= ORDERED_DEPTH:
+        print(f"\nEVENT_CROSSOVER = {native.EVENT_CROSSOVER}")
+    else:
+        print(f"\nPRODUCT_EVENT_CROSSOVER = {native.PRODUCT_EVENT_CROSSOVER}")
 
 
 if __name__ == "__main__":

@@ -474,30 +474,130 @@ static PyObject *py_neuron_step(PyObject *self, PyObject *const *args, Py_ssize_
 #define AS_SIZE(p) ((Py_ssize_t)(intptr_t)(p))
 #define AS_INT(p) ((int)(intptr_t)(p))
 
-/* product_bounded(gemm, is_double, out, n_out, n_in, depth, p, q, alpha, beta, w_min, w_max)
+/* What event_form did: nothing (the caller takes the dense form), the whole update, or only the
+ * beta pass (a value of `out` was not clean: the caller's dense form takes the rest, beta 1). */
+enum { EVENT_DECLINED = 0, EVENT_DONE = 2, EVENT_DIRTY = 3 };
+
+/* The event-driven form of a learning rule's update of `out` (O, I) from stacked factors p
+ * (depth, O) and q (depth, I): out ← beta·out, then only the products of two nonzero factors
+ * (event_update), then the bounds on what changed. value = (alpha, beta, w_min, w_max) with
+ * has[2], has[3] for the bounds. Taken when those products number at most `crossover` times the
+ * dense ones and the factors are finite; after the beta pass, only where every value of `out`
+ * is clean (clean_rows). Returns an EVENT_* code, or -1 with MemoryError set. */
+static int event_form(int is_double, char *out, Py_ssize_t n_out, Py_ssize_t n_in,
+                      Py_ssize_t depth, const char *p, const char *q, const double *value,
+                      const int *has, int beta_zero, double crossover)
+{
+    const Py_ssize_t n = n_out * n_in, size = is_double ? 8 : 4;
+    const int threads = team_size(n, n);
+    /* the factors' counts, the columns listed per term, and each thread's sums (n_in values of
+     * 8 bytes at most), seen and touched columns, and active terms (depth values) */
+    const size_t listed = ((size_t)depth * (size_t)n_in * 4 + 7) / 8 * 8;
+    const size_t per_thread = (size_t)n_in * 16 + (size_t)depth * sizeof(Py_ssize_t);
+    char *memory = kernel_scratch(16 * (size_t)depth + listed + (size_t)threads * per_thread);
+    if (memory == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t *const n_rows = (Py_ssize_t *)memory, *const n_cols = n_rows + depth;
+    int32_t *const cols = (int32_t *)(memory + 16 * depth); /* rows: found by event_update */
+    char *const sums = memory + 16 * depth + listed;
+    double work = 0;
+    for (Py_ssize_t j = 0; j < depth; ++j) {
+        if (is_double) {
+            n_rows[j] = nonzero_f64((const double *)p + j * n_out, n_out, NULL);
+            /* the columns of a term are listed only where it has rows: the others add 0 */
+            n_cols[j] = nonzero_f64((const double *)q + j * n_in, n_in,
+                                    n_rows[j] > 0 ? cols + j * n_in : NULL);
+        } else {
+            n_rows[j] = nonzero_f32((const float *)p + j * n_out, n_out, NULL);
+            n_cols[j] = nonzero_f32((const float *)q + j * n_in, n_in,
+                                    n_rows[j] > 0 ? cols + j * n_in : NULL);
+        }
+        if (n_rows[j] < 0 || n_cols[j] < 0)
+            return EVENT_DECLINED; /* a factor that is not finite */
+        work += (double)n_rows[j] * (double)n_cols[j];
+    }
+    if (work > crossover * (double)depth * (double)n_out * (double)n_in)
+        return EVENT_DECLINED;
+    int dirty = 0;
+    /* one team: each thread's beta pass and scan, then (all clean) its rows' events */
+#pragma omp parallel num_threads(threads)
+    {
+        const int part = THREAD_INDEX(), parts = THREAD_COUNT();
+        /* blocks of whole cache lines (16 floats, 8 doubles) */
+        const Py_ssize_t first = block_start(n, part, parts, 64 / size);
+        const Py_ssize_t count = block_start(n, part + 1, parts, 64 / size) - first;
+        const int clean =
+            is_double ? clean_rows_f64((double *)out + first, count, value[1], beta_zero, has[2],
+                                       value[2], has[3], value[3])
+                      : clean_rows_f32((float *)out + first, count, (float)value[1], beta_zero,
+                                       has[2], (float)value[2], has[3], (float)value[3]);
+        if (!clean) {
+#pragma omp atomic write
+            dirty = 1;
+        }
+#pragma omp barrier
+        int any_dirty;
+#pragma omp atomic read
+        any_dirty = dirty;
+        if (!any_dirty) {
+            const Py_ssize_t row = block_start(n_out, part, parts, 1);
+            const Py_ssize_t end = block_start(n_out, part + 1, parts, 1);
+            char *const mine = sums + (size_t)part * per_thread;
+            int32_t *const seen = (int32_t *)(mine + n_in * 8);
+            int32_t *const touched = seen + n_in;
+            Py_ssize_t *const terms = (Py_ssize_t *)(mine + n_in * 16);
+            if (is_double)
+                event_update_f64((double *)out, row, end, n_out, n_in, depth, (const double *)p,
+                                 (const double *)q, value[0], cols, n_cols, has[2], value[2],
+                                 has[3], value[3], (double *)mine, seen, touched, terms);
+            else
+                event_update_f32((float *)out, row, end, n_out, n_in, depth, (const float *)p,
+                                 (const float *)q, (float)value[0], cols, n_cols, has[2],
+                                 (float)value[2], has[3], (float)value[3], (float *)mine, seen,
+                                 touched, terms);
+        }
+    }
+    return dirty ? EVENT_DIRTY : EVENT_DONE;
+}
+
+/* product_bounded(gemm, is_double, out, n_out, n_in, depth, p, q, alpha, beta, w_min, w_max,
+ *                 crossover)
  *
  * out ← clamp(beta·out + alpha·pᵀ q, w_min, w_max), out (O, I), p (depth, O) and q (depth, I)
  * row-major; w_min / w_max a float or None (no bound). A learning rule's weight update: each
  * thread takes its block of rows of `out` with the BLAS (as torch's addmm_ would split it) and
  * applies the bounds to that block while it is still in its core's cache, instead of a second
  * pass over the whole weight. The clamp is torch.clamp's: max with w_min, then min with w_max,
- * NaN kept. Returns False, with nothing done, when the product is too small to split. */
+ * NaN kept.
+ *
+ * Few spikes make most factors zero: a term j (a row of p and of q) whose products of two
+ * nonzero factors number at most `crossover` · O · I is taken event-driven (term_events: only
+ * those products, added one by one), unless it lies between two terms that the BLAS takes (the
+ * BLAS takes one contiguous range of terms). Each value of `out` is then a sum of the same
+ * products as the BLAS's, in another order: within the rounding bound of addmm_'s that the
+ * split BLAS product is held to (see learning.py). Factors or an alpha that are not finite
+ * (0·inf is NaN) leave every term to the BLAS; crossover < 0 too. Returns False, with nothing
+ * done, when the product is too small to split; else the number of terms taken event-driven
+ * plus one. */
 static PyObject *py_product_bounded(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     void *a[8];
-    double value[4];
-    int has[4];
+    double value[5];
+    int has[5];
     (void)self;
-    if (nargs != 12) {
-        PyErr_Format(PyExc_TypeError, "product_bounded expects 12 arguments, got %zd", nargs);
+    if (nargs != 13) {
+        PyErr_Format(PyExc_TypeError, "product_bounded expects 13 arguments, got %zd", nargs);
         return NULL;
     }
     if (parse_args(args, 8, 8, "product_bounded", a) < 0)
         return NULL;
-    if (parse_floats(args + 8, 4, value, has) < 0)
+    if (parse_floats(args + 8, 5, value, has) < 0)
         return NULL;
-    if (!has[0] || !has[1]) {
-        PyErr_SetString(PyExc_TypeError, "product_bounded: alpha and beta must be floats");
+    if (!has[0] || !has[1] || !has[4]) {
+        PyErr_SetString(PyExc_TypeError,
+                        "product_bounded: alpha, beta and crossover must be floats");
         return NULL;
     }
     const int is_double = AS_INT(a[1]);
@@ -509,32 +609,78 @@ static PyObject *py_product_bounded(PyObject *self, PyObject *const *args, Py_ss
     const int threads = team_size(n_out * n_in, n_out);
     if (!BLAS_CALLS || threads < 2 || n_out > INT_MAX || n_in > INT_MAX || depth > INT_MAX)
         Py_RETURN_FALSE;
+    /* each term's nonzero rows and columns, the terms taken event-driven, and the BLAS's range
+     * [blas_first, blas_last) of terms */
+    char *memory = kernel_scratch((size_t)depth * (24 + 4 * (size_t)(n_out + n_in)));
+    if (memory == NULL)
+        return PyErr_NoMemory();
+    Py_ssize_t *const n_rows = (Py_ssize_t *)memory, *const n_cols = n_rows + depth;
+    Py_ssize_t *const event_terms = n_cols + depth;
+    int32_t *const rows = (int32_t *)(event_terms + depth), *const cols = rows + depth * n_out;
+    const int alpha_finite = is_double ? isfinite(value[0]) : isfinite((float)value[0]);
+    Py_ssize_t blas_first = 0, blas_last = depth, n_event_terms = 0;
+    if (value[4] >= 0 && alpha_finite && depth > 0) {
+        const double limit = value[4] * (double)n_out * (double)n_in;
+        int finite = 1;
+        blas_first = depth;
+        blas_last = 0;
+        for (Py_ssize_t j = 0; j < depth && finite; ++j) {
+            if (is_double) {
+                n_rows[j] = nonzero_f64((const double *)p + j * n_out, n_out, rows + j * n_out);
+                n_cols[j] = nonzero_f64((const double *)q + j * n_in, n_in,
+                                        n_rows[j] > 0 ? cols + j * n_in : NULL);
+            } else {
+                n_rows[j] = nonzero_f32((const float *)p + j * n_out, n_out, rows + j * n_out);
+                n_cols[j] = nonzero_f32((const float *)q + j * n_in, n_in,
+                                        n_rows[j] > 0 ? cols + j * n_in : NULL);
+            }
+            finite = n_rows[j] >= 0 && n_cols[j] >= 0;
+            if ((double)n_rows[j] * (double)n_cols[j] > limit) {
+                blas_first = blas_first < j ? blas_first : j;
+                blas_last = j + 1;
+            }
+        }
+        if (!finite) {
+            blas_first = 0;
+            blas_last = depth;
+        }
+        for (Py_ssize_t j = 0; j < depth && finite; ++j)
+            if ((j < blas_first || j >= blas_last) && n_rows[j] > 0 && n_cols[j] > 0)
+                event_terms[n_event_terms++] = j;
+    }
+    const int blas = blas_first < blas_last, beta_zero = value[1] == 0.0;
 #pragma omp parallel num_threads(threads)
     {
         const int part = THREAD_INDEX(), parts = THREAD_COUNT();
         const Py_ssize_t first = block_start(n_out, part, parts, 1);
-        const Py_ssize_t rows = block_start(n_out, part + 1, parts, 1) - first;
+        const Py_ssize_t rows_here = block_start(n_out, part + 1, parts, 1) - first;
+        const Py_ssize_t begin = first * n_in, count = rows_here * n_in;
         /* column-major: out[first:]ᵀ (I x n) = beta·out[first:]ᵀ + alpha·qᵀ (I x k) @ p[:, first:] */
-        if (rows > 0)
-            blas_gemm(gemm, is_double, "N", "T", n_in, rows, depth, value[0], q, n_in,
-                      p + first * size, n_out, value[1], out + first * n_in * size, n_in);
-        const Py_ssize_t begin = first * n_in, end = (first + rows) * n_in;
+        if (blas && rows_here > 0)
+            blas_gemm(gemm, is_double, "N", "T", n_in, rows_here, blas_last - blas_first,
+                      value[0], q + blas_first * n_in * size, n_in,
+                      p + (blas_first * n_out + first) * size, n_out, value[1],
+                      out + begin * size, n_in);
         if (is_double) {
             double *w = (double *)out;
-            for (Py_ssize_t i = begin; has[2] && i < end; ++i)
-                w[i] = w[i] < value[2] ? value[2] : w[i];
-            for (Py_ssize_t i = begin; has[3] && i < end; ++i)
-                w[i] = w[i] > value[3] ? value[3] : w[i];
+            if (!blas)
+                beta_clamp_f64(w + begin, count, 1, value[1], beta_zero, 0, 0, 0, 0);
+            term_events_f64(w, first, first + rows_here, n_out, n_in, (const double *)p,
+                            (const double *)q, value[0], event_terms, n_event_terms, rows,
+                            n_rows, cols, n_cols);
+            beta_clamp_f64(w + begin, count, 0, 1, 0, has[2], value[2], has[3], value[3]);
         } else {
             float *w = (float *)out;
-            const float low = (float)value[2], high = (float)value[3];
-            for (Py_ssize_t i = begin; has[2] && i < end; ++i)
-                w[i] = w[i] < low ? low : w[i];
-            for (Py_ssize_t i = begin; has[3] && i < end; ++i)
-                w[i] = w[i] > high ? high : w[i];
+            if (!blas)
+                beta_clamp_f32(w + begin, count, 1, (float)value[1], beta_zero, 0, 0, 0, 0);
+            term_events_f32(w, first, first + rows_here, n_out, n_in, (const float *)p,
+                            (const float *)q, (float)value[0], event_terms, n_event_terms, rows,
+                            n_rows, cols, n_cols);
+            beta_clamp_f32(w + begin, count, 0, 1, 0, has[2], (float)value[2], has[3],
+                           (float)value[3]);
         }
     }
-    Py_RETURN_TRUE;
+    return PyLong_FromSsize_t(n_event_terms + 1);
 }
 
 /* The number of nonzero values of x[start .. start + n) (bool bytes, doubles or floats; NaN
@@ -680,84 +826,15 @@ static PyObject *py_ordered_update(PyObject *self, PyObject *const *args, Py_ssi
     const int alpha_finite = is_double ? isfinite(value[0]) : isfinite((float)value[0]);
     int path = 1;
     if (crossover >= 0 && depth > 0 && alpha_finite) {
-        const Py_ssize_t n = n_out * n_in, size = is_double ? 8 : 4;
-        const int threads = team_size(n, n);
-        /* the factors' counts, the columns listed per term, and each thread's sums (n_in values
-         * of 8 bytes at most), seen and touched columns */
-        const size_t listed = ((size_t)depth * (size_t)n_in * 4 + 7) / 8 * 8;
-        char *memory = kernel_scratch(16 * (size_t)depth + listed +
-                                      (size_t)threads * (size_t)n_in * 16);
-        if (memory == NULL)
-            return PyErr_NoMemory();
-        Py_ssize_t *const n_rows = (Py_ssize_t *)memory, *const n_cols = n_rows + depth;
-        int32_t *const cols = (int32_t *)(memory + 16 * depth); /* rows: found by event_update */
-        char *const sums = memory + 16 * depth + listed;
-        double work = 0;
-        path = 2;
-        for (Py_ssize_t j = 0; j < depth && path == 2; ++j) {
-            if (is_double) {
-                n_rows[j] = nonzero_f64((const double *)p + j * n_out, n_out, NULL);
-                /* the columns of a term are listed only where it has rows: the others add 0 */
-                n_cols[j] = nonzero_f64((const double *)q + j * n_in, n_in,
-                                        n_rows[j] > 0 ? cols + j * n_in : NULL);
-            } else {
-                n_rows[j] = nonzero_f32((const float *)p + j * n_out, n_out, NULL);
-                n_cols[j] = nonzero_f32((const float *)q + j * n_in, n_in,
-                                        n_rows[j] > 0 ? cols + j * n_in : NULL);
-            }
-            if (n_rows[j] < 0 || n_cols[j] < 0)
-                path = 1; /* a factor that is not finite */
-            else
-                work += (double)n_rows[j] * (double)n_cols[j];
-        }
-        if (path == 2 && work > crossover * (double)depth * (double)n_out * (double)n_in)
-            path = 1;
-        if (path == 2) {
-            int dirty = 0;
-            /* one team: each thread's beta pass and scan, then (all clean) its rows' events */
-#pragma omp parallel num_threads(threads)
-            {
-                const int part = THREAD_INDEX(), parts = THREAD_COUNT();
-                /* blocks of whole cache lines (16 floats, 8 doubles) */
-                const Py_ssize_t first = block_start(n, part, parts, 64 / size);
-                const Py_ssize_t count = block_start(n, part + 1, parts, 64 / size) - first;
-                const int clean =
-                    is_double ? clean_rows_f64((double *)out + first, count, value[1], beta_zero,
-                                               has[2], value[2], has[3], value[3])
-                              : clean_rows_f32((float *)out + first, count, (float)value[1],
-                                               beta_zero, has[2], (float)value[2], has[3],
-                                               (float)value[3]);
-                if (!clean) {
-#pragma omp atomic write
-                    dirty = 1;
-                }
-#pragma omp barrier
-                int any_dirty;
-#pragma omp atomic read
-                any_dirty = dirty;
-                if (!any_dirty) {
-                    const Py_ssize_t row = block_start(n_out, part, parts, 1);
-                    const Py_ssize_t end = block_start(n_out, part + 1, parts, 1);
-                    char *const mine = sums + (size_t)part * (size_t)n_in * 16;
-                    int32_t *const seen = (int32_t *)(mine + n_in * 8);
-                    int32_t *const touched = seen + n_in;
-                    if (is_double)
-                        event_update_f64((double *)out, row, end, n_out, n_in, depth,
-                                         (const double *)p, (const double *)q, value[0], cols,
-                                         n_cols, has[2], value[2], has[3], value[3],
-                                         (double *)mine, seen, touched);
-                    else
-                        event_update_f32((float *)out, row, end, n_out, n_in, depth,
-                                         (const float *)p, (const float *)q, (float)value[0],
-                                         cols, n_cols, has[2], (float)value[2], has[3],
-                                         (float)value[3], (float *)mine, seen, touched);
-                }
-            }
-            if (dirty) {
-                value[1] = 1.0; /* the beta pass is done: the dense form takes the rest */
-                beta_zero = 0;
-                path = 3;
-            }
+        const int taken = event_form(is_double, out, n_out, n_in, depth, p, q, value, has,
+                                     beta_zero, crossover);
+        if (taken < 0)
+            return NULL;
+        if (taken == EVENT_DONE)
+            path = 2;
+        else if (taken == EVENT_DIRTY) {
+            value[1] = 1.0; /* the beta pass is done: the dense form takes the rest */
+            beta_zero = 0;
         }
     }
     if (path != 2) {

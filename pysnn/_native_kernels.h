@@ -409,7 +409,7 @@ TARGET_CLONES static void KERNEL(ordered_rows)(T *restrict out, Py_ssize_t first
  * ends as ±0 leaves the (clean) value as it is. Then the bounds on what changed: every other
  * value is within them (checked by clean_rows). cols[j] lists the nonzero indices of q[j]
  * (n_cols[j] of them) for the terms with a nonzero p; `sums`, `seen` and `touched` are the
- * thread's scratch of n_in values each. */
+ * thread's scratch of n_in values each, `terms` of depth values. */
 TARGET_CLONES static void KERNEL(event_update)(T *restrict out, Py_ssize_t first, Py_ssize_t last,
                                                Py_ssize_t n_out, Py_ssize_t n_in,
                                                Py_ssize_t depth, const T *restrict p,
@@ -417,14 +417,14 @@ TARGET_CLONES static void KERNEL(event_update)(T *restrict out, Py_ssize_t first
                                                const int32_t *cols, const Py_ssize_t *n_cols,
                                                const int has_low, const T low, const int has_high,
                                                const T high, T *restrict sums,
-                                               int32_t *restrict seen, int32_t *restrict touched)
+                                               int32_t *restrict seen, int32_t *restrict touched,
+                                               Py_ssize_t *restrict terms)
 {
     for (Py_ssize_t i = 0; i < n_in; ++i)
         seen[i] = -1;
     for (Py_ssize_t o = first; o < last; ++o) {
         T *restrict row = out + o * n_in;
         Py_ssize_t active = 0, n_touched = 0;
-        Py_ssize_t terms[ORDERED_MAX_DEPTH];
         for (Py_ssize_t j = 0; j < depth; ++j)
             if (p[j * n_out + o] != 0)
                 terms[active++] = j;
@@ -475,6 +475,59 @@ TARGET_CLONES static void KERNEL(event_update)(T *restrict out, Py_ssize_t first
     }
 }
 
+/* product_bounded's event-driven terms on rows [first, last) of `out` (a thread's block): for
+ * each term j of event_terms and each of its nonzero rows o (rows[j], ascending, n_rows[j] of
+ * them), out[o][i] ← out[o][i] + (p[j][o]·alpha)·q[j][i] for the nonzero columns i of q[j]
+ * (cols[j], n_cols[j]). The bounds are the caller's. */
+TARGET_CLONES static void KERNEL(term_events)(T *restrict out, Py_ssize_t first, Py_ssize_t last,
+                                              Py_ssize_t n_out, Py_ssize_t n_in,
+                                              const T *restrict p, const T *restrict q, T alpha,
+                                              const Py_ssize_t *event_terms,
+                                              Py_ssize_t n_event_terms, const int32_t *rows,
+                                              const Py_ssize_t *n_rows, const int32_t *cols,
+                                              const Py_ssize_t *n_cols)
+{
+    for (Py_ssize_t t = 0; t < n_event_terms; ++t) {
+        const Py_ssize_t j = event_terms[t];
+        const int32_t *restrict rj = rows + j * n_out;
+        const int32_t *restrict cj = cols + j * n_in;
+        const T *restrict qj = q + j * n_in;
+        const Py_ssize_t count = n_cols[j];
+        for (Py_ssize_t r = 0; r < n_rows[j]; ++r) {
+            const Py_ssize_t o = rj[r];
+            if (o < first)
+                continue;
+            if (o >= last)
+                break;
+            const T scale = alpha != 1 ? p[j * n_out + o] * alpha : p[j * n_out + o];
+            T *restrict row = out + o * n_in;
+            for (Py_ssize_t c = 0; c < count; ++c)
+                row[cj[c]] += scale * qj[cj[c]];
+        }
+    }
+}
+
+/* product_bounded's beta pass and bounds on a block of `out` (torch.clamp's: max with the low
+ * bound, then min with the high one, NaN kept). One pass that writes only the values out of
+ * bounds: after a learning step almost all are within them. */
+TARGET_CLONES static void KERNEL(beta_clamp)(T *restrict x, Py_ssize_t n, const int beta_pass,
+                                             const T beta, const int beta_zero, const int has_low,
+                                             const T low, const int has_high, const T high)
+{
+    if (beta_pass)
+        KERNEL(beta_pass)(x, n, beta, beta_zero);
+    if (!has_low && !has_high)
+        return;
+    const T lowest = has_low ? low : -INFINITY, highest = has_high ? high : INFINITY;
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        const T v = x[i];
+        if (v < lowest || v > highest) { /* false for NaN, which is kept */
+            const T raised = v < lowest ? lowest : v;
+            x[i] = raised > highest ? highest : raised;
+        }
+    }
+}
+
 /* The beta pass of ordered_rows over all of `out`, and whether every value is then "clean":
  * within the bounds and not -0, so that the event-driven form gives ordered_rows' numbers. */
 TARGET_CLONES static int KERNEL(clean_rows)(T *restrict out, Py_ssize_t n, T beta,
@@ -511,10 +564,20 @@ TARGET_CLONES static Py_ssize_t KERNEL(nonzero)(const T *restrict x, Py_ssize_t 
     if (!finite)
         return -1;
     if (idx != NULL && count > 0) {
+        /* in blocks of 16: a block without a nonzero value (most of them, for few spikes) costs
+         * one vectorised test instead of 16 steps of the listing's dependent chain */
         Py_ssize_t k = 0;
-        for (Py_ssize_t i = 0; i < n; ++i) {
-            idx[k] = (int32_t)i;
-            k += x[i] != 0;
+        for (Py_ssize_t start = 0; start < n && k < count; start += 16) {
+            const Py_ssize_t end = start + 16 < n ? start + 16 : n;
+            int any = 0;
+            for (Py_ssize_t i = start; i < end; ++i)
+                any |= x[i] != 0;
+            if (!any)
+                continue;
+            for (Py_ssize_t i = start; i < end; ++i) {
+                idx[k] = (int32_t)i;
+                k += x[i] != 0;
+            }
         }
     }
     return count;

@@ -40,6 +40,10 @@ product: the same numbers on every backend, CPU and thread count. Its C twin is 
 where few neurons spike: it takes only the products of two nonzero factors (the rows of neurons
 that spiked or have a trace, the columns of inputs that spiked), which gives the same numbers bit
 for bit, and falls back to the dense pass where that is faster (:data:`pysnn.native.EVENT_CROSSOVER`).
+Deeper updates (e.g. batch 16) on two threads or more take the threaded product, which takes the
+stacked terms with few nonzero products event-driven too and the others with the BLAS
+(:data:`pysnn.native.PRODUCT_EVENT_CROSSOVER`), within the rounding bound of
+:meth:`LearningRule.product`.
 """
 
 import math
@@ -714,8 +718,10 @@ class _Layer(Mapping):
         #     2·k·eps·(|beta·out_prev| + |alpha|·(|P|ᵀ|Q|)) + tiny,
         # with eps = torch.finfo(dtype).eps = 2u: each result is within γ_(k+2) ≈ (k+2)·u of
         # the exact value (a dot product of length k, plus the beta and alpha roundings),
-        # so they differ by at most (k+2)·eps ≤ 2·k·eps for k ≥ 2. Over steps the
-        # differences add up (beta ≤ 1 and the clamp do not enlarge them);
+        # so they differ by at most (k+2)·eps ≤ 2·k·eps for k ≥ 2. The terms it takes
+        # event-driven (few spikes: only the products of two nonzero factors, added one by
+        # one) are a sum of the same products in yet another order, within the same bound.
+        # Over steps the differences add up (beta ≤ 1 and the clamp do not enlarge them);
         # tests/test_learning_backends.py checks this bound.
         if (
             threaded

@@ -679,29 +679,45 @@ def product_bounded(
     beta: float,
     w_min: Optional[float],
     w_max: Optional[float],
-) -> bool:
+    crossover: Optional[float] = None,
+) -> int:
     """``out ← clamp(beta·out + alpha·pᵀq, w_min, w_max)`` on all threads, each clamping its
     block of rows of ``out`` right after its BLAS product (no second pass over the weight).
+
+    A term (a row of ``p`` and of ``q``: one sample of one factor pair) whose products of two
+    nonzero factors number at most ``crossover · O · I`` (few spikes) is taken event-driven
+    instead, only those products, unless it lies between two terms that the BLAS takes (the
+    BLAS takes one contiguous range of terms). Each value is then a sum of the same products in
+    another order, held to the same rounding bound against ``addmm_`` as the split BLAS product
+    (see :meth:`pysnn.learning.LearningRule.product`). Factors that are not finite leave every
+    term to the BLAS (``0·inf`` is NaN there).
 
     :param out: ``(O, I)`` contiguous weight.
     :param p: ``(T, B, 1, O)`` contiguous, read as ``(T·B, O)``.
     :param q: ``(T, B, 1, I)`` contiguous, read as ``(T·B, I)``.
-    :returns: False, with nothing done, when this path does not apply (no OpenMP or BLAS, one
-        thread, a small product, other dtypes or layouts): use ``addmm_`` and ``clamp_``.
+    :param crossover: a term is event-driven when its products number at most this fraction
+        of ``O · I`` (default :data:`PRODUCT_EVENT_CROSSOVER`); ``-1`` never, ``math.inf``
+        wherever the factors are finite.
+    :returns: 0 (False), with nothing done, when this path does not apply (no OpenMP or BLAS,
+        one thread, a small product, other dtypes or layouts): use ``addmm_`` and ``clamp_``;
+        else 1 + the number of terms taken event-driven.
     """
     if not _extension.openmp or torch.get_num_threads() < 2:
-        return False
+        return 0
     operands = _stacked_operands(out, p, q)
     gemm = None if operands is None else _blas_gemm(out.dtype)
     if gemm is None:
-        return False
-    return _extension.product_bounded(
-        gemm,
-        *operands,
-        float(alpha),
-        float(beta),
-        _optional_float(w_min),
-        _optional_float(w_max),
+        return 0
+    return int(
+        _extension.product_bounded(
+            gemm,
+            *operands,
+            float(alpha),
+            float(beta),
+            _optional_float(w_min),
+            _optional_float(w_max),
+            float(PRODUCT_EVENT_CROSSOVER if crossover is None else crossover),
+        )
     )
 
 
@@ -734,6 +750,10 @@ def _optional_float(bound: Optional[float]) -> Optional[float]:
 #: Event-driven ordered updates run when the products with two nonzero factors number at most
 #: this fraction of the dense ones (benchmarks/event_crossover.py measures the crossover).
 EVENT_CROSSOVER = 0.01
+#: The same for each term of the threads' product of deeper updates (:func:`product_bounded`),
+#: as a fraction of ``O · I``; its dense form is the BLAS (``benchmarks/event_crossover.py
+#: --depth 32`` measures the crossover: 0.5–1 % on this project's 2-core machine).
+PRODUCT_EVENT_CROSSOVER = 0.01
 
 
 def ordered_update(

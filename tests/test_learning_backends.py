@@ -40,6 +40,7 @@ identical networks end to end. This replaces the bit-equality test of test_nativ
 failed on AMD CPUs.
 """
 
+import math
 from collections import Counter
 from collections.abc import Mapping
 
@@ -455,3 +456,113 @@ def test_auto_backend_uses_the_kernels_where_they_apply(calls):
     calls.clear()
     rule.step()
     assert not calls
+
+
+# -- the event-driven terms of the threaded product ------------------------------------------
+def sparse_factors(gen, depth, n, density, dtype, kind):
+    """``(depth, n)`` factors with about ``density`` of them nonzero: traces in (0, 1), spikes 1,
+    or signed values."""
+    values = torch.rand(depth, n, generator=gen, dtype=torch.float64)
+    if kind == "signed":
+        values = values - 0.5
+    elif kind == "spikes":
+        values = torch.ones(depth, n, dtype=torch.float64)
+    keep = torch.rand(depth, n, generator=gen) < density
+    return (values * keep).to(dtype)
+
+
+def addmm_reference(w, p, q, alpha, beta, low, high):
+    with torch_threads(1):
+        expected = w.clone().addmm_(p.t(), q, beta=beta, alpha=alpha)
+    return expected.clamp_(low, high) if low is not None else expected
+
+
+needs_threaded_product = pytest.mark.skipif(
+    not (native.enabled() and native._extension.openmp and native._blas_gemm(torch.float32)),
+    reason="the threaded product needs the kernels, OpenMP and the BLAS",
+)
+
+
+@needs_threaded_product
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("density", [0.0, 0.01, 0.05, 0.2])
+@pytest.mark.parametrize("crossover", [math.inf, None, -1.0], ids=["events", "default", "blas"])
+@pytest.mark.parametrize("beta", [1.0, 0.5])
+def test_event_driven_terms_are_within_the_rounding_bound(dtype, density, crossover, beta):
+    """``product_bounded`` with its terms taken event-driven (all of them, those its crossover
+    picks, none) gives ``clamp(beta·W + alpha·PᵀQ)`` of ``addmm_`` within the rounding bound of
+    the threaded product, for factor densities 0–20 % (pair STDP at batch 16: 32 terms); the
+    values that the bounds clip are exactly the bounds."""
+    gen = torch.Generator().manual_seed(int(density * 100) + 3)
+    eps, tiny = torch.finfo(dtype).eps, torch.finfo(dtype).tiny
+    depth, n_out, n_in, alpha, low, high = 32, 120, 300, 1.0 / 16, 0.0, 0.5
+    # a pair-STDP mix: 16 rows of spikes ⊗ traces, then 16 of traces ⊗ spikes
+    p = torch.cat(
+        [
+            sparse_factors(gen, 16, n_out, density / 4, dtype, "spikes"),
+            sparse_factors(gen, 16, n_out, 4 * density, dtype, "signed"),
+        ]
+    )
+    q = torch.cat(
+        [
+            sparse_factors(gen, 16, n_in, 4 * density, dtype, "traces"),
+            sparse_factors(gen, 16, n_in, density, dtype, "spikes"),
+        ]
+    )
+    w = (torch.rand(n_out, n_in, generator=gen, dtype=torch.float64) * 0.6 - 0.05).to(dtype)
+    w[3, 7], w[5, 9] = 1.5, -0.2  # out of bounds where no event lands: clamped all the same
+    p[:, 3], p[:, 5] = 0.0, 0.0
+    expected = addmm_reference(w, p, q, alpha, beta, low, high)
+    got = w.clone()
+    with torch_threads(2):
+        taken = native.product_bounded(got, p, q, alpha, beta, low, high, crossover)
+    nonzero_terms = int((((p != 0).sum(1) > 0) & ((q != 0).sum(1) > 0)).sum())
+    if crossover == -1.0:
+        assert taken == 1
+    elif crossover == math.inf:
+        assert taken == 1 + nonzero_terms  # every term with a product, event-driven
+    w_abs, p_abs, q_abs = (t.double().abs().numpy() for t in (w, p, q))
+    bound = product_bound(w_abs, beta, alpha, p_abs, q_abs, eps, tiny)
+    error = (got.double() - expected.double()).abs().numpy()
+    assert (error <= bound).all(), float((error / np.maximum(bound, tiny)).max())
+    assert float(got.min()) >= low and float(got.max()) <= high
+    assert got[3, 7] == high and got[5, 9] == low
+    clipped = (expected == low) | (expected == high)
+    inside = (got > low) & (got < high)
+    # a value the reference clips may land a rounding away inside; none lands far inside
+    assert bool(
+        (got[clipped & inside].double() - expected[clipped & inside].double())
+        .abs()
+        .le(torch.from_numpy(bound)[clipped & inside])
+        .all()
+    )
+
+
+@needs_threaded_product
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_event_driven_terms_keep_nan_and_leave_non_finite_factors_to_the_blas(dtype):
+    gen = torch.Generator().manual_seed(9)
+    depth, n_out, n_in = 32, 64, 200
+    p = sparse_factors(gen, depth, n_out, 0.02, dtype, "traces")
+    q = sparse_factors(gen, depth, n_in, 0.02, dtype, "spikes")
+    w = torch.rand(n_out, n_in, generator=gen, dtype=dtype) * 0.5
+    w[1, 2] = float("nan")
+    got = w.clone()
+    with torch_threads(2):
+        assert native.product_bounded(got, p, q, 0.1, 1.0, 0.0, 1.0, math.inf) > 1
+    assert bool(torch.isnan(got[1, 2])) and int(torch.isnan(got).sum()) == 1
+    # an inf factor: 0·inf is NaN in addmm_, so the BLAS takes every term and gives it
+    q[0, 5] = float("inf")
+    got = w.clone()
+    with torch_threads(2):
+        assert native.product_bounded(got, p, q, 0.1, 1.0, None, None, math.inf) == 1
+    expected = addmm_reference(w, p, q, 0.1, 1.0, None, None)
+    assert torch.equal(torch.isnan(got), torch.isnan(expected))
+    # beta 0 ignores what out held (NaN included), as the BLAS does
+    got = w.clone()
+    q[0, 5] = 0.0
+    with torch_threads(2):
+        assert native.product_bounded(got, p, q, 0.1, 0.0, None, None, math.inf) > 1
+    expected = addmm_reference(torch.zeros_like(w), p, q, 0.1, 0.0, None, None)
+    assert not bool(torch.isnan(got).any())
+    torch.testing.assert_close(got, expected, rtol=4 * depth * torch.finfo(dtype).eps, atol=0)
