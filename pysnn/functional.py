@@ -14,6 +14,7 @@ from typing import NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 import torch
+import torch.utils._python_dispatch
 from torch import Tensor
 
 Scalar = Union[float, Tensor]
@@ -590,6 +591,16 @@ SPIKE_PRODUCT_MAX_SPIKES = 16
 SPIKE_PRODUCT_LINE = 16
 
 
+def _traced() -> bool:
+    """Whether the ops run under a tracer (``torch.compile``, or a Python dispatch mode such as
+    ``make_fx`` or :func:`pysnn.cuda_graph.capture_obstacles`), which must see no branch on a
+    tensor's value."""
+    if torch.compiler.is_compiling():
+        return True
+    current_mode = getattr(torch.utils._python_dispatch, "_get_current_dispatch_mode", None)
+    return current_mode is not None and current_mode() is not None
+
+
 def _spike_product_applies(counts: Tensor, n_in: int) -> Tensor:
     """0-d bool: every sample's count of nonzero inputs ``counts`` ``(B, ...)`` is within
     :data:`SPIKE_PRODUCT_MAX_SPIKES` and their total within ``n_in / SPIKE_PRODUCT_LINE``."""
@@ -635,8 +646,9 @@ def sum_product(weight: Tensor, spikes: Tensor, product: Tensor) -> Tensor:
     The tensors are on the CPU (only there does :func:`linear_step` call it), so the spike
     counts are read in place through NumPy, which is no device synchronisation: the function
     takes one form or the other, and the tree only over the samples that have spikes (at most
-    ``I / 16`` of them). Traced by ``torch.compile``, which cannot branch on a tensor's value
-    without a graph break, it computes both forms and selects.
+    ``I / 16`` of them). Traced (by ``torch.compile``, which cannot branch on a tensor's value
+    without a graph break, or under a dispatch mode such as
+    :func:`pysnn.cuda_graph.capture_obstacles`), it computes both forms and selects.
 
     :param weight: ``(O, I)``.
     :param spikes: ``(B, I)`` presynaptic spikes (0/1, or graded values) of the weight's dtype.
@@ -645,7 +657,7 @@ def sum_product(weight: Tensor, spikes: Tensor, product: Tensor) -> Tensor:
     """
     nonzero = spikes != 0
     counts = nonzero.sum(1)  # (B,)
-    if torch.compiler.is_compiling():
+    if _traced():
         sparse = _spike_product_applies(counts, spikes.shape[1])
         tree = _spike_tree(weight, spikes, nonzero, counts)
         return torch.where(sparse, tree, torch.mm(weight, spikes.t()), out=product)
