@@ -655,25 +655,41 @@ def sum_product(weight: Tensor, spikes: Tensor, product: Tensor) -> Tensor:
     :param product: ``(O, B)`` output.
     :returns: ``product``.
     """
-    nonzero = spikes != 0
-    counts = nonzero.sum(1)  # (B,)
     if _traced():
+        nonzero = spikes != 0
+        counts = nonzero.sum(1)  # (B,)
         sparse = _spike_product_applies(counts, spikes.shape[1])
         tree = _spike_tree(weight, spikes, nonzero, counts)
         return torch.where(sparse, tree, torch.mm(weight, spikes.t()), out=product)
-    # CPU tensors: their memory is the host's, read through NumPy without a synchronisation
-    host_counts = counts.numpy()
-    if not (
-        host_counts.max() <= SPIKE_PRODUCT_MAX_SPIKES
+    host_counts = _host_spike_counts(spikes)
+    if host_counts is None or not (
+        host_counts.max(initial=0) <= SPIKE_PRODUCT_MAX_SPIKES
         and host_counts.sum() * SPIKE_PRODUCT_LINE <= spikes.shape[1]
     ):
         return torch.mm(weight, spikes.t(), out=product)
     product.zero_()  # the tree over sixteen +0 for a silent sample
-    active = torch.from_numpy(np.flatnonzero(host_counts))
-    if active.numel():
-        tree = _spike_tree(weight, spikes[active], nonzero[active], counts[active])
+    active_samples = np.flatnonzero(host_counts)
+    if active_samples.size:
+        active = torch.from_numpy(active_samples)
+        active_spikes = spikes[active]
+        tree = _spike_tree(
+            weight, active_spikes, active_spikes != 0, torch.from_numpy(host_counts[active_samples])
+        )
         product.index_copy_(1, active, tree)
     return product
+
+
+def _host_spike_counts(spikes: Tensor) -> Optional[np.ndarray]:
+    """Each sample's count of nonzero inputs of the CPU ``spikes`` ``(B, I)``, read in place
+    through NumPy (whose ``count_nonzero`` is ``!= 0``: -0 is zero, NaN is not, as in the C
+    twin), or ``None`` as soon as the first sample alone rules the spike-driven form out, which
+    spares dense batches the count over every sample."""
+    if spikes.dtype not in (torch.float32, torch.float64):
+        return (spikes != 0).sum(1).numpy()
+    host_spikes = spikes.numpy()
+    if host_spikes.shape[0] and np.count_nonzero(host_spikes[0]) > SPIKE_PRODUCT_MAX_SPIKES:
+        return None
+    return np.count_nonzero(host_spikes, axis=1)
 
 
 # -- models without a C twin (PyTorch only) ---------------------------------------------------

@@ -31,6 +31,41 @@ def assert_same_bits(actual: torch.Tensor, expected: torch.Tensor, context: str 
     assert torch.equal(torch.signbit(a), torch.signbit(e)), f"{context}: signs of zeros differ"
 
 
+def cursor(lin):
+    """The position of the delay line's ring buffer (saved in the state dict with a delay)."""
+    return int(lin.state_dict().get("cursor", 0))
+
+
+def leaving_delay_line(lin, x):
+    """The input that reaches the synapses at this step (before the step), as floats."""
+    if lin.max_delay == 0:
+        return x.to(lin.weight.dtype)
+    return lin.spike_queue[cursor(lin)].clone()
+
+
+def assert_within_split_product_bound(
+    actual: torch.Tensor,
+    expected: torch.Tensor,
+    weight: torch.Tensor,
+    spikes: torch.Tensor,
+    context: str = "",
+) -> None:
+    """``actual`` and ``expected`` are ``W @ sᵀ`` of a ``Linear(reduction="sum")`` (``spikes``
+    the input reaching the synapses, ``(B, ..., I)``), each summed in some order: within the
+    rounding bound of two summation orders of a length-I dot product, ``I·eps·(|W| @ |s|)``
+    elementwise (each order is within ``(I - 1)·eps/2`` of the exact sum, relative to
+    ``|W| @ |s|``), which no BLAS blocking or row partition can exceed on any CPU; NaN in the same places.
+    """
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape, context
+    eps = torch.finfo(weight.dtype).eps
+    scale = spikes.abs().double().view(spikes.shape[0], -1) @ weight.abs().double().t()
+    bound = weight.shape[-1] * eps * scale.view(expected.shape)
+    nan = torch.isnan(expected)
+    assert torch.equal(torch.isnan(actual), nan), f"{context}: NaN positions differ"
+    error = (actual.double() - expected.double()).abs()[~nan]
+    assert bool((error <= bound[~nan]).all()), f"{context}: error {error.max()} over bound"
+
+
 def addcmul_rounds_once(dtype: torch.dtype) -> bool:
     """Whether torch's CPU ``addcmul_`` is a fused multiply-add (one rounding) here.
 

@@ -47,7 +47,13 @@ if not (native.available() and native.enabled()):
 from pysnn._backend import NativeUnavailableError  # noqa: E402
 from pysnn.connection import Linear  # noqa: E402
 from pysnn.neuron import AdaptiveLIFNeuron, IFNeuron, Input, LIFNeuron  # noqa: E402
-from helpers import addcmul_rounds_once, torch_threads  # noqa: E402
+from helpers import (  # noqa: E402
+    addcmul_rounds_once,
+    assert_within_split_product_bound,
+    cursor,
+    leaving_delay_line,
+    torch_threads,
+)
 
 SEED = 20240607
 DT = 0.5
@@ -863,36 +869,16 @@ def linear_case(inputs, delay, reduction):
     return build_linear_pair(delay, reduction), linear_inputs
 
 
-def cursor(lin):
-    """The position of the delay line's ring buffer (saved in the state dict with a delay)."""
-    return int(lin.state_dict().get("cursor", 0))
-
-
-def leaving_delay_line(lin, x):
-    """The input that reaches the synapses at this step (before the step), as floats."""
-    if lin.max_delay == 0:
-        return x.to(lin.weight.dtype)
-    return lin.spike_queue[cursor(lin)].clone()
-
-
 def product_split_over_threads(lin):
     return lin.reduction == "sum" and torch.get_num_threads() > 1
 
 
 def assert_activation(got, expected, weight, delayed, split_product, what):
-    """Bit for bit, or where the product may be split over threads within the rounding bound
-    of two summation orders of a length-I dot product: ``I·eps·(|W| @ |s|)`` elementwise
-    (each order is within ``(I - 1)·eps/2`` of the exact sum, relative to ``|W| @ |s|``), which
-    no BLAS blocking can exceed on any CPU."""
-    if not split_product:
+    """Bit for bit, or where the product may be split over threads within its rounding bound."""
+    if split_product:
+        assert_within_split_product_bound(got, expected, weight, delayed, what)
+    else:
         assert_same(got, expected, what)
-        return
-    assert got.dtype == expected.dtype and got.shape == expected.shape, what
-    eps = torch.finfo(weight.dtype).eps
-    scale = delayed.abs().double().view(delayed.shape[0], -1) @ weight.abs().double().t()
-    bound = weight.shape[-1] * eps * scale.view(expected.shape)
-    error = (got.double() - expected.double()).abs()
-    assert bool((error <= bound).all()), f"{what}: error {error.max()} over bound"
 
 
 def linear_step_and_compare(torch_lin, native_lin, inputs, what):
