@@ -22,7 +22,6 @@
 #include <stdint.h>
 #include <math.h>
 #include <limits.h>
-#include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -411,7 +410,10 @@ static PyObject *py_ingest_product(PyObject *self, PyObject *const *args, Py_ssi
     const int is_double = (int)a->is_double;
     const Py_ssize_t size = is_double ? 8 : 4;
     const int delayed = a->slot != NULL;
-    int threads = team_size(values, rows);
+    /* split by the product's work, at every batch size: each thread takes the same block of
+     * W's rows as the learning rule's update and PyTorch's passes over W (halves of its rows on
+     * two threads), so each core keeps its rows of W in its own cache from pass to pass */
+    int threads = team_size(values * n_out, n_out);
     if (threads > a->capacity)
         threads = (int)a->capacity;
     if (!BLAS_CALLS || threads < 2 || rows > INT_MAX || cols > INT_MAX || n_out > INT_MAX)
