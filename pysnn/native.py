@@ -24,7 +24,9 @@ tensors it points to are those it was built for; these are compared at every ste
 Where the extension is built with OpenMP, steps of more than 8192 values are split over
 PyTorch's threads (``torch.set_num_threads``); each value is computed the same way whatever the
 number of threads. The one exception is the product of ``Linear(reduction="sum")`` on several
-threads: each thread takes its block of rows of ``W @ sᵀ`` with the BLAS ``?gemm_`` that
+threads (split when ``W @ sᵀ`` has more than 8192 products, ``B·O·I``, at batch 1 too, so that
+each core keeps the rows of ``W`` that the learning update and PyTorch's passes over ``W`` give
+it): each thread takes its block of rows of ``W @ sᵀ`` with the BLAS ``?gemm_`` that
 ``torch.mm`` calls, which may round differently from one call for the whole product (MKL does
 not promise equality across row partitions); the tests hold it to the rounding bound of a dot
 product of length I: ``|error| <= I·eps·(|W| @ |s|)`` elementwise, which no summation order
@@ -209,11 +211,8 @@ def _layout_key(tensors: Sequence[Tensor]) -> tuple:
     """What an argument struct depends on: the tensors' data pointers, sizes and strides (the
     memory each one covers; a tensor whose pointer, size and strides are unchanged covers the
     same memory in the same layout, which the struct was checked against)."""
-    return (
-        tuple(map(_DATA_POINTER, tensors)),
-        tuple(map(_NUMEL, tensors)),
-        tuple(map(_STRIDE, tensors)),
-    )
+    # one flat tuple (the number of tensors is fixed per kernel): cheaper to build and compare
+    return (*map(_DATA_POINTER, tensors), *map(_NUMEL, tensors), *map(_STRIDE, tensors))
 
 
 def _decline(strict: bool, reason: str) -> None:
