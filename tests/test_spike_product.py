@@ -112,6 +112,36 @@ def test_beyond_its_limits_the_product_is_torch_mm():
     assert bool(torch.isnan(sf.sum_product(weight, crowded, product)).all())
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_counts_are_of_nonzero_values_in_every_sample(dtype):
+    """The limits are checked on every sample, not only the first (which alone may decide that
+    the product is torch.mm's); -0 is no spike, NaN is one, as ``!= 0`` says."""
+    gen = torch.Generator().manual_seed(5)
+    limit = sf.SPIKE_PRODUCT_MAX_SPIKES
+    weight = torch.randn(5, 16 * 40, generator=gen, dtype=dtype)
+    product = torch.full((5, 3), 7.0, dtype=dtype)
+    # the first sample within the limit, the last one beyond it (18 spikes in all <= I / 16)
+    mixed = sparse_spikes(gen, 3, weight.shape[1], [1, 0, limit + 1], dtype, True)
+    sf.sum_product(weight, mixed, product)
+    assert_same_bits(product, torch.mm(weight, mixed.t()))
+    # about 30 inputs at -0 and two spikes per sample: the tree over the two, so a NaN weight
+    # of a -0 input stays out (were -0 a spike, it would be in the tree or in torch.mm)
+    signed = sparse_spikes(gen, 3, weight.shape[1], [2, 2, 0], dtype, True)
+    silent = torch.randperm(weight.shape[1], generator=gen)[:32]
+    silent = silent[(signed[:, silent] == 0).all(0)]
+    assert silent.numel() > limit
+    signed[:, silent] = -0.0
+    weight[:, silent[0]] = float("nan")
+    sf.sum_product(weight, signed, product)
+    expected = torch.from_numpy(numpy_spike_product(weight.numpy(), signed.numpy()))
+    assert_same_bits(product, expected)
+    assert not bool(torch.isnan(product).any())
+    # a NaN input is nonzero: within the limits, the tree carries it into every output
+    signed[2, 0] = float("nan")
+    sf.sum_product(weight, signed, product)
+    assert bool(torch.isnan(product[:, 2]).all()) and not bool(torch.isnan(product[:, :2]).any())
+
+
 @pytest.mark.parametrize("batch", [2, 16])
 def test_compiled_spike_product_selects_the_same_numbers(batch):
     """Traced by torch.compile (no branch on the counts), the product is the eager one."""
