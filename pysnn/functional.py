@@ -471,7 +471,9 @@ def linear_step(
     batch, n_out = pre_trace.shape[0], weight.shape[0]
     pre_trace.copy_(trace_in)
     if spike_queue.shape[0] == 0:
-        leaving = x.to(pre_trace.dtype)
+        # a fresh (aligned) copy on the CPU, as the C twin's: the BLAS may round a mat-vec
+        # differently for an operand at another alignment (MKL does)
+        leaving = x.to(pre_trace.dtype, copy=x.is_cpu)
     else:
         slot = spike_queue[cursor]
         leaving = slot.clone()

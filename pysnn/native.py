@@ -555,13 +555,10 @@ def linear_step(
         args.product = product.data_ptr()
     if operands is not None and contiguous and _extension.ingest_product(address):
         pass  # ingest and product on all threads (see _native.c)
-    elif delayed:
-        # the spikes leaving the delay line are read where they are, before the kernel
-        # overwrites their slot with this step's input
-        args.out = None
-        _mm(weight, slot.view(batch, -1).t(), out=product)
-        _extension.ingest(address)
     else:
+        # the spikes reaching the synapses are copied into the module's own buffer, as the
+        # PyTorch function copies them: the BLAS may round a mat-vec differently for an operand
+        # at another alignment (MKL does), and a delay-line slot lies wherever its step puts it
         args.out = spikes_f.data_ptr()
         _extension.ingest(address)
         _mm(weight, spikes_f.view(batch, -1).t(), out=product)

@@ -1157,21 +1157,23 @@ def test_large_input_matches_eager_on_any_number_of_threads(calls, graded, threa
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("reduction", ["none", "sum"])
 @pytest.mark.parametrize("delay", [0, 3])
+@pytest.mark.parametrize("batch", [1, BIG_B])
 def test_large_linear_matches_eager_on_any_number_of_threads(
-    calls, delay, reduction, threads, dtype
+    calls, batch, delay, reduction, threads, dtype
 ):
     """With "sum" on several threads, each thread takes its rows of W @ sᵀ with the BLAS
-    (ingest_product): the activation is torch.mm's within the split product's rounding bound
-    (bit for bit on one thread), the rest of the state bit for bit."""
+    (ingest_product), at batch 1 too (the product is split by its own size, B·O·I): the
+    activation is torch.mm's within the split product's rounding bound (bit for bit on one
+    thread), the rest of the state bit for bit."""
     with torch_threads(threads):
-        a = make_linear(delay, reduction, in_features=BIG_N, out_features=7, batch=BIG_B)
-        b = make_linear(delay, reduction, in_features=BIG_N, out_features=7, batch=BIG_B)
+        a = make_linear(delay, reduction, in_features=BIG_N, out_features=7, batch=batch)
+        b = make_linear(delay, reduction, in_features=BIG_N, out_features=7, batch=batch)
         a, b = a.to(dtype), b.to(dtype)
         gen = generator(42)
         run_linear_pair(
             a,
             b,
-            lambda _: linear_inputs(gen, False, dtype, BIG_B, BIG_N),
+            lambda _: linear_inputs(gen, False, dtype, batch, BIG_N),
             reduction,
             steps=12,
         )
@@ -1190,6 +1192,29 @@ def test_large_linear_matches_eager_on_any_number_of_threads(
     assert calls["ingest"] == (0 if threaded_product else 12 - sparse)
     if delay:
         assert bool(a.spike_queue.any())
+
+
+@needs_native
+@pytest.mark.parametrize("delay", [0, 3])
+def test_the_product_does_not_depend_on_where_the_input_lies(calls, delay):
+    """On one thread both backends hand torch.mm the spikes in a buffer of their own: MKL's
+    mat-vec rounds differently for an operand at another alignment (W of 7 x 1999 on an AMD
+    EPYC), so graded inputs at every offset into a larger tensor, and a delay line whose slots
+    lie at every offset, still give the same activation on both backends, bit for bit."""
+    with torch_threads(1):
+        a = make_linear(delay, "sum", in_features=BIG_N, out_features=7, batch=1)
+        b = make_linear(delay, "sum", in_features=BIG_N, out_features=7, batch=1)
+        gen = generator(44)
+        storage = torch.zeros(BIG_N + 16)
+
+        def make_inputs(step):
+            x, trace_in = linear_inputs(gen, True, torch.float32, 1, BIG_N)
+            offset = step % 16  # every alignment of a float within 64 bytes
+            view = storage[offset : offset + BIG_N].view(1, 1, BIG_N)
+            return view.copy_(x), trace_in
+
+        run_linear_pair(a, b, make_inputs, "sum", steps=20)
+    assert calls["ingest"] == 20 - delay  # the kernel path took every step with spikes
 
 
 @needs_native
