@@ -22,6 +22,7 @@
 #include <stdint.h>
 #include <math.h>
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
