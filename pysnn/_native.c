@@ -907,6 +907,54 @@ static PyObject *py_stack_terms(PyObject *self, PyObject *const *args, Py_ssize_
 }
 
 
+/* normalize_rows(weight, rows, cols, is_double, total): models.normalize_weights over the
+ * trailing axes of a contiguous weight, each thread taking its block of rows (the rows it takes
+ * in every other pass over a weight). */
+static PyObject *py_normalize_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    void *a[4];
+    double total;
+    (void)self;
+    if (nargs != 5) {
+        PyErr_Format(PyExc_TypeError, "normalize_rows expects 5 arguments, got %zd", nargs);
+        return NULL;
+    }
+    if (parse_args(args, 4, 4, "normalize_rows", a) < 0)
+        return NULL;
+    total = PyFloat_AsDouble(args[4]);
+    if (total == -1.0 && PyErr_Occurred())
+        return NULL;
+    char *const weight = a[0];
+    const Py_ssize_t rows = AS_SIZE(a[1]), cols = AS_SIZE(a[2]);
+    const int is_double = AS_INT(a[3]);
+    if (weight == NULL || rows < 1 || cols < 1) {
+        PyErr_SetString(PyExc_ValueError, "normalize_rows: an empty or NULL weight");
+        return NULL;
+    }
+    Py_ssize_t length = 1;
+    while (length < cols)
+        length *= 2;
+    const int threads = team_size(rows * cols, rows);
+    const size_t size = is_double ? sizeof(double) : sizeof(float);
+    char *scratch = kernel_scratch((size_t)threads * (size_t)length * size);
+    if (scratch == NULL)
+        return PyErr_NoMemory();
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        const int part = THREAD_INDEX(), parts = THREAD_COUNT();
+        const Py_ssize_t first = block_start(rows, part, parts, 1);
+        const Py_ssize_t count = block_start(rows, part + 1, parts, 1) - first;
+        char *own = scratch + (size_t)part * (size_t)length * size;
+        if (is_double)
+            normalize_rows_f64((double *)weight, first, count, cols, length, total,
+                               (double *)own);
+        else
+            normalize_rows_f32((float *)weight, first, count, cols, length, (float)total,
+                               (float *)own);
+    }
+    Py_RETURN_NONE;
+}
+
 /* layout(): {struct name: (sizeof, {field: offset})}, to check the ctypes mirrors. */
 #define FIELD(S, F)                                                                               \
     if (add_field(fields, #F, offsetof(struct S, F)) < 0)                                         \
@@ -1011,6 +1059,8 @@ static PyMethodDef methods[] = {
      "A learning rule's ordered weight update, dense or event-driven."},
     {"stack_terms", (PyCFunction)(void (*)(void))py_stack_terms, METH_FASTCALL,
      "Fill the stacked factor matrices of a learning rule's matrix product."},
+    {"normalize_rows", (PyCFunction)(void (*)(void))py_normalize_rows, METH_FASTCALL,
+     "normalize_weights over the trailing axes of a contiguous weight, on all threads."},
     {"neuron_step", (PyCFunction)(void (*)(void))py_neuron_step, METH_FASTCALL,
      "Fused IF/LIF/adaptive LIF step."},
     {"layout", py_layout, METH_NOARGS, "Sizes and field offsets of the argument structs."},

@@ -103,6 +103,40 @@ static void KERNEL(trace_sums)(const struct ingest_args *a, Py_ssize_t first, Py
     }
 }
 
+/* models.normalize_weights over rows [first, first + count) of a contiguous (rows, cols)
+ * weight: each row's sum by the tree of functional.pairwise_sum (in `scratch`, `length` values,
+ * a power of two), then, where the sum is not 0, the row times (1 / sum) * total — torch's
+ * `total / sums` with a number total — in place (a row that sums to 0 is left as it is, times
+ * 1 in the PyTorch function). */
+TARGET_CLONES static void KERNEL(normalize_rows)(T *restrict weight, Py_ssize_t first,
+                                                 Py_ssize_t count, Py_ssize_t cols,
+                                                 Py_ssize_t length, const T total,
+                                                 T *restrict scratch)
+{
+    for (Py_ssize_t r = first; r < first + count; ++r) {
+        T *restrict row = weight + r * cols;
+        const Py_ssize_t half = length / 2; /* cols > half: the row fills the lower half */
+        /* the first halving reads the row itself; the padding is +0 (x + 0 is x, but -0 + 0
+         * is +0, as in the padded tree) */
+        for (Py_ssize_t j = 0; j < cols - half; ++j)
+            scratch[j] = row[j] + row[j + half];
+        for (Py_ssize_t j = cols - half; j < half; ++j)
+            scratch[j] = row[j] + (T)0;
+        for (Py_ssize_t step = half / 2; step >= 1; step /= 2) {
+            T *restrict low = scratch;
+            const T *restrict high = scratch + step;
+            for (Py_ssize_t j = 0; j < step; ++j)
+                low[j] = low[j] + high[j];
+        }
+        const T sum = length == 1 ? row[0] : scratch[0];
+        if (sum != (T)0) {
+            const T scale = ((T)1 / sum) * total;
+            for (Py_ssize_t c = 0; c < cols; ++c)
+                row[c] = row[c] * scale;
+        }
+    }
+}
+
 /* The spike-driven product of Linear(reduction="sum") (functional.sum_product), rows
  * [first, last) of product (O, B): product[o][b] is the pairwise tree of functional.pairwise_sum,
  * over SPIKE_PRODUCT_MAX_LENGTH values, of W[o][i]·x[b][i] for the nonzero inputs i of sample b

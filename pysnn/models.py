@@ -30,6 +30,8 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from pysnn import functional as sf
+from pysnn import native
 from pysnn.connection import Linear
 from pysnn.distributed import _check_group, gather_batch
 from pysnn.encoding import poisson_encoding
@@ -100,6 +102,13 @@ def normalize_weights(weight: Tensor, total: Union[float, Tensor], dim: Dims = 1
     weights. A neuron whose weights sum to 0 is left unchanged (nothing to scale). Runs on the
     weight's device without host synchronisation.
 
+    On the CPU each neuron's sum is :func:`pysnn.functional.pairwise_sum` over its weights
+    (the summed axes flattened in their order), an order fixed here, so that the C twin
+    (:func:`pysnn.native.normalize_rows`, for a number ``total`` and a contiguous weight summed
+    over its trailing axes) gives the same numbers in one pass over the weight; on other
+    devices it is ``Tensor.sum``. The scale is ``total / sum`` as PyTorch divides a number by a
+    tensor.
+
     :param weight: weights to normalise, e.g. a Linear weight ``(O, I)`` (``dim=1``) or a Conv2d
         weight ``(C_out, C_in, kh, kw)`` (``dim=(1, 2, 3)``); a ``Parameter`` is fine.
     :param total: the sum each neuron gets (weight units): a number, or a tensor broadcastable
@@ -107,7 +116,7 @@ def normalize_weights(weight: Tensor, total: Union[float, Tensor], dim: Dims = 1
     :param dim: the axis or axes summed per neuron (the fan-in).
     :returns: ``weight``, normalised in place.
     :raises TypeError: ``weight`` is not a floating tensor, ``dim`` not an int/sequence of ints.
-    :raises ValueError: ``total`` is not finite and > 0, ``dim`` out of range.
+    :raises ValueError: ``total`` is not finite and > 0, ``dim`` out of range or repeated.
     """
     owner = "normalize_weights"
     weight = _check_tensor(weight, "weight", owner)
@@ -127,17 +136,35 @@ def normalize_weights(weight: Tensor, total: Union[float, Tensor], dim: Dims = 1
         raise ValueError(
             f"{owner}: dim {dims} out of range for a weight of shape {tuple(weight.shape)}"
         )
+    summed = tuple(sorted({d % weight.dim() for d in dims}))
+    if len(summed) != len(dims):
+        raise ValueError(f"{owner}: dim {dims} names an axis more than once")
     if isinstance(total, Tensor) and total.numel() > 1:
         if not bool((torch.isfinite(total) & (total > 0)).all()):
             raise ValueError(f"{owner}: total must be finite and > 0 everywhere")
         total = total.to(device=weight.device, dtype=weight.dtype)
     else:
         total = _check_real(total, "total", owner, low=0.0, low_open=True)
-    with torch.no_grad():
-        sums = weight.sum(dim=dims, keepdim=True)
-        scale = torch.where(sums != 0, total / sums, torch.ones_like(sums))
-        weight.mul_(scale)
+    values = weight.detach()  # the same memory, scaled in place without autograd
+    trailing = summed == tuple(range(weight.dim() - len(summed), weight.dim()))
+    if trailing and isinstance(total, float) and native.normalize_rows(values, total):
+        return weight
+    sums = _neuron_sums(values, summed)
+    values.mul_(torch.where(sums != 0, total / sums, torch.ones_like(sums)))
     return weight
+
+
+def _neuron_sums(weight: Tensor, summed: Tuple[int, ...]) -> Tensor:
+    """``weight`` summed over the axes ``summed`` (ascending), kept as size 1: on the CPU
+    :func:`~pysnn.functional.pairwise_sum` over them flattened in order, elsewhere
+    ``Tensor.sum``."""
+    if not weight.is_cpu:
+        return weight.sum(dim=summed, keepdim=True)
+    last = tuple(range(weight.dim() - len(summed), weight.dim()))
+    moved = weight.movedim(summed, last)
+    kept = moved.shape[: weight.dim() - len(summed)]
+    sums = sf.pairwise_sum(moved.reshape(*kept, -1))  # kept + (1,)
+    return sums.view(*kept, *(1,) * len(summed)).movedim(last, summed)
 
 
 def lateral_inhibition(

@@ -790,6 +790,33 @@ def ordered_update(
     )
 
 
+def normalize_rows(weight: Tensor, total: float) -> bool:
+    """C twin of :func:`pysnn.models.normalize_weights` over the trailing axes of ``weight``:
+    each row (the leading axis, the neurons) summed by the tree of
+    :func:`pysnn.functional.pairwise_sum`, then scaled by ``total / sum`` where the sum is not
+    0, in place, each thread taking its block of rows.
+
+    :param weight: contiguous float32/float64 CPU tensor, ``(rows, ...)``.
+    :param total: the sum each row gets.
+    :returns: whether it ran (False: the extension is off or cannot read ``weight``).
+    """
+    if not (
+        _extension is not None
+        and _enabled
+        and weight.dtype in _DTYPE_CODES
+        and weight.is_cpu
+        and weight.is_contiguous()
+        and weight.dim() >= 1
+        and weight.numel() > 0
+    ):
+        return False
+    rows = weight.shape[0]
+    _extension.normalize_rows(
+        weight.data_ptr(), rows, weight.numel() // rows, _DTYPE_CODES[weight.dtype], float(total)
+    )
+    return True
+
+
 def stack_terms(arguments: Sequence) -> None:
     """Fill the stacked factors of a learning rule's matrix product (Linear layers):
     ``p[t] = c_t · post_t``, ``q[t] = pre_t``, with arguments from :func:`stack_arguments`."""
