@@ -798,7 +798,8 @@ def normalize_rows(weight: Tensor, total: float) -> bool:
 
     :param weight: contiguous float32/float64 CPU tensor, ``(rows, ...)``.
     :param total: the sum each row gets.
-    :returns: whether it ran (False: the extension is off or cannot read ``weight``).
+    :returns: whether it ran (False: the extension is off or cannot read ``weight``, or the
+        call is being traced).
     """
     if not (
         _extension is not None
@@ -808,6 +809,7 @@ def normalize_rows(weight: Tensor, total: float) -> bool:
         and weight.is_contiguous()
         and weight.dim() >= 1
         and weight.numel() > 0
+        and not sf._traced()  # torch.compile and dispatch modes trace the PyTorch code
     ):
         return False
     rows = weight.shape[0]

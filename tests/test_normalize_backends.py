@@ -168,3 +168,13 @@ def test_a_repeated_axis_is_rejected():
     with pytest.raises(ValueError, match=r"normalize_weights: dim \(1, -1\) names an axis more"):
         normalize_weights(weight, 1.0, dim=(1, -1))
     assert torch.equal(weight, torch.ones(2, 3))
+
+
+def test_compiled_normalisation_is_the_definition():
+    """Under torch.compile the kernel declines (dynamo traces the PyTorch code): the same
+    numbers."""
+    weight = hostile_weight((12, 40), torch.float32, seed=8)
+    expected = numpy_normalize(weight.numpy(), 3.0, (1,))
+    compiled = torch.compile(lambda w: normalize_weights(w, 3.0), backend="aot_eager")
+    compiled(weight)
+    assert_same_bits(weight, torch.from_numpy(expected))
