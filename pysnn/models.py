@@ -146,9 +146,16 @@ def normalize_weights(weight: Tensor, total: Union[float, Tensor], dim: Dims = 1
     else:
         total = _check_real(total, "total", owner, low=0.0, low_open=True)
     values = weight.detach()  # the same memory, scaled in place without autograd
-    trailing = summed == tuple(range(weight.dim() - len(summed), weight.dim()))
-    if trailing and isinstance(total, float) and native.normalize_rows(values, total):
-        return weight
+    n_kept = weight.dim() - len(summed)
+    if (
+        summed == tuple(range(n_kept, weight.dim()))  # the trailing axes
+        and isinstance(total, float)
+        and values.is_contiguous()
+        and values.numel() > 0
+    ):
+        neurons = math.prod(values.shape[:n_kept])  # 1 when every axis is summed
+        if native.normalize_rows(values.view(neurons, -1), total):
+            return weight
     sums = _neuron_sums(values, summed)
     values.mul_(torch.where(sums != 0, total / sums, torch.ones_like(sums)))
     return weight

@@ -796,7 +796,8 @@ def normalize_rows(weight: Tensor, total: float) -> bool:
     :func:`pysnn.functional.pairwise_sum`, then scaled by ``total / sum`` where the sum is not
     0, in place, each thread taking its block of rows.
 
-    :param weight: contiguous float32/float64 CPU tensor, ``(rows, ...)``.
+    :param weight: contiguous float32/float64 CPU tensor, ``(rows, ...)``: one row per
+        neuron, its weights along the other axes.
     :param total: the sum each row gets.
     :returns: whether it ran (False: the extension is off or cannot read ``weight``, or the
         call is being traced).

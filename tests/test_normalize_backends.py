@@ -104,16 +104,28 @@ class KernelCalls:
 @pytest.mark.parametrize("backend", ["native", "torch"])
 @pytest.mark.parametrize(
     "shape, dim",
-    [((400, 784), 1), ((7, 1), 1), ((6, 3), 1), ((5, 1025), 1), ((8, 3, 5, 5), (1, 2, 3))],
-    ids=["400x784", "7x1", "6x3", "5x1025", "conv"],
+    [
+        ((400, 784), 1),
+        ((7, 1), 1),
+        ((6, 3), 1),
+        ((5, 1025), 1),
+        ((8, 3, 5, 5), (1, 2, 3)),
+        ((6, 7), (0, 1)),  # every axis: one neuron
+        ((9,), 0),
+    ],
+    ids=["400x784", "7x1", "6x3", "5x1025", "conv", "all-axes", "1d"],
 )
 def test_normalize_weights_is_the_numpy_definition(
     monkeypatch, shape, dim, backend, dtype, threads
 ):
     if backend == "native" and not native.enabled():
         pytest.skip("the native kernels are not built or are switched off")
-    weight = hostile_weight(shape, dtype, seed=sum(shape))
     summed = (dim,) if isinstance(dim, int) else dim
+    if len(summed) == len(shape):  # one neuron: finite weights, one of them -0
+        weight = torch.rand(shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
+        weight.view(-1)[1] = -0.0
+    else:
+        weight = hostile_weight(shape, dtype, seed=sum(shape))
     expected = numpy_normalize(weight.numpy(), 78.4, summed)
     calls = KernelCalls(monkeypatch) if native.available() else None
     with torch_threads(threads):
