@@ -115,20 +115,23 @@ TARGET_CLONES static void KERNEL(normalize_rows)(T *restrict weight, Py_ssize_t 
 {
     for (Py_ssize_t r = first; r < first + count; ++r) {
         T *restrict row = weight + r * cols;
-        const Py_ssize_t half = length / 2; /* cols > half: the row fills the lower half */
-        /* the first halving reads the row itself; the padding is +0 (x + 0 is x, but -0 + 0
-         * is +0, as in the padded tree) */
-        for (Py_ssize_t j = 0; j < cols - half; ++j)
-            scratch[j] = row[j] + row[j + half];
-        for (Py_ssize_t j = cols - half; j < half; ++j)
-            scratch[j] = row[j] + (T)0;
-        for (Py_ssize_t step = half / 2; step >= 1; step /= 2) {
-            T *restrict low = scratch;
-            const T *restrict high = scratch + step;
-            for (Py_ssize_t j = 0; j < step; ++j)
-                low[j] = low[j] + high[j];
+        T sum = row[0]; /* a single weight is its own sum */
+        if (length > 1) {
+            const Py_ssize_t half = length / 2; /* cols > half: the row fills the lower half */
+            /* the first halving reads the row itself; the padding is +0 (x + 0 is x, but
+             * -0 + 0 is +0, as in the padded tree) */
+            for (Py_ssize_t j = 0; j < cols - half; ++j)
+                scratch[j] = row[j] + row[j + half];
+            for (Py_ssize_t j = cols - half; j < half; ++j)
+                scratch[j] = row[j] + (T)0;
+            for (Py_ssize_t step = half / 2; step >= 1; step /= 2) {
+                T *restrict low = scratch;
+                const T *restrict high = scratch + step;
+                for (Py_ssize_t j = 0; j < step; ++j)
+                    low[j] = low[j] + high[j];
+            }
+            sum = scratch[0];
         }
-        const T sum = length == 1 ? row[0] : scratch[0];
         if (sum != (T)0) {
             const T scale = ((T)1 / sum) * total;
             for (Py_ssize_t c = 0; c < cols; ++c)
