@@ -80,9 +80,31 @@ TARGET_CLONES static void KERNEL(ingest_block)(const struct ingest_args *a, Py_s
     }
 }
 
-/* The trace sums of rows [first, first + count) (functional.pairwise_sum): each row, padded
- * with zeros to sum_length values (a power of two), is halved level by level, element j taking
- * element j + h, so every addition is the one PyTorch makes, in the same order. */
+/* functional.pairwise_sum of one row of `cols` values: padded with +0 to `length` values (the
+ * least power of two >= cols), then halved level by level, element j taking element j + h, so
+ * every addition is the one PyTorch makes, in the same order. `scratch` holds length / 2. */
+static ALWAYS_INLINE T KERNEL(pairwise_row)(const T *restrict row, Py_ssize_t cols,
+                                            Py_ssize_t length, T *restrict scratch)
+{
+    if (length == 1)
+        return row[0]; /* a single value is its own sum */
+    const Py_ssize_t half = length / 2; /* cols > half: the row fills the lower half */
+    /* the first halving reads the row itself; the padding is +0 (x + 0 is x, but -0 + 0 is +0,
+     * as in the padded tree) */
+    for (Py_ssize_t j = 0; j < cols - half; ++j)
+        scratch[j] = row[j] + row[j + half];
+    for (Py_ssize_t j = cols - half; j < half; ++j)
+        scratch[j] = row[j] + (T)0;
+    for (Py_ssize_t step = half / 2; step >= 1; step /= 2) {
+        T *restrict low = scratch;
+        const T *restrict high = scratch + step;
+        for (Py_ssize_t j = 0; j < step; ++j)
+            low[j] = low[j] + high[j];
+    }
+    return scratch[0];
+}
+
+/* The trace sums of rows [first, first + count) (functional.pairwise_sum). */
 static void KERNEL(trace_sums)(const struct ingest_args *a, Py_ssize_t first, Py_ssize_t count,
                                int part)
 {
@@ -90,17 +112,8 @@ static void KERNEL(trace_sums)(const struct ingest_args *a, Py_ssize_t first, Py
     T *restrict scratch = (T *)a->sum_scratch + part * length;
     const T *trace = (const T *)a->pre_trace;
     T *sums = (T *)a->trace_sums;
-    for (Py_ssize_t r = first; r < first + count; ++r) {
-        const T *restrict row = trace + r * cols;
-        for (Py_ssize_t c = 0; c < cols; ++c)
-            scratch[c] = row[c];
-        for (Py_ssize_t c = cols; c < length; ++c)
-            scratch[c] = (T)0;
-        for (Py_ssize_t half = length / 2; half >= 1; half /= 2)
-            for (Py_ssize_t j = 0; j < half; ++j)
-                scratch[j] = scratch[j] + scratch[j + half];
-        sums[r] = scratch[0];
-    }
+    for (Py_ssize_t r = first; r < first + count; ++r)
+        sums[r] = KERNEL(pairwise_row)(trace + r * cols, cols, length, scratch);
 }
 
 /* models.normalize_weights over rows [first, first + count) of a contiguous (rows, cols)
@@ -115,23 +128,7 @@ TARGET_CLONES static void KERNEL(normalize_rows)(T *restrict weight, Py_ssize_t 
 {
     for (Py_ssize_t r = first; r < first + count; ++r) {
         T *restrict row = weight + r * cols;
-        T sum = row[0]; /* a single weight is its own sum */
-        if (length > 1) {
-            const Py_ssize_t half = length / 2; /* cols > half: the row fills the lower half */
-            /* the first halving reads the row itself; the padding is +0 (x + 0 is x, but
-             * -0 + 0 is +0, as in the padded tree) */
-            for (Py_ssize_t j = 0; j < cols - half; ++j)
-                scratch[j] = row[j] + row[j + half];
-            for (Py_ssize_t j = cols - half; j < half; ++j)
-                scratch[j] = row[j] + (T)0;
-            for (Py_ssize_t step = half / 2; step >= 1; step /= 2) {
-                T *restrict low = scratch;
-                const T *restrict high = scratch + step;
-                for (Py_ssize_t j = 0; j < step; ++j)
-                    low[j] = low[j] + high[j];
-            }
-            sum = scratch[0];
-        }
+        const T sum = KERNEL(pairwise_row)(row, cols, length, scratch);
         if (sum != (T)0) {
             const T scale = ((T)1 / sum) * total;
             for (Py_ssize_t c = 0; c < cols; ++c)

@@ -1,9 +1,12 @@
 """Helpers shared by the test modules (importable as ``helpers``, like ``reference``)."""
 
+from collections import Counter
 from contextlib import contextmanager
 from typing import Iterator
 
 import torch
+
+from pysnn import native
 
 from pysnn.connection import Linear
 from pysnn.network import SNNNetwork
@@ -19,6 +22,29 @@ def torch_threads(count: int) -> Iterator[int]:
         yield count
     finally:
         torch.set_num_threads(previous)
+
+
+def kernel_results(monkeypatch, name: str) -> Counter:
+    """Count the calls of the C kernel ``name`` (``pysnn.native._extension.<name>``) by their
+    result: ``counts[result] += 1`` at each call, for the rest of the test."""
+    counts: Counter = Counter()
+    extension = native._extension
+
+    class Counting:
+        def __getattr__(self, attribute):
+            kernel = getattr(extension, attribute)
+            if attribute != name:
+                return kernel
+
+            def counted(*args):
+                result = kernel(*args)
+                counts[result] += 1
+                return result
+
+            return counted
+
+    monkeypatch.setattr(native, "_extension", Counting())
+    return counts
 
 
 def assert_same_bits(actual: torch.Tensor, expected: torch.Tensor, context: str = "") -> None:

@@ -17,8 +17,6 @@ computed independently of the code under test:
 * a Diehl & Cook network: the same spikes and voltages on both backends over 100 steps.
 """
 
-from collections import Counter
-
 import numpy as np
 import pytest
 import torch
@@ -30,6 +28,7 @@ from pysnn.models import DiehlCook2015
 from helpers import (
     assert_same_bits,
     assert_within_split_product_bound,
+    kernel_results,
     leaving_delay_line,
     torch_threads,
 )
@@ -161,24 +160,7 @@ def test_compiled_spike_product_selects_the_same_numbers(batch):
 @pytest.fixture
 def spike_calls(monkeypatch):
     """How often the C twin took the spike-driven product (returned 1)."""
-    counter = Counter()
-    original = native._extension
-
-    class Counting:
-        def __getattr__(self, name):
-            kernel = getattr(original, name)
-            if name != "spike_ingest":
-                return kernel
-
-            def counted(*args):
-                done = kernel(*args)
-                counter[done] += 1
-                return done
-
-            return counted
-
-    monkeypatch.setattr(native, "_extension", Counting())
-    return counter
+    return kernel_results(monkeypatch, "spike_ingest")
 
 
 def linear_pair(delay, dtype, weight_kind, batch, n_in, n_out):
