@@ -562,7 +562,7 @@ def linear_inputs(gen, graded, dtype, batch=B, in_features=IN):
     return x, uniform(gen, 0.0, 3.0, shape, dtype)
 
 
-def compare_linear_outputs(out, expected, reduction, step, split=None):
+def compare_linear_outputs(out, expected, step, split=None):
     """The same activation and trace bit for bit; where ``split = (weight, arriving)`` is
     given (a "sum" product that two threads may split, ``arriving`` the input reaching the
     synapses), the activation within the split product's rounding bound."""
@@ -589,7 +589,7 @@ def run_linear_pair(a, b, make_inputs, reduction, steps=STEPS):
             expected = b(x, trace_in)
         threaded = reduction == "sum" and torch.get_num_threads() > 1
         split = (a.weight, arriving) if threaded else None
-        compare_linear_outputs(out, expected, reduction, step, split)
+        compare_linear_outputs(out, expected, step, split)
         assert_same_state(a, b, LINEAR_STATE, step)
         assert a._cursor == b._cursor
 
@@ -653,7 +653,7 @@ def assert_same_chain(a, b, step):
     assert a[1]._cursor == b[1]._cursor
 
 
-def run_chain_pair(a, b, gen, reduction, steps):
+def run_chain_pair(a, b, gen, steps):
     fired = 0
     for step in range(steps):
         x = torch.rand((B, 1, IN), generator=gen) < 0.3
@@ -662,7 +662,7 @@ def run_chain_pair(a, b, gen, reduction, steps):
             expected = chain_step(b, x)
         assert_same(got[0], expected[0], f"step {step}: input spikes")
         assert_same(got[1], expected[1], f"step {step}: input trace")
-        compare_linear_outputs(got[2:4], expected[2:4], reduction, step)
+        compare_linear_outputs(got[2:4], expected[2:4], step)
         assert_same(got[4], expected[4], f"step {step}: neuron spikes")
         assert_same(got[5], expected[5], f"step {step}: neuron trace")
         assert_same_chain(a, b, step)
@@ -674,7 +674,7 @@ def run_chain_pair(a, b, gen, reduction, steps):
 @pytest.mark.parametrize("reduction", ["none", "sum"])
 def test_input_linear_lif_chain_matches_eager(calls, reduction):
     a, b = make_chain(reduction), make_chain(reduction)
-    fired = run_chain_pair(a, b, generator(13), reduction, STEPS)
+    fired = run_chain_pair(a, b, generator(13), STEPS)
     assert 0 < fired < STEPS * B * OUT
     assert calls["input_step"] == linear_steps(calls) == calls["neuron_step"] == STEPS
 
@@ -727,7 +727,7 @@ def test_learning_rules_match_eager(calls, rule_name, reduction):
 def test_input_linear_lif_chain_float64(calls):
     a = [m.double() for m in make_chain("sum", 0)]
     b = [m.double() for m in make_chain("sum", 0)]
-    fired = run_chain_pair(a, b, generator(14), "sum", STEPS)
+    fired = run_chain_pair(a, b, generator(14), STEPS)
     assert 0 < fired < STEPS * B * OUT
     assert calls["input_step"] == linear_steps(calls) == calls["neuron_step"] == STEPS
 
@@ -1084,7 +1084,7 @@ def test_state_dict_round_trip_mid_run(calls):
     """Save mid-run, load into fresh modules, continue: native == eager == uninterrupted run."""
     a, b = make_chain("sum", 2), make_chain("sum", 2)
     gen = generator(34)
-    run_chain_pair(a, b, gen, "sum", 15)
+    run_chain_pair(a, b, gen, 15)
     # state_dict tensors may alias live state: copy them before running on
     saved = [copy.deepcopy(module.state_dict()) for module in a]
     # fresh modules with other weights and parameters, then the saved state
@@ -1096,7 +1096,7 @@ def test_state_dict_round_trip_mid_run(calls):
     assert_same_chain(fresh_native, a, "loaded")
     assert torch.equal(fresh_native[1].weight, a[1].weight)
     gen_state = gen.get_state()
-    fired = run_chain_pair(fresh_native, fresh_eager, gen, "sum", 20)
+    fired = run_chain_pair(fresh_native, fresh_eager, gen, 20)
     # the uninterrupted native run, on the same inputs, ends in the same state
     gen.set_state(gen_state)
     for _ in range(20):
