@@ -955,6 +955,163 @@ static PyObject *py_normalize_rows(PyObject *self, PyObject *const *args, Py_ssi
     Py_RETURN_NONE;
 }
 
+/* bernoulli_draws(state, probabilities, n, steps, is_double, out, time_first)
+ *
+ * encoding._bernoulli without torch.rand's per-value overhead: the draws torch.rand((n, steps))
+ * makes from a CPU torch.Generator — at::mt19937, one 32-bit output per float32 value
+ * ((y & 0xffffff) · 2⁻²⁴) and two per float64 value (((y1 << 32 | y2) & (2⁵³ - 1)) · 2⁻⁵³),
+ * value by value in C order — each compared with its probability (spike = draw < p), written as
+ * bool bytes time-last (out[e·steps + t], torch's layout) or time-first (out[t·n + e], the
+ * layout models.present steps through). `state` is the generator's state as get_state() lays it
+ * out (CPUGeneratorImplStateLegacy, 5056 bytes: seed u64, left i32, seeded i32, next u64, 624
+ * state words as u64, then the normal-sampling cache, untouched); the draws advance it in
+ * place, for set_state. Returns False, with nothing written, for a state it cannot read. */
+#define MT_N 624
+#define MT_M 397
+#define MT_STATE_BYTES 5056
+
+/* at::mt19937's outputs of the 624 state words. */
+static ALWAYS_INLINE void mt_temper(const uint32_t *restrict s, uint32_t *restrict out)
+{
+    for (Py_ssize_t i = 0; i < MT_N; ++i) {
+        uint32_t y = s[i];
+        y ^= y >> 11;
+        y ^= (y << 7) & 0x9d2c5680u;
+        y ^= (y << 15) & 0xefc60000u;
+        y ^= y >> 18;
+        out[i] = y;
+    }
+}
+
+/* The next 624 words of the state, then all of them tempered into `out` (branch-free loops over
+ * the whole state, which vectorise, instead of one tempering per draw). */
+TARGET_CLONES static void mt_regenerate(uint32_t *restrict s, uint32_t *restrict out)
+{
+    for (Py_ssize_t i = 0; i < MT_N - MT_M; ++i) {
+        const uint32_t y = (s[i] & 0x80000000u) | (s[i + 1] & 0x7fffffffu);
+        s[i] = s[i + MT_M] ^ (y >> 1) ^ ((0u - (s[i + 1] & 1u)) & 0x9908b0dfu);
+    }
+    for (Py_ssize_t i = MT_N - MT_M; i < MT_N - 1; ++i) {
+        const uint32_t y = (s[i] & 0x80000000u) | (s[i + 1] & 0x7fffffffu);
+        s[i] = s[i + MT_M - MT_N] ^ (y >> 1) ^ ((0u - (s[i + 1] & 1u)) & 0x9908b0dfu);
+    }
+    const uint32_t last = (s[MT_N - 1] & 0x80000000u) | (s[0] & 0x7fffffffu);
+    s[MT_N - 1] = s[MT_M - 1] ^ (last >> 1) ^ ((0u - (s[0] & 1u)) & 0x9908b0dfu);
+    mt_temper(s, out);
+}
+
+/* at::mt19937's state: `left` counts down to the next regeneration, `next` indexes the word
+ * drawn next; `tempered` holds the outputs of the current words (valid from `next` on). */
+struct mt_stream {
+    uint32_t s[MT_N];
+    uint32_t tempered[MT_N];
+    int32_t left;
+    Py_ssize_t next;
+};
+
+static ALWAYS_INLINE uint32_t mt_draw(struct mt_stream *restrict m)
+{
+    if (--m->left == 0) {
+        mt_regenerate(m->s, m->tempered);
+        m->left = MT_N;
+        m->next = 0;
+    }
+    return m->tempered[m->next++];
+}
+
+/* spikes[k] = draw k < p for `run` tempered words, as torch.rand's float32 values
+ * ((y & 0xffffff) · 2⁻²⁴, exact in float). */
+TARGET_CLONES static void draw_run_f32(const uint32_t *restrict words, Py_ssize_t run,
+                                       const float p, uint8_t *restrict spikes)
+{
+    for (Py_ssize_t k = 0; k < run; ++k)
+        spikes[k] = (float)(words[k] & 0xffffffu) * 0x1p-24f < p;
+}
+
+/* Elements are taken in blocks of 64: time-first, a block's spikes of one step are one cache
+ * line of the output. */
+#define DRAW_BLOCK 64
+
+static PyObject *py_bernoulli_draws(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    void *a[7];
+    (void)self;
+    if (parse_args(args, nargs, 7, "bernoulli_draws", a) < 0)
+        return NULL;
+    unsigned char *const state = a[0];
+    const char *const probabilities = a[1];
+    const Py_ssize_t n = AS_SIZE(a[2]), steps = AS_SIZE(a[3]);
+    const int is_double = AS_INT(a[4]), time_first = AS_INT(a[6]);
+    uint8_t *const out = a[5];
+    if (state == NULL || n < 0 || steps < 0 || (n > 0 && steps > 0 && (probabilities == NULL ||
+                                                                          out == NULL)))
+        Py_RETURN_FALSE;
+    struct mt_stream m;
+    int32_t seeded;
+    uint64_t next, word;
+    memcpy(&m.left, state + 8, 4);
+    memcpy(&seeded, state + 12, 4);
+    memcpy(&next, state + 16, 8);
+    if (seeded != 1 || m.left < 1 || m.left > MT_N || next > MT_N)
+        Py_RETURN_FALSE;
+    for (Py_ssize_t i = 0; i < MT_N; ++i) {
+        memcpy(&word, state + 24 + 8 * i, 8);
+        if (word >> 32)
+            Py_RETURN_FALSE;
+        m.s[i] = (uint32_t)word;
+    }
+    m.next = (Py_ssize_t)next;
+    mt_temper(m.s, m.tempered);
+    /* time-first, each block's spikes are drawn time-last into `tile`, then transposed */
+    uint8_t *tile = NULL;
+    if (time_first && n > 0 && steps > 0) {
+        tile = (uint8_t *)kernel_scratch((size_t)DRAW_BLOCK * (size_t)steps);
+        if (tile == NULL)
+            return PyErr_NoMemory();
+    }
+    for (Py_ssize_t block = 0; block < n && steps > 0; block += DRAW_BLOCK) {
+        const Py_ssize_t end = block + DRAW_BLOCK < n ? block + DRAW_BLOCK : n;
+        for (Py_ssize_t e = block; e < end; ++e) {
+            uint8_t *const target = time_first ? tile + (e - block) * steps : out + e * steps;
+            if (is_double) {
+                const double p = ((const double *)probabilities)[e];
+                for (Py_ssize_t t = 0; t < steps; ++t) {
+                    const uint64_t high = mt_draw(&m);
+                    const uint64_t bits = ((high << 32) | mt_draw(&m)) & ((UINT64_C(1) << 53) - 1);
+                    target[t] = (double)bits * 0x1p-53 < p;
+                }
+            } else {
+                const float p = ((const float *)probabilities)[e];
+                /* runs of the tempered words up to the next regeneration (one draw each) */
+                for (Py_ssize_t t = 0; t < steps;) {
+                    if (m.left == 1) { /* the next draw regenerates */
+                        target[t++] = (float)(mt_draw(&m) & 0xffffffu) * 0x1p-24f < p;
+                        continue;
+                    }
+                    Py_ssize_t run = m.left - 1;
+                    run = run < steps - t ? run : steps - t;
+                    draw_run_f32(m.tempered + m.next, run, p, target + t);
+                    m.next += run;
+                    m.left -= (int32_t)run;
+                    t += run;
+                }
+            }
+        }
+        if (time_first)
+            for (Py_ssize_t t = 0; t < steps; ++t)
+                for (Py_ssize_t e = block; e < end; ++e)
+                    out[t * n + e] = tile[(e - block) * steps + t];
+    }
+    memcpy(state + 8, &m.left, 4);
+    next = (uint64_t)m.next;
+    memcpy(state + 16, &next, 8);
+    for (Py_ssize_t i = 0; i < MT_N; ++i) {
+        word = m.s[i];
+        memcpy(state + 24 + 8 * i, &word, 8);
+    }
+    Py_RETURN_TRUE;
+}
+
 /* layout(): {struct name: (sizeof, {field: offset})}, to check the ctypes mirrors. */
 #define FIELD(S, F)                                                                               \
     if (add_field(fields, #F, offsetof(struct S, F)) < 0)                                         \
@@ -1038,10 +1195,10 @@ static PyObject *py_constants(PyObject *self, PyObject *unused)
 {
     (void)self;
     (void)unused;
-    return Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:i}", "MODEL_IF", MODEL_IF, "MODEL_LIF",
+    return Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:i,s:i}", "MODEL_IF", MODEL_IF, "MODEL_LIF",
                          MODEL_LIF, "MODEL_ADAPTIVE_LIF", MODEL_ADAPTIVE_LIF, "REFRAC_MAX_STEPS",
                          REFRAC_MAX_STEPS, "ORDERED_MAX_DEPTH", ORDERED_MAX_DEPTH,
-                         "SPIKE_PRODUCT_MAX_LENGTH", SPIKE_PRODUCT_MAX_LENGTH);
+                         "SPIKE_PRODUCT_MAX_LENGTH", SPIKE_PRODUCT_MAX_LENGTH, "MT_STATE_BYTES", MT_STATE_BYTES);
 }
 
 static PyMethodDef methods[] = {
@@ -1061,6 +1218,8 @@ static PyMethodDef methods[] = {
      "Fill the stacked factor matrices of a learning rule's matrix product."},
     {"normalize_rows", (PyCFunction)(void (*)(void))py_normalize_rows, METH_FASTCALL,
      "normalize_weights over the trailing axes of a contiguous weight, on all threads."},
+    {"bernoulli_draws", (PyCFunction)(void (*)(void))py_bernoulli_draws, METH_FASTCALL,
+     "Bernoulli spikes from a torch CPU generator's state, as torch.rand draws them."},
     {"neuron_step", (PyCFunction)(void (*)(void))py_neuron_step, METH_FASTCALL,
      "Fused IF/LIF/adaptive LIF step."},
     {"layout", py_layout, METH_NOARGS, "Sizes and field offsets of the argument structs."},

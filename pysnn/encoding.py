@@ -32,6 +32,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from pysnn import native
 from pysnn.utils import _check_positive_real
 
 __all__ = [
@@ -100,9 +101,24 @@ def _check_generator(generator: Optional[torch.Generator], device: torch.device,
         )
 
 
-def _bernoulli(probabilities: Tensor, n_steps: int, generator: Optional[torch.Generator]) -> Tensor:
-    """``probabilities.shape + (n_steps,)`` bool spikes, each True with its probability."""
+def _bernoulli(
+    probabilities: Tensor,
+    n_steps: int,
+    generator: Optional[torch.Generator],
+    time_first: bool = False,
+) -> Tensor:
+    """``probabilities.shape + (n_steps,)`` bool spikes, each True with its probability
+    (``(n_steps,) + probabilities.shape`` with ``time_first``: the same spikes, time first).
+
+    The draws are ``torch.rand``'s, value by value in C order of the time-last shape; on the
+    CPU the C twin :func:`pysnn.native.bernoulli_draws` makes them from the same generator
+    state without materialising them, which gives the same spikes and leaves the generator
+    where ``torch.rand`` leaves it."""
     dtype = torch.promote_types(probabilities.dtype, torch.float32)
+    probabilities = probabilities.to(dtype)
+    spikes = native.bernoulli_draws(probabilities.contiguous(), n_steps, generator, time_first)
+    if spikes is not None:
+        return spikes
     draws = torch.rand(
         (*probabilities.shape, n_steps),
         generator=generator,
@@ -110,7 +126,8 @@ def _bernoulli(probabilities: Tensor, n_steps: int, generator: Optional[torch.Ge
         dtype=dtype,
     )
     # rand lies in [0, 1): p = 0 never spikes, p = 1 always does.
-    return draws < probabilities.to(dtype).unsqueeze(-1)
+    spikes = draws < probabilities.unsqueeze(-1)
+    return spikes.movedim(-1, 0).contiguous() if time_first else spikes
 
 
 def poisson_encoding(
@@ -139,6 +156,19 @@ def poisson_encoding(
     :raises ValueError: a negative or NaN intensity, ``duration``/``dt`` not > 0, ``duration < dt``,
         or a rate with ``f · dt / 1000 > 1``.
     """
+    return _poisson_trains(intensities, duration, dt, generator, time_first=False)
+
+
+def _poisson_trains(
+    intensities: Tensor,
+    duration: float,
+    dt: float,
+    generator: Optional[torch.Generator],
+    time_first: bool,
+) -> Tensor:
+    """:func:`poisson_encoding`, time last, or with ``time_first`` the same spikes as
+    ``(T, *intensities.shape)`` (what :func:`pysnn.models.present` steps through), without a
+    transposed copy."""
     owner = "poisson_encoding"
     _check_intensities(intensities, owner)
     n_steps = _n_steps(duration, dt, owner)
@@ -154,7 +184,7 @@ def poisson_encoding(
             f"at most), got max rate {rate:g} Hz with dt={dt:g} ms, i.e. p={rate * dt / 1000:g}; "
             f"use rates <= {1000.0 / dt:g} Hz or a smaller dt"
         )
-    return _bernoulli(probabilities, n_steps, generator)
+    return _bernoulli(probabilities, n_steps, generator, time_first)
 
 
 def bernoulli_encoding(

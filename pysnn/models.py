@@ -34,7 +34,7 @@ from pysnn import functional as sf
 from pysnn import native
 from pysnn.connection import Linear
 from pysnn.distributed import _check_group, gather_batch
-from pysnn.encoding import poisson_encoding
+from pysnn.encoding import _poisson_trains
 from pysnn.network import SNNNetwork
 from pysnn.neuron import AdaptiveLIFNeuron, Input
 from pysnn.utils import _check_positive_int, _check_positive_real, _check_real
@@ -260,11 +260,10 @@ def present(
         raise TypeError(f"{owner}: after_step must be callable, got {type(after_step).__name__}")
     if not isinstance(reset, bool):
         raise TypeError(f"{owner}: reset must be a bool, got {reset!r}")
-    spikes = poisson_encoding(
-        _check_tensor(rates, "rates", owner), duration, dt, generator=generator
-    )
     # Time first and contiguous, so each step reads one contiguous slice.
-    spikes = spikes.movedim(-1, 0).contiguous()
+    spikes = _poisson_trains(
+        _check_tensor(rates, "rates", owner), duration, dt, generator, time_first=True
+    )
     if reset:
         reset_state = getattr(network, "reset_state", None)
         if callable(reset_state):

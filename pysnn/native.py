@@ -820,6 +820,107 @@ def normalize_rows(weight: Tensor, total: float) -> bool:
     return True
 
 
+def bernoulli_draws(
+    probabilities: Tensor,
+    n_steps: int,
+    generator: Optional[torch.Generator],
+    time_first: bool,
+) -> Optional[Tensor]:
+    """C twin of ``torch.rand(probabilities.shape + (n_steps,)) < probabilities[..., None]``
+    (:func:`pysnn.encoding.poisson_encoding`'s draws): the same values of the same generator,
+    in the same order, compared in one pass, without torch's per-value overhead of ``rand``
+    (about 9 ns a value on a CPU) nor the ``(..., n_steps)`` float tensor of draws.
+
+    It reads the state of the CPU generator (``generator``, or torch's default one), draws
+    from it as ``torch.rand`` does (at::mt19937: one 32-bit output per float32 value, two per
+    float64 value), and sets the advanced state back, so the next draw of the generator is the
+    one that would follow ``torch.rand``. It runs only after it has reproduced ``torch.rand``
+    on this build of torch (checked once per process, :func:`_draws_match_torch`).
+
+    :param probabilities: contiguous float32/float64 CPU tensor, any shape ``S``.
+    :param n_steps: ``T``, draws per value.
+    :param generator: a CPU :class:`torch.Generator`, or ``None`` (the default generator).
+    :param time_first: the spikes as ``(T, *S)`` (else ``(*S, T)``, torch's layout).
+    :returns: the bool spikes, or ``None`` when the kernel does not apply (the extension is
+        off, another device or dtype, a non-contiguous tensor, a traced call, a generator
+        state it cannot read): then draw with ``torch.rand``.
+    """
+    if not (
+        _extension is not None
+        and _enabled
+        and probabilities.dtype in _DTYPE_CODES
+        and probabilities.is_cpu
+        and probabilities.is_contiguous()
+        and not probabilities.requires_grad
+        and not sf._traced()
+    ):
+        return None
+    if generator is None:
+        generator = torch.default_generator
+    if generator.device.type != "cpu" or not _draws_match_torch():
+        return None
+    shape = tuple(probabilities.shape)
+    out_shape = (n_steps,) + shape if time_first else shape + (n_steps,)
+    spikes = torch.empty(out_shape, dtype=torch.bool)
+    state = generator.get_state()
+    if state.numel() != _extension.constants()["MT_STATE_BYTES"]:
+        return None
+    if not _extension.bernoulli_draws(
+        state.data_ptr(),
+        probabilities.data_ptr(),
+        probabilities.numel(),
+        n_steps,
+        _DTYPE_CODES[probabilities.dtype],
+        spikes.data_ptr(),
+        int(time_first),
+    ):
+        return None
+    generator.set_state(state)
+    return spikes
+
+
+_draws_checked: Optional[bool] = None
+
+
+def _draws_match_torch() -> bool:
+    """Whether :func:`bernoulli_draws` gives ``torch.rand``'s spikes and generator state on this
+    build of torch: float32 and float64, across a regeneration of the generator's state
+    (624 words), from a generator of its own. Computed once per process."""
+    global _draws_checked
+    if _draws_checked is None:
+        matches = True
+        for dtype in (torch.float32, torch.float64):
+            probabilities = torch.linspace(0.0, 1.0, 97, dtype=dtype)
+            expected_generator = torch.Generator().manual_seed(20261203)
+            torch.rand(5, generator=expected_generator)  # start off a regeneration boundary
+            generator = torch.Generator()
+            generator.set_state(expected_generator.get_state())
+            expected = torch.rand(
+                (97, 13), generator=expected_generator, dtype=dtype
+            ) < probabilities.unsqueeze(-1)
+            state = generator.get_state()
+            spikes = torch.empty((97, 13), dtype=torch.bool)
+            done = state.numel() == _extension.constants()["MT_STATE_BYTES"] and (
+                _extension.bernoulli_draws(
+                    state.data_ptr(),
+                    probabilities.data_ptr(),
+                    97,
+                    13,
+                    _DTYPE_CODES[dtype],
+                    spikes.data_ptr(),
+                    0,
+                )
+            )
+            matches = (
+                matches
+                and bool(done)
+                and torch.equal(spikes, expected)
+                and torch.equal(state, expected_generator.get_state())
+            )
+        _draws_checked = matches
+    return _draws_checked
+
+
 def stack_terms(arguments: Sequence) -> None:
     """Fill the stacked factors of a learning rule's matrix product (Linear layers):
     ``p[t] = c_t · post_t``, ``q[t] = pre_t``, with arguments from :func:`stack_arguments`."""
