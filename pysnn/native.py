@@ -9,7 +9,8 @@ has the signature and the results of the whole-step function of the same name in
 :func:`adaptive_lif_step` and :func:`linear_step` — and performs its arithmetic in one pass over
 the cells, in the same order and precision, so that both give the same numbers bit for bit.
 The learning rules of :mod:`pysnn.learning` use :func:`stack_terms` and
-:func:`product_bounded` for the factors and the product of their weight update.
+:func:`product_bounded` for the factors and the product of their weight update, and the random
+encoders of :mod:`pysnn.encoding` use :func:`bernoulli_draws`.
 
 Which one runs is the module's ``backend`` (see :mod:`pysnn._backend`): ``"native"`` runs these
 twins and raises :class:`~pysnn._backend.NativeUnavailableError` when one cannot run the step
@@ -835,7 +836,10 @@ def bernoulli_draws(
     from it as ``torch.rand`` does (at::mt19937: one 32-bit output per float32 value, two per
     float64 value), and sets the advanced state back, so the next draw of the generator is the
     one that would follow ``torch.rand``. It runs only after it has reproduced ``torch.rand``
-    on this build of torch (checked once per process, :func:`_draws_match_torch`).
+    on this build of torch (checked once per process, :func:`_draws_match_torch`). Reading and
+    setting the state are two calls: unlike one ``torch.rand``, they are not atomic against
+    another Python thread drawing from the same generator at the same moment (give each thread
+    a generator of its own, which is what reproducible results need anyway).
 
     :param probabilities: contiguous float32/float64 CPU tensor, any shape ``S``.
     :param n_steps: ``T``, draws per value.

@@ -76,6 +76,7 @@ def test_the_default_generator_advances_as_with_torch_rand():
     assert torch.equal(torch.rand(4), after)
 
 
+@pytest.mark.skipif(not native.enabled(), reason="the kernels are switched off")
 def test_the_kernel_runs_on_cpu_float_tensors_and_steps_aside_when_switched_off(monkeypatch):
     results = kernel_results(monkeypatch, "bernoulli_draws")
     native._draws_checked = None  # the one check per process counts as a call too
