@@ -965,7 +965,8 @@ static PyObject *py_normalize_rows(PyObject *self, PyObject *const *args, Py_ssi
  * layout models.present steps through). `state` is the generator's state as get_state() lays it
  * out (CPUGeneratorImplStateLegacy, 5056 bytes: seed u64, left i32, seeded i32, next u64, 624
  * state words as u64, then the normal-sampling cache, untouched); the draws advance it in
- * place, for set_state. Returns False, with nothing written, for a state it cannot read. */
+ * place, for set_state. Returns False, with nothing written, for a state it cannot read (or
+ * one whose remaining words would lie past the state's end). */
 #define MT_N 624
 #define MT_M 397
 #define MT_STATE_BYTES 5056
@@ -1052,7 +1053,9 @@ static PyObject *py_bernoulli_draws(PyObject *self, PyObject *const *args, Py_ss
     memcpy(&m.left, state + 8, 4);
     memcpy(&seeded, state + 12, 4);
     memcpy(&next, state + 16, 8);
-    if (seeded != 1 || m.left < 1 || m.left > MT_N || next > MT_N)
+    /* the words left before the next regeneration must lie within the state */
+    if (seeded != 1 || m.left < 1 || m.left > MT_N || next > MT_N ||
+        (m.left > 1 && next + (uint64_t)m.left - 1 > MT_N))
         Py_RETURN_FALSE;
     for (Py_ssize_t i = 0; i < MT_N; ++i) {
         memcpy(&word, state + 24 + 8 * i, 8);

@@ -100,11 +100,13 @@ def test_an_unreadable_generator_state_is_declined_and_nothing_is_written():
     probabilities = torch.full((10,), 0.5)
     spikes = torch.zeros(10, 4, dtype=torch.bool)
     state = torch.Generator().manual_seed(0).get_state()
-    for field, value in ((8, 0), (8, 625), (12, 0), (16, 625)):  # left, seeded, next
+    # left 0 or 625, seeded 0, next 625, and 624 words left from word 624 (past the end)
+    for fields in ((8, 0), (8, 625), (12, 0), (16, 625), (8, 624, 16, 624)):
         broken = state.clone()
-        broken[field : field + 4] = torch.tensor(
-            list(value.to_bytes(4, "little")), dtype=torch.uint8
-        )
+        for at, number in zip(fields[0::2], fields[1::2]):
+            broken[at : at + 4] = torch.tensor(
+                list(number.to_bytes(4, "little")), dtype=torch.uint8
+            )
         assert (
             native._extension.bernoulli_draws(
                 broken.data_ptr(), probabilities.data_ptr(), 10, 4, 0, spikes.data_ptr(), 0
