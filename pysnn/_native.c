@@ -95,6 +95,7 @@ struct ingest_args {
     int64_t weight_stride_o; /* W's strides, in values (spike_ingest reads W through them) */
     int64_t weight_stride_i;
     int64_t spike_line; /* functional.SPIKE_PRODUCT_LINE */
+    int64_t spike_work; /* functional.SPIKE_PRODUCT_WORK */
 };
 
 /* IF / LIF / adaptive LIF step. Fields the caller refreshes each step: input, in_row_stride,
@@ -732,9 +733,10 @@ TARGET_CLONES static Py_ssize_t sample_nonzero(const char *x, int x_is_bool, int
  * functional.sum_product, then the presynaptic step (ingest; the caller has set `out` to NULL):
  * s is the slot leaving the delay line, or this step's input without a delay. It applies where
  * every sample has at most SPIKE_PRODUCT_MAX_LENGTH nonzero inputs and all samples together at
- * most cols / spike_line (each read of a weight column costs a cache line per output, the dense
- * product one pass over W). Returns True (done), or False with nothing done (the caller takes
- * the BLAS product). */
+ * most max(cols / spike_line, rows * cols / spike_work) (each read of a weight column costs a
+ * cache line per output; the dense product one pass over W and rows * cols multiply-adds per
+ * output). Returns True (done), or False with nothing done (the caller takes the BLAS
+ * product). */
 static PyObject *py_spike_ingest(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
@@ -748,8 +750,10 @@ static PyObject *py_spike_ingest(PyObject *self, PyObject *const *args, Py_ssize
     const Py_ssize_t stride_i = (Py_ssize_t)a->weight_stride_i;
     const Py_ssize_t n_out = (Py_ssize_t)a->n_out, n_in = (Py_ssize_t)a->cols;
     const Py_ssize_t batch = (Py_ssize_t)a->rows, line = (Py_ssize_t)a->spike_line;
+    const Py_ssize_t work = (Py_ssize_t)a->spike_work;
     const Py_ssize_t max_spikes = SPIKE_PRODUCT_MAX_LENGTH, width = max_spikes + 1;
-    if (a->product == NULL || a->out != NULL || line < 1 || n_in > INT32_MAX || batch < 1)
+    if (a->product == NULL || a->out != NULL || line < 1 || work < 1 || n_in > INT32_MAX ||
+        batch < 1)
         Py_RETURN_FALSE;
     char *memory = kernel_scratch((sizeof(Py_ssize_t) + sizeof(int32_t) * (size_t)width) *
                                   (size_t)batch);
@@ -766,7 +770,7 @@ static PyObject *py_spike_ingest(PyObject *self, PyObject *const *args, Py_ssize
         counts[b] = k;
         total += k;
     }
-    if (!fits || total * line > n_in)
+    if (!fits || (total * line > n_in && total * work > batch * n_in))
         Py_RETURN_FALSE;
     const int threads = team_size(n_out * 64, n_out);
 #pragma omp parallel num_threads(threads)
@@ -1166,6 +1170,7 @@ static PyObject *py_layout(PyObject *self, PyObject *unused)
     FIELD(ingest_args, capacity) FIELD(ingest_args, trace_sums) FIELD(ingest_args, sum_scratch)
     FIELD(ingest_args, sum_length) FIELD(ingest_args, weight_stride_o)
     FIELD(ingest_args, weight_stride_i) FIELD(ingest_args, spike_line)
+    FIELD(ingest_args, spike_work)
     if (add_layout(result, "ingest_args", sizeof(struct ingest_args), fields) < 0)
         goto fail;
     Py_CLEAR(fields);

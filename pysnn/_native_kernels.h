@@ -142,6 +142,15 @@ TARGET_CLONES static void KERNEL(normalize_rows)(T *restrict weight, Py_ssize_t 
  * over SPIKE_PRODUCT_MAX_LENGTH values, of W[o][i]·x[b][i] for the nonzero inputs i of sample b
  * in ascending order (idx[b], counts[b] of them), padded with +0. W is read through its strides;
  * x is bool (a nonzero input is 1) or T. */
+/* W[o][i]·x[b][i] of the t-th nonzero input i of sample b (xb NULL: bool spikes, x = 1) */
+static ALWAYS_INLINE T KERNEL(spike_term)(const T *restrict w, Py_ssize_t stride_i,
+                                          const int32_t *restrict ib, const T *restrict xb,
+                                          Py_ssize_t t)
+{
+    const Py_ssize_t i = ib[t];
+    return xb == NULL ? w[i * stride_i] * (T)1 : w[i * stride_i] * xb[i];
+}
+
 static void KERNEL(spike_rows)(const T *restrict weight, Py_ssize_t stride_o, Py_ssize_t stride_i,
                                Py_ssize_t first, Py_ssize_t last, Py_ssize_t n_in,
                                Py_ssize_t batch, const void *restrict x, const int x_is_bool,
@@ -153,26 +162,43 @@ static void KERNEL(spike_rows)(const T *restrict weight, Py_ssize_t stride_o, Py
     for (Py_ssize_t o = first; o < last; ++o) {
         const T *restrict w = weight + o * stride_o;
         for (Py_ssize_t b = 0; b < batch; ++b) {
-            const int32_t *ib = idx + b * width;
+            const int32_t *restrict ib = idx + b * width;
+            const T *restrict xb = x_is_bool ? NULL : (const T *)x + b * n_in;
             const Py_ssize_t k = counts[b];
-            if (k == 0) { /* the tree over sixteen +0 */
-                product[o * batch + b] = (T)0;
-                continue;
-            }
-            if (x_is_bool) {
-                for (Py_ssize_t t = 0; t < k; ++t)
-                    work[t] = w[ib[t] * stride_i] * (T)1;
+            /* The tree over `length` values pads with +0, and x + (+0) is x but for x = -0
+             * (which becomes +0): so the tree over the first power of two `span` >= k values,
+             * then one +0 where there was padding, gives the same number with far fewer
+             * additions (a sample with 2 spikes: 2 instead of 15). The common short trees are
+             * written out. */
+            T value;
+            if (k == 0) /* the tree over sixteen +0 */
+                value = (T)0;
+            else if (k == 1)
+                value = KERNEL(spike_term)(w, stride_i, ib, xb, 0) + (T)0;
+            else if (k == 2)
+                value = (KERNEL(spike_term)(w, stride_i, ib, xb, 0) +
+                         KERNEL(spike_term)(w, stride_i, ib, xb, 1)) +
+                        (T)0;
+            else if (k <= 4) {
+                const T third = k == 4 ? KERNEL(spike_term)(w, stride_i, ib, xb, 3) : (T)0;
+                value = ((KERNEL(spike_term)(w, stride_i, ib, xb, 0) +
+                          KERNEL(spike_term)(w, stride_i, ib, xb, 2)) +
+                         (KERNEL(spike_term)(w, stride_i, ib, xb, 1) + third)) +
+                        (T)0;
             } else {
-                const T *restrict xb = (const T *)x + b * n_in;
+                Py_ssize_t span = 8;
+                while (span < k)
+                    span *= 2;
                 for (Py_ssize_t t = 0; t < k; ++t)
-                    work[t] = w[ib[t] * stride_i] * xb[ib[t]];
+                    work[t] = KERNEL(spike_term)(w, stride_i, ib, xb, t);
+                for (Py_ssize_t t = k; t < span; ++t)
+                    work[t] = (T)0;
+                for (Py_ssize_t half = span / 2; half >= 1; half /= 2)
+                    for (Py_ssize_t j = 0; j < half; ++j)
+                        work[j] = work[j] + work[j + half];
+                value = k < length ? work[0] + (T)0 : work[0];
             }
-            for (Py_ssize_t t = k; t < length; ++t)
-                work[t] = (T)0;
-            for (Py_ssize_t half = length / 2; half >= 1; half /= 2)
-                for (Py_ssize_t j = 0; j < half; ++j)
-                    work[j] = work[j] + work[j + half];
-            product[o * batch + b] = work[0];
+            product[o * batch + b] = value;
         }
     }
 }
@@ -542,8 +568,7 @@ TARGET_CLONES static void KERNEL(term_events)(T *restrict out, Py_ssize_t first,
 }
 
 /* product_bounded's beta pass and bounds on a block of `out` (torch.clamp's: max with the low
- * bound, then min with the high one, NaN kept). One pass that writes only the values out of
- * bounds: after a learning step almost all are within them. */
+ * bound, then min with the high one, NaN kept), in one pass. */
 TARGET_CLONES static void KERNEL(beta_clamp)(T *restrict x, Py_ssize_t n, const int beta_pass,
                                              const T beta, const int beta_zero, const int has_low,
                                              const T low, const int has_high, const T high)
@@ -553,12 +578,11 @@ TARGET_CLONES static void KERNEL(beta_clamp)(T *restrict x, Py_ssize_t n, const 
     if (!has_low && !has_high)
         return;
     const T lowest = has_low ? low : -INFINITY, highest = has_high ? high : INFINITY;
+    /* every value rewritten, branch-free, so that the loop vectorises: a value within the
+     * bounds (or NaN, for which both comparisons are false) is written back as it is */
     for (Py_ssize_t i = 0; i < n; ++i) {
-        const T v = x[i];
-        if (v < lowest || v > highest) { /* false for NaN, which is kept */
-            const T raised = v < lowest ? lowest : v;
-            x[i] = raised > highest ? highest : raised;
-        }
+        const T raised = x[i] < lowest ? lowest : x[i];
+        x[i] = raised > highest ? highest : raised;
     }
 }
 

@@ -587,10 +587,15 @@ def _sum_outputs(pre_trace: Tensor, out: SumBuffers) -> Tuple[Tensor, Tensor]:
 #: The spike-driven product of a ``reduction="sum"`` Linear runs where every sample has at most
 #: this many nonzero inputs (a power of two: the length of its summation tree) ...
 SPIKE_PRODUCT_MAX_SPIKES = 16
-#: ... and all samples together at most ``I / SPIKE_PRODUCT_LINE``: reading a column of the
-#: row-major ``(O, I)`` weight costs a cache line (16 floats) per output, the dense product one
-#: pass over the weight. Both limits are per step and do not depend on the batch size.
+#: ... and all samples together at most ``max(I / SPIKE_PRODUCT_LINE, B·I / SPIKE_PRODUCT_WORK)``:
+#: reading a column of the row-major ``(O, I)`` weight costs a cache line (16 floats) per
+#: output, against one pass over the weight for the dense product ...
 SPIKE_PRODUCT_LINE = 16
+#: ... and ``B·I`` multiply-adds per output: from batch 9 on, the dense product's arithmetic
+#: outweighs its pass over the weight (measured on a 2-core AMD EPYC, 400 → 400 at batch 16:
+#: the spike-driven product at 34 spikes in all took 29–40 µs, the BLAS product 66–74 µs;
+#: ``benchmarks/README.md``, session 12).
+SPIKE_PRODUCT_WORK = 128
 
 
 def _traced() -> bool:
@@ -604,9 +609,17 @@ def _traced() -> bool:
 
 
 def _spike_product_applies(counts: Tensor, n_in: int) -> Tensor:
-    """0-d bool: every sample's count of nonzero inputs ``counts`` ``(B, ...)`` is within
-    :data:`SPIKE_PRODUCT_MAX_SPIKES` and their total within ``n_in / SPIKE_PRODUCT_LINE``."""
-    return (counts.max() <= SPIKE_PRODUCT_MAX_SPIKES) & (counts.sum() * SPIKE_PRODUCT_LINE <= n_in)
+    """0-d bool: every sample's count of nonzero inputs ``counts`` ``(B,)`` is within
+    :data:`SPIKE_PRODUCT_MAX_SPIKES` and their total within :func:`_spike_product_total`."""
+    return (counts.max() <= SPIKE_PRODUCT_MAX_SPIKES) & (
+        counts.sum() <= _spike_product_total(counts.shape[0], n_in)
+    )
+
+
+def _spike_product_total(batch: int, n_in: int) -> int:
+    """The most nonzero inputs, all ``batch`` samples together, that the spike-driven product
+    takes: ``max(I / SPIKE_PRODUCT_LINE, B·I / SPIKE_PRODUCT_WORK)`` (rounded down)."""
+    return max(n_in // SPIKE_PRODUCT_LINE, batch * n_in // SPIKE_PRODUCT_WORK)
 
 
 def _spike_tree(weight: Tensor, spikes: Tensor, nonzero: Tensor, counts: Tensor) -> Tensor:
@@ -636,7 +649,8 @@ def sum_product(weight: Tensor, spikes: Tensor, product: Tensor) -> Tensor:
 
     :func:`linear_step` calls it at every batch size on the CPU. Where every sample has at most
     :data:`SPIKE_PRODUCT_MAX_SPIKES` nonzero inputs and all samples together at most
-    ``I / SPIKE_PRODUCT_LINE``, ``product[o, b]`` is :func:`pairwise_sum` over
+    ``max(I / SPIKE_PRODUCT_LINE, B·I / SPIKE_PRODUCT_WORK)``, ``product[o, b]`` is
+    :func:`pairwise_sum` over
     :data:`SPIKE_PRODUCT_MAX_SPIKES` values: :math:`W_{oi} s_{bi}` for the nonzero inputs
     :math:`i` of sample ``b`` in ascending order, then +0 (+0 for a silent sample). That is work
     in proportion to the spikes (a few columns of ``W``) instead of a pass over all of ``W``, in
@@ -647,8 +661,7 @@ def sum_product(weight: Tensor, spikes: Tensor, product: Tensor) -> Tensor:
 
     The tensors are on the CPU (only there does :func:`linear_step` call it), so the spike
     counts are read in place through NumPy, which is no device synchronisation: the function
-    takes one form or the other, and the tree only over the samples that have spikes (at most
-    ``I / 16`` of them). Traced (by ``torch.compile``, which cannot branch on a tensor's value
+    takes one form or the other, and the tree only over the samples that have spikes. Traced (by ``torch.compile``, which cannot branch on a tensor's value
     without a graph break, or under a dispatch mode such as
     :func:`pysnn.cuda_graph.capture_obstacles`), it computes both forms and selects.
 
@@ -666,7 +679,7 @@ def sum_product(weight: Tensor, spikes: Tensor, product: Tensor) -> Tensor:
     host_counts = _host_spike_counts(spikes)
     if host_counts is None or not (
         host_counts.max(initial=0) <= SPIKE_PRODUCT_MAX_SPIKES
-        and host_counts.sum() * SPIKE_PRODUCT_LINE <= spikes.shape[1]
+        and host_counts.sum() <= _spike_product_total(*spikes.shape)
     ):
         return torch.mm(weight, spikes.t(), out=product)
     product.zero_()  # the tree over sixteen +0 for a silent sample

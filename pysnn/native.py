@@ -131,7 +131,10 @@ class _IngestArgs(ctypes.Structure):
         + [("gemm", _PTR), ("weight", _PTR), ("n_out", _I64), ("product", _PTR)]
         + [("operands", _PTR), ("capacity", _I64)]
         + [("trace_sums", _PTR), ("sum_scratch", _PTR), ("sum_length", _I64)]
-        + [(name, _I64) for name in ("weight_stride_o", "weight_stride_i", "spike_line")]
+        + [
+            (name, _I64)
+            for name in ("weight_stride_o", "weight_stride_i", "spike_line", "spike_work")
+        ]
     )
 
 
@@ -608,6 +611,7 @@ def _linear_args(tensors, reduction: str, threads: int) -> tuple:
         weight_stride_o=weight.stride(0),
         weight_stride_i=weight.stride(1),
         spike_line=sf.SPIKE_PRODUCT_LINE,
+        spike_work=sf.SPIKE_PRODUCT_WORK,
     )
     operands = sum_scratch = None
     gemm = _blas_gemm(dtype) if reduction == "sum" else None

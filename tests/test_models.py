@@ -153,6 +153,45 @@ def test_present_counts_and_call_order():
     assert log == ["reset"] + ["step", "update_state", "rule_step", "after"] * 4
 
 
+@pytest.mark.parametrize("steps", [1, 254, 255, 256, 510, 511, 600])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_present_counts_every_spike_over_long_presentations(steps, dtype):
+    """Counts past 255 steps (a byte's range) are exact: 1000 Hz at 1 ms is a spike every step,
+    500 Hz every other step on average; the counts are the spikes of the encoded trains."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        rates = torch.tensor([[[1000.0, 0.0, 500.0]]])
+        generator = torch.Generator().manual_seed(steps)
+        counts = present(PassThrough([]), rates, float(steps), 1.0, generator=generator)
+        trains = poisson_encoding(
+            rates, float(steps), 1.0, generator=torch.Generator().manual_seed(steps)
+        )
+    finally:
+        torch.set_default_dtype(previous)
+    assert counts.dtype == dtype and counts.shape == (1, 1, 3)
+    expected = trains.sum(-1, dtype=torch.int64).double().numpy()
+    assert expected[0, 0, 0] == steps and expected[0, 0, 1] == 0
+    np.testing.assert_array_equal(counts.double().numpy(), expected)
+
+
+class SwitchesOutputs(torch.nn.Module):
+    """Bool spikes for three steps, then graded floats: the counts add both kinds."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps = 0
+
+    def forward(self, x):
+        self.steps += 1
+        return x if self.steps <= 3 else x.float() * 0.25
+
+
+def test_present_counts_a_network_whose_outputs_change_kind():
+    counts = present(SwitchesOutputs(), torch.full((1, 2), 1000.0), 6.0, 1.0)
+    np.testing.assert_array_equal(counts.numpy(), [[3 + 3 * 0.25] * 2])
+
+
 def test_present_without_reset_or_rule():
     log = []
     counts = present(PassThrough(log), torch.full((1, 2), 2000.0), 2.5, 0.5, reset=False)

@@ -1,7 +1,7 @@
 r"""The spike-driven product of ``Linear(reduction="sum")`` and its C twin.
 
 Where every sample has at most :data:`pysnn.functional.SPIKE_PRODUCT_MAX_SPIKES` (16) nonzero
-inputs and all samples together at most ``I / SPIKE_PRODUCT_LINE``, the product ``W @ sᵀ`` is
+inputs and all samples together at most ``max(I / 16, B·I / 128)``, the product ``W @ sᵀ`` is
 taken from the nonzero inputs alone, by a fixed pairwise tree of 16 values: ``W[o, i]·s[b, i]``
 in ascending ``i``, then +0. Elsewhere it is ``torch.mm``'s. Checked here against numbers
 computed independently of the code under test:
@@ -109,6 +109,69 @@ def test_beyond_its_limits_the_product_is_torch_mm():
     weight[:, 0] = float("nan")  # and there a NaN weight of a silent input counts
     crowded[:, 0] = 0.0
     assert bool(torch.isnan(sf.sum_product(weight, crowded, product)).all())
+
+
+def spread(total, batch, most=16):
+    """Per-sample spike counts (each at most ``most``) that add up to ``total``."""
+    counts = [0] * batch
+    for k in range(total):
+        counts[k % batch] += 1
+    assert max(counts) <= most
+    return counts
+
+
+@pytest.mark.parametrize(
+    "batch, n_in, limit",
+    # all samples together at most max(I / 16, B·I / 128) spikes, worked out by hand
+    [(1, 240, 15), (2, 200, 12), (8, 320, 20), (9, 320, 22), (16, 400, 50), (32, 400, 100)],
+)
+def test_the_total_limit_grows_with_the_batch_from_nine_samples_on(batch, n_in, limit):
+    gen = torch.Generator().manual_seed(batch)
+    weight = torch.randn(7, n_in, generator=gen)
+    product = torch.empty(7, batch)
+    at_limit = sparse_spikes(gen, batch, n_in, spread(limit, batch), torch.float32, True)
+    sf.sum_product(weight, at_limit, product)
+    expected = torch.from_numpy(numpy_spike_product(weight.numpy(), at_limit.numpy()))
+    assert_same_bits(product, expected)
+    beyond = sparse_spikes(gen, batch, n_in, spread(limit + 1, batch), torch.float32, True)
+    sf.sum_product(weight, beyond, product)
+    assert_same_bits(product, torch.mm(weight, beyond.t()))
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("graded", [False, True], ids=["bool", "graded"])
+def test_c_twin_gives_the_tree_for_every_spike_count(spike_calls, graded, dtype):
+    """Samples with 0, 1, ..., 16 spikes (the C twin writes the short trees out: the tree over
+    the first power of two of values, then +0), weights that are -0, that cancel to ±0, huge
+    and tiny: the Linear's activation is the NumPy definition's, bit for bit, on both backends,
+    and 16 +0-padded values give the sign of zero that the tree of sixteen gives."""
+    batch, n_in, n_out = 17, 1100, 6  # 136 spikes in all, within 17·1100 / 128
+    gen = torch.Generator().manual_seed(21)
+    counts = list(range(batch))
+    spikes = sparse_spikes(gen, batch, n_in, counts, dtype, graded)
+    layers = linear_pair(0, dtype, "contiguous", batch, n_in, n_out)
+    weight = torch.randn(n_out, n_in, generator=gen, dtype=dtype)
+    weight[0] = -0.0  # every term -0: +0 from the padding, -0 for 16 terms
+    weight[1] = torch.where(torch.rand(n_in, generator=gen) < 0.5, -0.0, 0.0).to(dtype)
+    weight[2, ::2], weight[2, 1::2] = 1e30, -1e30  # cancellations to +0, and large sums
+    weight[3] *= 1e-40 if dtype == torch.float64 else 1e-39  # subnormal terms
+    for layer in layers:
+        layer.weight.data.copy_(weight)
+    x = (spikes != 0) if not graded else spikes
+    x = x.unsqueeze(1)
+    trace = torch.zeros(batch, 1, n_in, dtype=dtype)
+    with torch_threads(1), torch.no_grad():
+        native_out = layers[0](x, trace)[0].clone()
+        with native.disabled():
+            eager_out = layers[1](x, trace)[0]
+    expected = torch.from_numpy(numpy_spike_product(weight.numpy(), spikes.numpy()))
+    assert_same_bits(eager_out, expected.t().reshape(eager_out.shape))
+    assert_same_bits(native_out, eager_out)
+    assert spike_calls[1] == 1
+    # the all -0 row: +0 wherever fewer than 16 values were padded, -0 for the 16-spike sample
+    signs = torch.signbit(native_out.reshape(batch, n_out)[:, 0])
+    assert signs.tolist() == [False] * 16 + [True]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
