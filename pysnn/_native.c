@@ -578,8 +578,9 @@ static int event_form(int is_double, char *out, Py_ssize_t n_out, Py_ssize_t n_i
  *
  * Few spikes make most factors zero: a term j (a row of p and of q) whose products of two
  * nonzero factors number at most `crossover` · O · I is taken event-driven (term_events: only
- * those products, added one by one), unless it lies between two terms that the BLAS takes (the
- * BLAS takes one contiguous range of terms). Each value of `out` is then a sum of the same
+ * those products, added one by one); one BLAS call takes the others (their rows of p and q
+ * gathered into contiguous factors where they are not consecutive; terms without a nonzero
+ * product are skipped). Each value of `out` is then a sum of the same
  * products as the BLAS's, in another order: within the rounding bound of addmm_'s that the
  * split BLAS product is held to (see learning.py). Factors or an alpha that are not finite
  * (0·inf is NaN) leave every term to the BLAS; crossover < 0 too. Returns False, with nothing
@@ -613,28 +614,31 @@ static PyObject *py_product_bounded(PyObject *self, PyObject *const *args, Py_ss
     const int threads = team_size(n_out * n_in, n_out);
     if (!BLAS_CALLS || threads < 2 || n_out > INT_MAX || n_in > INT_MAX || depth > INT_MAX)
         Py_RETURN_FALSE;
-    /* each term's nonzero rows and columns, the terms taken event-driven, and the BLAS's range
-     * [blas_first, blas_last) of terms */
-    char *memory = kernel_scratch((size_t)depth * (24 + 4 * (size_t)(n_out + n_in)));
+    /* each term's nonzero rows and columns, the terms taken event-driven and those the BLAS
+     * takes, and room for the BLAS's terms gathered into contiguous factors */
+    const size_t listed = (size_t)depth * (32 + 4 * (size_t)n_in);
+    const size_t gathered_at = (listed + 63) & ~(size_t)63;
+    char *memory = kernel_scratch(gathered_at + (size_t)depth * (size_t)(n_out + n_in) * size);
     if (memory == NULL)
         return PyErr_NoMemory();
     Py_ssize_t *const n_rows = (Py_ssize_t *)memory, *const n_cols = n_rows + depth;
-    Py_ssize_t *const event_terms = n_cols + depth;
-    int32_t *const rows = (int32_t *)(event_terms + depth), *const cols = rows + depth * n_out;
+    Py_ssize_t *const event_terms = n_cols + depth, *const blas_terms = event_terms + depth;
+    int32_t *const cols = (int32_t *)(blas_terms + depth);
     const int alpha_finite = is_double ? isfinite(value[0]) : isfinite((float)value[0]);
-    Py_ssize_t blas_first = 0, blas_last = depth, n_event_terms = 0;
+    Py_ssize_t blas_first = 0, blas_last = depth, n_event_terms = 0, n_blas_terms = depth;
     if (value[4] >= 0 && alpha_finite && depth > 0) {
         const double limit = value[4] * (double)n_out * (double)n_in;
         int finite = 1;
         blas_first = depth;
         blas_last = 0;
+        n_blas_terms = 0;
         for (Py_ssize_t j = 0; j < depth && finite; ++j) {
             if (is_double) {
-                n_rows[j] = nonzero_f64((const double *)p + j * n_out, n_out, rows + j * n_out);
+                n_rows[j] = nonzero_f64((const double *)p + j * n_out, n_out, NULL);
                 n_cols[j] = nonzero_f64((const double *)q + j * n_in, n_in,
                                         n_rows[j] > 0 ? cols + j * n_in : NULL);
             } else {
-                n_rows[j] = nonzero_f32((const float *)p + j * n_out, n_out, rows + j * n_out);
+                n_rows[j] = nonzero_f32((const float *)p + j * n_out, n_out, NULL);
                 n_cols[j] = nonzero_f32((const float *)q + j * n_in, n_in,
                                         n_rows[j] > 0 ? cols + j * n_in : NULL);
             }
@@ -642,17 +646,33 @@ static PyObject *py_product_bounded(PyObject *self, PyObject *const *args, Py_ss
             if ((double)n_rows[j] * (double)n_cols[j] > limit) {
                 blas_first = blas_first < j ? blas_first : j;
                 blas_last = j + 1;
-            }
+                blas_terms[n_blas_terms++] = j;
+            } else if (n_rows[j] > 0 && n_cols[j] > 0)
+                event_terms[n_event_terms++] = j;
         }
         if (!finite) {
             blas_first = 0;
-            blas_last = depth;
+            blas_last = n_blas_terms = depth;
+            n_event_terms = 0;
         }
-        for (Py_ssize_t j = 0; j < depth && finite; ++j)
-            if ((j < blas_first || j >= blas_last) && n_rows[j] > 0 && n_cols[j] > 0)
-                event_terms[n_event_terms++] = j;
     }
-    const int blas = blas_first < blas_last, beta_zero = value[1] == 0.0;
+    /* The BLAS's terms as contiguous factors: the rows of p and q themselves where they are
+     * consecutive, else those rows copied one after the other (so that a few crowded terms do
+     * not take every sparse term between them to the BLAS too) */
+    const char *p_blas = p + blas_first * n_out * size, *q_blas = q + blas_first * n_in * size;
+    if (n_blas_terms > 0 && n_blas_terms < blas_last - blas_first) {
+        char *const p_gathered = memory + gathered_at;
+        char *const q_gathered = p_gathered + (size_t)n_blas_terms * (size_t)n_out * size;
+        for (Py_ssize_t t = 0; t < n_blas_terms; ++t) {
+            memcpy(p_gathered + t * n_out * size, p + blas_terms[t] * n_out * size,
+                   (size_t)(n_out * size));
+            memcpy(q_gathered + t * n_in * size, q + blas_terms[t] * n_in * size,
+                   (size_t)(n_in * size));
+        }
+        p_blas = p_gathered;
+        q_blas = q_gathered;
+    }
+    const int blas = n_blas_terms > 0, beta_zero = value[1] == 0.0;
 #pragma omp parallel num_threads(threads)
     {
         const int part = THREAD_INDEX(), parts = THREAD_COUNT();
@@ -661,25 +681,24 @@ static PyObject *py_product_bounded(PyObject *self, PyObject *const *args, Py_ss
         const Py_ssize_t begin = first * n_in, count = rows_here * n_in;
         /* column-major: out[first:]ᵀ (I x n) = beta·out[first:]ᵀ + alpha·qᵀ (I x k) @ p[:, first:] */
         if (blas && rows_here > 0)
-            blas_gemm(gemm, is_double, "N", "T", n_in, rows_here, blas_last - blas_first,
-                      value[0], q + blas_first * n_in * size, n_in,
-                      p + (blas_first * n_out + first) * size, n_out, value[1],
-                      out + begin * size, n_in);
+            blas_gemm(gemm, is_double, "N", "T", n_in, rows_here, n_blas_terms, value[0],
+                      q_blas, n_in, p_blas + first * size, n_out, value[1], out + begin * size,
+                      n_in);
         if (is_double) {
             double *w = (double *)out;
             if (!blas)
                 beta_clamp_f64(w + begin, count, 1, value[1], beta_zero, 0, 0, 0, 0);
             term_events_f64(w, first, first + rows_here, n_out, n_in, (const double *)p,
-                            (const double *)q, value[0], event_terms, n_event_terms, rows,
-                            n_rows, cols, n_cols);
+                            (const double *)q, value[0], event_terms, n_event_terms, cols,
+                            n_cols);
             beta_clamp_f64(w + begin, count, 0, 1, 0, has[2], value[2], has[3], value[3]);
         } else {
             float *w = (float *)out;
             if (!blas)
                 beta_clamp_f32(w + begin, count, 1, (float)value[1], beta_zero, 0, 0, 0, 0);
             term_events_f32(w, first, first + rows_here, n_out, n_in, (const float *)p,
-                            (const float *)q, (float)value[0], event_terms, n_event_terms, rows,
-                            n_rows, cols, n_cols);
+                            (const float *)q, (float)value[0], event_terms, n_event_terms,
+                            cols, n_cols);
             beta_clamp_f32(w + begin, count, 0, 1, 0, has[2], (float)value[2], has[3],
                            (float)value[3]);
         }

@@ -536,31 +536,29 @@ TARGET_CLONES static void KERNEL(event_update)(T *restrict out, Py_ssize_t first
 }
 
 /* product_bounded's event-driven terms on rows [first, last) of `out` (a thread's block): for
- * each term j of event_terms and each of its nonzero rows o (rows[j], ascending, n_rows[j] of
- * them), out[o][i] ← out[o][i] + (p[j][o]·alpha)·q[j][i] for the nonzero columns i of q[j]
- * (cols[j], n_cols[j]). The bounds are the caller's. */
+ * each term j of event_terms and each row o where p[j][o] is nonzero,
+ * out[o][i] ← out[o][i] + (p[j][o]·alpha)·q[j][i] for the nonzero columns i of q[j] (cols[j],
+ * n_cols[j], ascending). Row by row, every term adding to a row while it is in the cache (not
+ * one pass over the block per term); each value still takes the terms in the order of
+ * event_terms. The bounds are the caller's. */
 TARGET_CLONES static void KERNEL(term_events)(T *restrict out, Py_ssize_t first, Py_ssize_t last,
                                               Py_ssize_t n_out, Py_ssize_t n_in,
                                               const T *restrict p, const T *restrict q, T alpha,
                                               const Py_ssize_t *event_terms,
-                                              Py_ssize_t n_event_terms, const int32_t *rows,
-                                              const Py_ssize_t *n_rows, const int32_t *cols,
+                                              Py_ssize_t n_event_terms, const int32_t *cols,
                                               const Py_ssize_t *n_cols)
 {
-    for (Py_ssize_t t = 0; t < n_event_terms; ++t) {
-        const Py_ssize_t j = event_terms[t];
-        const int32_t *restrict rj = rows + j * n_out;
-        const int32_t *restrict cj = cols + j * n_in;
-        const T *restrict qj = q + j * n_in;
-        const Py_ssize_t count = n_cols[j];
-        for (Py_ssize_t r = 0; r < n_rows[j]; ++r) {
-            const Py_ssize_t o = rj[r];
-            if (o < first)
+    for (Py_ssize_t o = first; o < last; ++o) {
+        T *restrict row = out + o * n_in;
+        for (Py_ssize_t t = 0; t < n_event_terms; ++t) {
+            const Py_ssize_t j = event_terms[t];
+            const T factor = p[j * n_out + o];
+            if (factor == 0)
                 continue;
-            if (o >= last)
-                break;
-            const T scale = alpha != 1 ? p[j * n_out + o] * alpha : p[j * n_out + o];
-            T *restrict row = out + o * n_in;
+            const T scale = alpha != 1 ? factor * alpha : factor;
+            const int32_t *restrict cj = cols + j * n_in;
+            const T *restrict qj = q + j * n_in;
+            const Py_ssize_t count = n_cols[j];
             for (Py_ssize_t c = 0; c < count; ++c)
                 row[cj[c]] += scale * qj[cj[c]];
         }

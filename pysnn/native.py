@@ -689,8 +689,10 @@ def product_bounded(
 
     A term (a row of ``p`` and of ``q``: one sample of one factor pair) whose products of two
     nonzero factors number at most ``crossover · O · I`` (few spikes) is taken event-driven
-    instead, only those products, unless it lies between two terms that the BLAS takes (the
-    BLAS takes one contiguous range of terms). Each value is then a sum of the same products in
+    instead, only those products; one BLAS call takes the other terms (their rows of ``p`` and
+    ``q`` copied into contiguous factors where they are not consecutive, so that one crowded
+    term does not take the sparse terms next to it to the BLAS). Each value is then a sum of
+    the same products in
     another order, held to the same rounding bound against ``addmm_`` as the split BLAS product
     (see :meth:`pysnn.learning.LearningRule.product`). Factors that are not finite leave every
     term to the BLAS (``0·inf`` is NaN there).
@@ -755,8 +757,10 @@ def _optional_float(bound: Optional[float]) -> Optional[float]:
 EVENT_CROSSOVER = 0.01
 #: The same for each term of the threads' product of deeper updates (:func:`product_bounded`),
 #: as a fraction of ``O · I``; its dense form is the BLAS (``benchmarks/event_crossover.py
-#: --depth 32`` measures the crossover: 0.5–1 % on this project's 2-core machine).
-PRODUCT_EVENT_CROSSOVER = 0.01
+#: --depth 32`` measures the crossover: 0.5–1 % on the 2-core Intel Xeon of session 9, with the
+#: events added one term at a time; about 3.5 % on the 2-core AMD EPYC of session 12, with the
+#: events added row by row, every term of a row while it is in the cache).
+PRODUCT_EVENT_CROSSOVER = 0.035
 
 
 def ordered_update(

@@ -540,6 +540,41 @@ def test_event_driven_terms_are_within_the_rounding_bound(dtype, density, crosso
 
 @needs_threaded_product
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("bounds", [(0.0, 0.5), (None, None)], ids=["clamped", "unbounded"])
+def test_crowded_terms_among_sparse_ones_go_to_the_blas_alone(dtype, bounds):
+    """Crowded terms (1, 4, 5 and 9 of 12) among sparse ones: the BLAS takes those four alone
+    (their factors gathered), every sparse term with a product is event-driven, even between
+    crowded ones, and the update is ``addmm_``'s within the rounding bound."""
+    gen = torch.Generator().manual_seed(17)
+    eps, tiny = torch.finfo(dtype).eps, torch.finfo(dtype).tiny
+    n_out, n_in, alpha, beta = 100, 300, -1.0 / 8, 1.0
+    crowded = {1, 4, 5, 9}
+    p_rows, q_rows = [], []
+    for term in range(12):
+        density = 0.6 if term in crowded else 0.03
+        p_rows.append(sparse_factors(gen, 1, n_out, density, dtype, "traces"))
+        q_rows.append(sparse_factors(gen, 1, n_in, density, dtype, "spikes"))
+    p_rows[7].zero_()  # a term without a product: neither path takes it
+    p, q = torch.cat(p_rows), torch.cat(q_rows)
+    products = (p != 0).sum(1) * (q != 0).sum(1)
+    limit = native.PRODUCT_EVENT_CROSSOVER * n_out * n_in
+    assert {int(j) for j in torch.nonzero(products > limit)} == crowded
+    sparse_with_products = int(((products > 0) & (products <= limit)).sum())
+    assert sparse_with_products == 7
+    w = (torch.rand(n_out, n_in, generator=gen, dtype=torch.float64) * 0.6 - 0.05).to(dtype)
+    expected = addmm_reference(w, p, q, alpha, beta, *bounds)
+    got = w.clone()
+    with torch_threads(2):
+        taken = native.product_bounded(got, p, q, alpha, beta, *bounds)
+    assert taken == 1 + sparse_with_products
+    w_abs, p_abs, q_abs = (t.double().abs().numpy() for t in (w, p, q))
+    bound = product_bound(w_abs, beta, alpha, p_abs, q_abs, eps, tiny)
+    error = (got.double() - expected.double()).abs().numpy()
+    assert (error <= bound).all(), float((error / np.maximum(bound, tiny)).max())
+
+
+@needs_threaded_product
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 def test_event_driven_terms_keep_nan_and_leave_non_finite_factors_to_the_blas(dtype):
     gen = torch.Generator().manual_seed(9)
     depth, n_out, n_in = 32, 64, 200
