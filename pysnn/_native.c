@@ -580,12 +580,11 @@ static int event_form(int is_double, char *out, Py_ssize_t n_out, Py_ssize_t n_i
  * nonzero factors number at most `crossover` · O · I is taken event-driven (term_events: only
  * those products, added one by one); one BLAS call takes the others (their rows of p and q
  * gathered into contiguous factors where they are not consecutive; terms without a nonzero
- * product are skipped). Each value of `out` is then a sum of the same
- * products as the BLAS's, in another order: within the rounding bound of addmm_'s that the
- * split BLAS product is held to (see learning.py). Factors or an alpha that are not finite
- * (0·inf is NaN) leave every term to the BLAS; crossover < 0 too. Returns False, with nothing
- * done, when the product is too small to split; else the number of terms taken event-driven
- * plus one. */
+ * product are skipped). Each value of `out` is then a sum of the same products as the BLAS's,
+ * in another order: within the rounding bound of addmm_'s that the split BLAS product is held
+ * to (see learning.py). Factors or an alpha that are not finite (0·inf is NaN) leave every
+ * term to the BLAS; crossover < 0 too. Returns False, with nothing done, when the product is
+ * too small to split; else the number of terms taken event-driven plus one. */
 static PyObject *py_product_bounded(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     void *a[8];

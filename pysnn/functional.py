@@ -587,9 +587,9 @@ def _sum_outputs(pre_trace: Tensor, out: SumBuffers) -> Tuple[Tensor, Tensor]:
 #: The spike-driven product of a ``reduction="sum"`` Linear runs where every sample has at most
 #: this many nonzero inputs (a power of two: the length of its summation tree) ...
 SPIKE_PRODUCT_MAX_SPIKES = 16
-#: ... and all samples together at most ``max(I / SPIKE_PRODUCT_LINE, B·I / SPIKE_PRODUCT_WORK)``:
-#: reading a column of the row-major ``(O, I)`` weight costs a cache line (16 floats) per
-#: output, against one pass over the weight for the dense product ...
+#: ... and all samples together at most ``max(I / SPIKE_PRODUCT_LINE,
+#: B·I / SPIKE_PRODUCT_WORK)``: reading a column of the row-major ``(O, I)`` weight costs a
+#: cache line (16 floats) per output, against one pass over the weight for the dense product ...
 SPIKE_PRODUCT_LINE = 16
 #: ... and ``B·I`` multiply-adds per output: from batch 9 on, the dense product's arithmetic
 #: outweighs its pass over the weight (measured on a 2-core AMD EPYC, 400 → 400 at batch 16:
@@ -650,9 +650,9 @@ def sum_product(weight: Tensor, spikes: Tensor, product: Tensor) -> Tensor:
     :func:`linear_step` calls it at every batch size on the CPU. Where every sample has at most
     :data:`SPIKE_PRODUCT_MAX_SPIKES` nonzero inputs and all samples together at most
     ``max(I / SPIKE_PRODUCT_LINE, B·I / SPIKE_PRODUCT_WORK)``, ``product[o, b]`` is
-    :func:`pairwise_sum` over
-    :data:`SPIKE_PRODUCT_MAX_SPIKES` values: :math:`W_{oi} s_{bi}` for the nonzero inputs
-    :math:`i` of sample ``b`` in ascending order, then +0 (+0 for a silent sample). That is work
+    :func:`pairwise_sum` over :data:`SPIKE_PRODUCT_MAX_SPIKES` values: :math:`W_{oi} s_{bi}`
+    for the nonzero inputs :math:`i` of sample ``b`` in ascending order, then +0 (+0 for a
+    silent sample). That is work
     in proportion to the spikes (a few columns of ``W``) instead of a pass over all of ``W``, in
     an order fixed here, so that the C twin (:func:`pysnn.native.linear_step`), which takes only
     that work, gives the same numbers. Silent inputs then contribute nothing, not ``W·0`` (a NaN
@@ -661,9 +661,10 @@ def sum_product(weight: Tensor, spikes: Tensor, product: Tensor) -> Tensor:
 
     The tensors are on the CPU (only there does :func:`linear_step` call it), so the spike
     counts are read in place through NumPy, which is no device synchronisation: the function
-    takes one form or the other, and the tree only over the samples that have spikes. Traced (by ``torch.compile``, which cannot branch on a tensor's value
-    without a graph break, or under a dispatch mode such as
-    :func:`pysnn.cuda_graph.capture_obstacles`), it computes both forms and selects.
+    takes one form or the other, and the tree only over the samples that have spikes. Traced
+    (by ``torch.compile``, which cannot branch on a tensor's value without a graph break, or
+    under a dispatch mode such as :func:`pysnn.cuda_graph.capture_obstacles`), it computes both
+    forms and selects.
 
     :param weight: ``(O, I)``.
     :param spikes: ``(B, I)`` presynaptic spikes (0/1, or graded values) of the weight's dtype.
