@@ -624,13 +624,12 @@ static PyObject *py_product_bounded(PyObject *self, PyObject *const *args, Py_ss
     Py_ssize_t *const event_terms = n_cols + depth, *const blas_terms = event_terms + depth;
     int32_t *const cols = (int32_t *)(blas_terms + depth);
     const int alpha_finite = is_double ? isfinite(value[0]) : isfinite((float)value[0]);
-    Py_ssize_t blas_first = 0, blas_last = depth, n_event_terms = 0, n_blas_terms = depth;
+    /* classified: each term went to the events or the BLAS (else the BLAS takes them all) */
+    Py_ssize_t n_event_terms = 0, n_blas_terms = 0;
+    int classified = 0;
     if (value[4] >= 0 && alpha_finite && depth > 0) {
         const double limit = value[4] * (double)n_out * (double)n_in;
         int finite = 1;
-        blas_first = depth;
-        blas_last = 0;
-        n_blas_terms = 0;
         for (Py_ssize_t j = 0; j < depth && finite; ++j) {
             if (is_double) {
                 n_rows[j] = nonzero_f64((const double *)p + j * n_out, n_out, NULL);
@@ -642,24 +641,24 @@ static PyObject *py_product_bounded(PyObject *self, PyObject *const *args, Py_ss
                                         n_rows[j] > 0 ? cols + j * n_in : NULL);
             }
             finite = n_rows[j] >= 0 && n_cols[j] >= 0;
-            if ((double)n_rows[j] * (double)n_cols[j] > limit) {
-                blas_first = blas_first < j ? blas_first : j;
-                blas_last = j + 1;
+            if ((double)n_rows[j] * (double)n_cols[j] > limit)
                 blas_terms[n_blas_terms++] = j;
-            } else if (n_rows[j] > 0 && n_cols[j] > 0)
+            else if (n_rows[j] > 0 && n_cols[j] > 0)
                 event_terms[n_event_terms++] = j;
         }
-        if (!finite) {
-            blas_first = 0;
-            blas_last = n_blas_terms = depth;
-            n_event_terms = 0;
-        }
+        classified = finite;
+    }
+    if (!classified) {
+        n_event_terms = 0;
+        n_blas_terms = depth;
     }
     /* The BLAS's terms as contiguous factors: the rows of p and q themselves where they are
      * consecutive, else those rows copied one after the other (so that a few crowded terms do
      * not take every sparse term between them to the BLAS too) */
+    const Py_ssize_t blas_first = classified && n_blas_terms > 0 ? blas_terms[0] : 0;
     const char *p_blas = p + blas_first * n_out * size, *q_blas = q + blas_first * n_in * size;
-    if (n_blas_terms > 0 && n_blas_terms < blas_last - blas_first) {
+    if (classified && n_blas_terms > 0 &&
+        blas_terms[n_blas_terms - 1] - blas_first + 1 > n_blas_terms) {
         char *const p_gathered = memory + gathered_at;
         char *const q_gathered = p_gathered + (size_t)n_blas_terms * (size_t)n_out * size;
         for (Py_ssize_t t = 0; t < n_blas_terms; ++t) {
@@ -1224,7 +1223,8 @@ static PyObject *py_constants(PyObject *self, PyObject *unused)
     return Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:i,s:i}", "MODEL_IF", MODEL_IF, "MODEL_LIF",
                          MODEL_LIF, "MODEL_ADAPTIVE_LIF", MODEL_ADAPTIVE_LIF, "REFRAC_MAX_STEPS",
                          REFRAC_MAX_STEPS, "ORDERED_MAX_DEPTH", ORDERED_MAX_DEPTH,
-                         "SPIKE_PRODUCT_MAX_LENGTH", SPIKE_PRODUCT_MAX_LENGTH, "MT_STATE_BYTES", MT_STATE_BYTES);
+                         "SPIKE_PRODUCT_MAX_LENGTH", SPIKE_PRODUCT_MAX_LENGTH, "MT_STATE_BYTES",
+                         MT_STATE_BYTES);
 }
 
 static PyMethodDef methods[] = {

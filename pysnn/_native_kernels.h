@@ -137,11 +137,6 @@ TARGET_CLONES static void KERNEL(normalize_rows)(T *restrict weight, Py_ssize_t 
     }
 }
 
-/* The spike-driven product of Linear(reduction="sum") (functional.sum_product), rows
- * [first, last) of product (O, B): product[o][b] is the pairwise tree of functional.pairwise_sum,
- * over SPIKE_PRODUCT_MAX_LENGTH values, of W[o][i]·x[b][i] for the nonzero inputs i of sample b
- * in ascending order (idx[b], counts[b] of them), padded with +0. W is read through its strides;
- * x is bool (a nonzero input is 1) or T. */
 /* W[o][i]·x[b][i] of the t-th nonzero input i of sample b (xb NULL: bool spikes, x = 1) */
 static ALWAYS_INLINE T KERNEL(spike_term)(const T *restrict w, Py_ssize_t stride_i,
                                           const int32_t *restrict ib, const T *restrict xb,
@@ -151,6 +146,11 @@ static ALWAYS_INLINE T KERNEL(spike_term)(const T *restrict w, Py_ssize_t stride
     return xb == NULL ? w[i * stride_i] * (T)1 : w[i * stride_i] * xb[i];
 }
 
+/* The spike-driven product of Linear(reduction="sum") (functional.sum_product), rows
+ * [first, last) of product (O, B): product[o][b] is the pairwise tree of functional.pairwise_sum,
+ * over SPIKE_PRODUCT_MAX_LENGTH values, of W[o][i]·x[b][i] for the nonzero inputs i of sample b
+ * in ascending order (idx[b], counts[b] of them), padded with +0. W is read through its strides;
+ * x is bool (a nonzero input is 1) or T. */
 static void KERNEL(spike_rows)(const T *restrict weight, Py_ssize_t stride_o, Py_ssize_t stride_i,
                                Py_ssize_t first, Py_ssize_t last, Py_ssize_t n_in,
                                Py_ssize_t batch, const void *restrict x, const int x_is_bool,
@@ -168,25 +168,10 @@ static void KERNEL(spike_rows)(const T *restrict weight, Py_ssize_t stride_o, Py
             /* The tree over `length` values pads with +0, and x + (+0) is x but for x = -0
              * (which becomes +0): so the tree over the first power of two `span` >= k values,
              * then one +0 where there was padding, gives the same number with far fewer
-             * additions (a sample with 2 spikes: 2 instead of 15). The common short trees are
-             * written out. */
-            T value;
-            if (k == 0) /* the tree over sixteen +0 */
-                value = (T)0;
-            else if (k == 1)
-                value = KERNEL(spike_term)(w, stride_i, ib, xb, 0) + (T)0;
-            else if (k == 2)
-                value = (KERNEL(spike_term)(w, stride_i, ib, xb, 0) +
-                         KERNEL(spike_term)(w, stride_i, ib, xb, 1)) +
-                        (T)0;
-            else if (k <= 4) {
-                const T third = k == 4 ? KERNEL(spike_term)(w, stride_i, ib, xb, 3) : (T)0;
-                value = ((KERNEL(spike_term)(w, stride_i, ib, xb, 0) +
-                          KERNEL(spike_term)(w, stride_i, ib, xb, 2)) +
-                         (KERNEL(spike_term)(w, stride_i, ib, xb, 1) + third)) +
-                        (T)0;
-            } else {
-                Py_ssize_t span = 8;
+             * additions (a sample with 2 spikes: 2 instead of 15). */
+            T value = (T)0; /* the tree over sixteen +0 */
+            if (k > 0) {
+                Py_ssize_t span = 1;
                 while (span < k)
                     span *= 2;
                 for (Py_ssize_t t = 0; t < k; ++t)
