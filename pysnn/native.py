@@ -370,25 +370,25 @@ def _neuron(model: int, x: Tensor, arguments: tuple, cache: dict, strict: bool):
 
 def _rows_of(cache: dict, slot: int, x: Tensor, rows: int) -> tuple:
     """``(data pointer, row stride, column stride)`` of ``x`` read as ``(rows, -1)``: kept
-    between steps while the same tensor object has the same memory and layout (a connection's
-    live output view), else recomputed (a view whenever the layout allows, else a copy kept
-    alive until the kernel has run)."""
-    name = "neuron_input", "neuron_input2"
-    tail = cache.get(name[slot])
-    if (
-        tail is None
-        or x is not tail[0]
-        or x.data_ptr() != tail[1]
-        or x.stride() != tail[2]
-        or x.shape != tail[3]
-    ):
+    between steps while the input has the same data pointer, strides and shape (a connection's
+    live output, seen through a new view at every step, is read through the same view), else
+    recomputed (a view whenever the layout allows, else a copy kept alive until the kernel has
+    run). The view ``reshape`` makes depends only on those three."""
+    name = _INPUT_SLOTS[slot]
+    layout = (x.data_ptr(), x.stride(), x.shape)
+    tail = cache.get(name)
+    if tail is None or tail[0] != layout:
         current = x.reshape(rows, -1)  # a view whenever the layout allows
-        tail = (x, x.data_ptr(), x.stride(), x.shape, current.data_ptr(), *current.stride())
-        if tail[4] == tail[1]:  # a view: the same memory at the next step
-            cache[name[slot]] = tail
+        tail = (layout, current.data_ptr(), *current.stride())
+        if tail[1] == layout[0]:  # a view: the same memory at the next step
+            cache[name] = tail
         else:
+            cache[name] = None
             cache["neuron_copy%d" % slot] = current  # alive until the next step
-    return tail[4:]
+    return tail[1:]
+
+
+_INPUT_SLOTS = ("neuron_input", "neuron_input2")
 
 
 def _neuron_args(tensors, model: int, n_state: int, relax: bool) -> tuple:
