@@ -482,6 +482,12 @@ static PyObject *py_neuron_step(PyObject *self, PyObject *const *args, Py_ssize_
  * beta pass (a value of `out` was not clean: the caller's dense form takes the rest, beta 1). */
 enum { EVENT_DECLINED = 0, EVENT_DONE = 2, EVENT_DIRTY = 3 };
 
+/* nonzero_f32/nonzero_f64 of the `n` values at `x`, of either dtype. */
+static Py_ssize_t nonzero_values(int is_double, const char *x, Py_ssize_t n, int32_t *idx)
+{
+    return is_double ? nonzero_f64((const double *)x, n, idx) : nonzero_f32((const float *)x, n, idx);
+}
+
 /* The event-driven form of a learning rule's update of `out` (O, I) from stacked factors p
  * (depth, O) and q (depth, I): out ← beta·out, then only the products of two nonzero factors
  * (event_update), then the bounds on what changed. value = (alpha, beta, w_min, w_max) with
@@ -508,22 +514,19 @@ static int event_form(int is_double, char *out, Py_ssize_t n_out, Py_ssize_t n_i
     char *const sums = memory + 16 * depth + listed;
     double work = 0;
     for (Py_ssize_t j = 0; j < depth; ++j) {
-        if (is_double) {
-            n_rows[j] = nonzero_f64((const double *)p + j * n_out, n_out, NULL);
-            /* the columns of a term are listed only where it has rows: the others add 0 */
-            n_cols[j] = nonzero_f64((const double *)q + j * n_in, n_in,
-                                    n_rows[j] > 0 ? cols + j * n_in : NULL);
-        } else {
-            n_rows[j] = nonzero_f32((const float *)p + j * n_out, n_out, NULL);
-            n_cols[j] = nonzero_f32((const float *)q + j * n_in, n_in,
-                                    n_rows[j] > 0 ? cols + j * n_in : NULL);
-        }
+        n_rows[j] = nonzero_values(is_double, p + j * n_out * size, n_out, NULL);
+        n_cols[j] = nonzero_values(is_double, q + j * n_in * size, n_in, NULL);
         if (n_rows[j] < 0 || n_cols[j] < 0)
             return EVENT_DECLINED; /* a factor that is not finite */
         work += (double)n_rows[j] * (double)n_cols[j];
     }
     if (work > crossover * (double)depth * (double)n_out * (double)n_in)
         return EVENT_DECLINED;
+    /* the columns of a term are listed only where it has rows (the others add 0), and only
+     * once the event form is taken: listing is a dependent chain, counting is vectorised */
+    for (Py_ssize_t j = 0; j < depth; ++j)
+        if (n_rows[j] > 0)
+            nonzero_values(is_double, q + j * n_in * size, n_in, cols + j * n_in);
     int dirty = 0;
     /* one team: each thread's beta pass and scan, then (all clean) its rows' events */
 #pragma omp parallel num_threads(threads)
@@ -585,6 +588,11 @@ static int event_form(int is_double, char *out, Py_ssize_t n_out, Py_ssize_t n_i
  * to (see learning.py). Factors or an alpha that are not finite (0·inf is NaN) leave every
  * term to the BLAS; crossover < 0 too. Returns False, with nothing done, when the product is
  * too small to split; else the number of terms taken event-driven plus one. */
+/* product_bounded's BLAS also takes the terms between its first and last where they number
+ * under 1/BLAS_ABSORBS_BELOW of its own: the BLAS spends about as long on one term as copying
+ * the factors of ten terms into contiguous memory takes (O = 400, I = 784, two threads). */
+#define BLAS_ABSORBS_BELOW 8
+
 static PyObject *py_product_bounded(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     void *a[8];
@@ -631,15 +639,8 @@ static PyObject *py_product_bounded(PyObject *self, PyObject *const *args, Py_ss
         const double limit = value[4] * (double)n_out * (double)n_in;
         int finite = 1;
         for (Py_ssize_t j = 0; j < depth && finite; ++j) {
-            if (is_double) {
-                n_rows[j] = nonzero_f64((const double *)p + j * n_out, n_out, NULL);
-                n_cols[j] = nonzero_f64((const double *)q + j * n_in, n_in,
-                                        n_rows[j] > 0 ? cols + j * n_in : NULL);
-            } else {
-                n_rows[j] = nonzero_f32((const float *)p + j * n_out, n_out, NULL);
-                n_cols[j] = nonzero_f32((const float *)q + j * n_in, n_in,
-                                        n_rows[j] > 0 ? cols + j * n_in : NULL);
-            }
+            n_rows[j] = nonzero_values(is_double, p + j * n_out * size, n_out, NULL);
+            n_cols[j] = nonzero_values(is_double, q + j * n_in * size, n_in, NULL);
             finite = n_rows[j] >= 0 && n_cols[j] >= 0;
             if ((double)n_rows[j] * (double)n_cols[j] > limit)
                 blas_terms[n_blas_terms++] = j;
@@ -652,6 +653,28 @@ static PyObject *py_product_bounded(PyObject *self, PyObject *const *args, Py_ss
         n_event_terms = 0;
         n_blas_terms = depth;
     }
+    /* A few terms between the BLAS's first and last: the BLAS takes them too (one more term
+     * costs it less than copying the factors of every term it has, below), and the event-driven
+     * terms are those outside that range. */
+    if (classified && n_blas_terms > 0) {
+        const Py_ssize_t first_term = blas_terms[0], last_term = blas_terms[n_blas_terms - 1];
+        const Py_ssize_t between = last_term - first_term + 1 - n_blas_terms;
+        if (between > 0 && between * BLAS_ABSORBS_BELOW < n_blas_terms) {
+            Py_ssize_t kept = 0;
+            for (Py_ssize_t t = 0; t < n_event_terms; ++t)
+                if (event_terms[t] < first_term || event_terms[t] > last_term)
+                    event_terms[kept++] = event_terms[t];
+            n_event_terms = kept;
+            n_blas_terms = last_term - first_term + 1;
+            for (Py_ssize_t t = 0; t < n_blas_terms; ++t)
+                blas_terms[t] = first_term + t;
+        }
+    }
+    /* only the event-driven terms' columns are listed (a dependent chain per value, where
+     * counting them is vectorised): a crowded term's would be listed for nothing */
+    for (Py_ssize_t t = 0; classified && t < n_event_terms; ++t)
+        nonzero_values(is_double, q + event_terms[t] * n_in * size, n_in,
+                       cols + event_terms[t] * n_in);
     /* The BLAS's terms as contiguous factors: the rows of p and q themselves where they are
      * consecutive, else those rows copied one after the other (so that a few crowded terms do
      * not take every sparse term between them to the BLAS too) */

@@ -691,7 +691,9 @@ def product_bounded(
     nonzero factors number at most ``crossover · O · I`` (few spikes) is taken event-driven
     instead, only those products; one BLAS call takes the other terms (their rows of ``p`` and
     ``q`` copied into contiguous factors where they are not consecutive, so that one crowded
-    term does not take the sparse terms next to it to the BLAS). Each value is then a sum of
+    term does not take the sparse terms next to it to the BLAS; where the sparse terms between
+    the BLAS's first and last number under 1/8 of its own, the BLAS takes them too, which costs
+    it less than the copy). Each value is then a sum of
     the same products in another order, held to the same rounding bound against ``addmm_`` as
     the split BLAS product (see :meth:`pysnn.learning.LearningRule.product`). Factors that are
     not finite leave every term to the BLAS (``0·inf`` is NaN there).

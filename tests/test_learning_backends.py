@@ -575,6 +575,38 @@ def test_crowded_terms_among_sparse_ones_go_to_the_blas_alone(dtype, bounds):
 
 @needs_threaded_product
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_a_few_sparse_terms_between_crowded_ones_go_to_the_blas_with_them(dtype):
+    """Terms 2-19 of 20 crowded but for term 10: under 1/8 of the BLAS's terms lie between its
+    first and last, so the BLAS takes the whole range (term 10 included, no factors copied) and
+    only terms 0 and 1, outside it, are event-driven; the update is ``addmm_``'s within the
+    rounding bound."""
+    gen = torch.Generator().manual_seed(23)
+    eps, tiny = torch.finfo(dtype).eps, torch.finfo(dtype).tiny
+    n_out, n_in, alpha, beta, depth = 100, 300, 1.0 / 16, 1.0, 20
+    sparse = {0, 1, 10}
+    p_rows, q_rows = [], []
+    for term in range(depth):
+        density = 0.03 if term in sparse else 0.6
+        p_rows.append(sparse_factors(gen, 1, n_out, density, dtype, "traces"))
+        q_rows.append(sparse_factors(gen, 1, n_in, density, dtype, "spikes"))
+    p, q = torch.cat(p_rows), torch.cat(q_rows)
+    products = (p != 0).sum(1) * (q != 0).sum(1)
+    limit = native.PRODUCT_EVENT_CROSSOVER * n_out * n_in
+    assert {int(j) for j in torch.nonzero((products > 0) & (products <= limit))} == sparse
+    w = (torch.rand(n_out, n_in, generator=gen, dtype=torch.float64) * 0.6).to(dtype)
+    expected = addmm_reference(w, p, q, alpha, beta, 0.0, 1.0)
+    got = w.clone()
+    with torch_threads(2):
+        taken = native.product_bounded(got, p, q, alpha, beta, 0.0, 1.0)
+    assert taken == 1 + 2  # terms 0 and 1
+    w_abs, p_abs, q_abs = (t.double().abs().numpy() for t in (w, p, q))
+    bound = product_bound(w_abs, beta, alpha, p_abs, q_abs, eps, tiny)
+    error = (got.double() - expected.double()).abs().numpy()
+    assert (error <= bound).all(), float((error / np.maximum(bound, tiny)).max())
+
+
+@needs_threaded_product
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 def test_event_driven_terms_keep_nan_and_leave_non_finite_factors_to_the_blas(dtype):
     gen = torch.Generator().manual_seed(9)
     depth, n_out, n_in = 32, 64, 200
