@@ -214,6 +214,17 @@ def product_bound(w_prev_abs, beta, alpha, p_abs, q_abs, eps, tiny):
     return 2 * k * eps * (abs(beta) * w_prev_abs + abs(alpha) * (p_abs.T @ q_abs)) + (k + 2) * tiny
 
 
+def assert_within_product_bound(got, expected, w, p, q, alpha, beta):
+    """``got`` and ``expected`` (two computations of ``beta·w + alpha·pᵀq``, clamped or not)
+    differ by at most :func:`product_bound` everywhere; returns the bound (a NumPy array)."""
+    eps, tiny = torch.finfo(w.dtype).eps, torch.finfo(w.dtype).tiny
+    w_abs, p_abs, q_abs = (t.double().abs().numpy() for t in (w, p, q))
+    bound = product_bound(w_abs, beta, alpha, p_abs, q_abs, eps, tiny)
+    error = (got.double() - expected.double()).abs().numpy()
+    assert (error <= bound).all(), float((error / np.maximum(bound, tiny)).max())
+    return bound
+
+
 def soft_bound_step_bound(diff, w_abs, pot_pq, dep_pq, alpha, w_max, eps, tiny):
     """Bound after multiplicative STDP, ``W ← W − W·S + (w_max − w_min)·pot + w_min·S`` with
     ``pot``, ``dep`` products (beta 0, bounds ``e_pot``, ``e_dep``) and ``S = pot + dep``
@@ -494,7 +505,6 @@ def test_event_driven_terms_are_within_the_rounding_bound(dtype, density, crosso
     the threaded product, for factor densities 0–20 % (pair STDP at batch 16: 32 terms); the
     values that the bounds clip are exactly the bounds."""
     gen = torch.Generator().manual_seed(int(density * 100) + 3)
-    eps, tiny = torch.finfo(dtype).eps, torch.finfo(dtype).tiny
     depth, n_out, n_in, alpha, low, high = 32, 120, 300, 1.0 / 16, 0.0, 0.5
     # a pair-STDP mix: 16 rows of spikes ⊗ traces, then 16 of traces ⊗ spikes
     p = torch.cat(
@@ -521,10 +531,7 @@ def test_event_driven_terms_are_within_the_rounding_bound(dtype, density, crosso
         assert taken == 1
     elif crossover == math.inf:
         assert taken == 1 + nonzero_terms  # every term with a product, event-driven
-    w_abs, p_abs, q_abs = (t.double().abs().numpy() for t in (w, p, q))
-    bound = product_bound(w_abs, beta, alpha, p_abs, q_abs, eps, tiny)
-    error = (got.double() - expected.double()).abs().numpy()
-    assert (error <= bound).all(), float((error / np.maximum(bound, tiny)).max())
+    bound = assert_within_product_bound(got, expected, w, p, q, alpha, beta)
     assert float(got.min()) >= low and float(got.max()) <= high
     assert got[3, 7] == high and got[5, 9] == low
     clipped = (expected == low) | (expected == high)
@@ -546,7 +553,6 @@ def test_crowded_terms_among_sparse_ones_go_to_the_blas_alone(dtype, bounds):
     (their factors gathered), every sparse term with a product is event-driven, even between
     crowded ones, and the update is ``addmm_``'s within the rounding bound."""
     gen = torch.Generator().manual_seed(17)
-    eps, tiny = torch.finfo(dtype).eps, torch.finfo(dtype).tiny
     n_out, n_in, alpha, beta = 100, 300, -1.0 / 8, 1.0
     crowded = {1, 4, 5, 9}
     p_rows, q_rows = [], []
@@ -567,10 +573,7 @@ def test_crowded_terms_among_sparse_ones_go_to_the_blas_alone(dtype, bounds):
     with torch_threads(2):
         taken = native.product_bounded(got, p, q, alpha, beta, *bounds)
     assert taken == 1 + sparse_with_products
-    w_abs, p_abs, q_abs = (t.double().abs().numpy() for t in (w, p, q))
-    bound = product_bound(w_abs, beta, alpha, p_abs, q_abs, eps, tiny)
-    error = (got.double() - expected.double()).abs().numpy()
-    assert (error <= bound).all(), float((error / np.maximum(bound, tiny)).max())
+    assert_within_product_bound(got, expected, w, p, q, alpha, beta)
 
 
 @needs_threaded_product
@@ -581,7 +584,6 @@ def test_a_few_sparse_terms_between_crowded_ones_go_to_the_blas_with_them(dtype)
     only terms 0 and 1, outside it, are event-driven; the update is ``addmm_``'s within the
     rounding bound."""
     gen = torch.Generator().manual_seed(23)
-    eps, tiny = torch.finfo(dtype).eps, torch.finfo(dtype).tiny
     n_out, n_in, alpha, beta, depth = 100, 300, 1.0 / 16, 1.0, 20
     sparse = {0, 1, 10}
     p_rows, q_rows = [], []
@@ -599,10 +601,7 @@ def test_a_few_sparse_terms_between_crowded_ones_go_to_the_blas_with_them(dtype)
     with torch_threads(2):
         taken = native.product_bounded(got, p, q, alpha, beta, 0.0, 1.0)
     assert taken == 1 + 2  # terms 0 and 1
-    w_abs, p_abs, q_abs = (t.double().abs().numpy() for t in (w, p, q))
-    bound = product_bound(w_abs, beta, alpha, p_abs, q_abs, eps, tiny)
-    error = (got.double() - expected.double()).abs().numpy()
-    assert (error <= bound).all(), float((error / np.maximum(bound, tiny)).max())
+    assert_within_product_bound(got, expected, w, p, q, alpha, beta)
 
 
 @needs_threaded_product
