@@ -569,6 +569,11 @@ static int event_form(int is_double, char *out, Py_ssize_t n_out, Py_ssize_t n_i
     return dirty ? EVENT_DIRTY : EVENT_DONE;
 }
 
+/* product_bounded's BLAS also takes the terms between its first and last where they number
+ * under 1/BLAS_ABSORBS_BELOW of its own: the BLAS spends about as long on one term as copying
+ * the factors of ten terms into contiguous memory takes (O = 400, I = 784, two threads). */
+#define BLAS_ABSORBS_BELOW 8
+
 /* product_bounded(gemm, is_double, out, n_out, n_in, depth, p, q, alpha, beta, w_min, w_max,
  *                 crossover)
  *
@@ -588,11 +593,6 @@ static int event_form(int is_double, char *out, Py_ssize_t n_out, Py_ssize_t n_i
  * to (see learning.py). Factors or an alpha that are not finite (0·inf is NaN) leave every
  * term to the BLAS; crossover < 0 too. Returns False, with nothing done, when the product is
  * too small to split; else the number of terms taken event-driven plus one. */
-/* product_bounded's BLAS also takes the terms between its first and last where they number
- * under 1/BLAS_ABSORBS_BELOW of its own: the BLAS spends about as long on one term as copying
- * the factors of ten terms into contiguous memory takes (O = 400, I = 784, two threads). */
-#define BLAS_ABSORBS_BELOW 8
-
 static PyObject *py_product_bounded(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     void *a[8];
@@ -653,12 +653,18 @@ static PyObject *py_product_bounded(PyObject *self, PyObject *const *args, Py_ss
         n_event_terms = 0;
         n_blas_terms = depth;
     }
-    /* A few terms between the BLAS's first and last: the BLAS takes them too (one more term
-     * costs it less than copying the factors of every term it has, below), and the event-driven
-     * terms are those outside that range. */
+    /* The BLAS's terms as contiguous factors. Where they are consecutive, the rows of p and q
+     * themselves. Where the terms between the BLAS's first and last number under
+     * 1/BLAS_ABSORBS_BELOW of its own, the BLAS takes those too (one more term costs it less
+     * than copying the factors of every term it has) and the event-driven terms are those
+     * outside that range. Else the BLAS's rows are copied one after the other, so that a few
+     * crowded terms do not take every sparse term between them to the BLAS. */
+    const char *p_blas = p, *q_blas = q;
     if (classified && n_blas_terms > 0) {
         const Py_ssize_t first_term = blas_terms[0], last_term = blas_terms[n_blas_terms - 1];
         const Py_ssize_t between = last_term - first_term + 1 - n_blas_terms;
+        p_blas = p + first_term * n_out * size;
+        q_blas = q + first_term * n_in * size;
         if (between > 0 && between * BLAS_ABSORBS_BELOW < n_blas_terms) {
             Py_ssize_t kept = 0;
             for (Py_ssize_t t = 0; t < n_event_terms; ++t)
@@ -666,33 +672,24 @@ static PyObject *py_product_bounded(PyObject *self, PyObject *const *args, Py_ss
                     event_terms[kept++] = event_terms[t];
             n_event_terms = kept;
             n_blas_terms = last_term - first_term + 1;
-            for (Py_ssize_t t = 0; t < n_blas_terms; ++t)
-                blas_terms[t] = first_term + t;
+        } else if (between > 0) {
+            char *const p_gathered = memory + gathered_at;
+            char *const q_gathered = p_gathered + (size_t)n_blas_terms * (size_t)n_out * size;
+            for (Py_ssize_t t = 0; t < n_blas_terms; ++t) {
+                memcpy(p_gathered + t * n_out * size, p + blas_terms[t] * n_out * size,
+                       (size_t)(n_out * size));
+                memcpy(q_gathered + t * n_in * size, q + blas_terms[t] * n_in * size,
+                       (size_t)(n_in * size));
+            }
+            p_blas = p_gathered;
+            q_blas = q_gathered;
         }
     }
     /* only the event-driven terms' columns are listed (a dependent chain per value, where
      * counting them is vectorised): a crowded term's would be listed for nothing */
-    for (Py_ssize_t t = 0; classified && t < n_event_terms; ++t)
+    for (Py_ssize_t t = 0; t < n_event_terms; ++t)
         nonzero_values(is_double, q + event_terms[t] * n_in * size, n_in,
                        cols + event_terms[t] * n_in);
-    /* The BLAS's terms as contiguous factors: the rows of p and q themselves where they are
-     * consecutive, else those rows copied one after the other (so that a few crowded terms do
-     * not take every sparse term between them to the BLAS too) */
-    const Py_ssize_t blas_first = classified && n_blas_terms > 0 ? blas_terms[0] : 0;
-    const char *p_blas = p + blas_first * n_out * size, *q_blas = q + blas_first * n_in * size;
-    if (classified && n_blas_terms > 0 &&
-        blas_terms[n_blas_terms - 1] - blas_first + 1 > n_blas_terms) {
-        char *const p_gathered = memory + gathered_at;
-        char *const q_gathered = p_gathered + (size_t)n_blas_terms * (size_t)n_out * size;
-        for (Py_ssize_t t = 0; t < n_blas_terms; ++t) {
-            memcpy(p_gathered + t * n_out * size, p + blas_terms[t] * n_out * size,
-                   (size_t)(n_out * size));
-            memcpy(q_gathered + t * n_in * size, q + blas_terms[t] * n_in * size,
-                   (size_t)(n_in * size));
-        }
-        p_blas = p_gathered;
-        q_blas = q_gathered;
-    }
     const int blas = n_blas_terms > 0, beta_zero = value[1] == 0.0;
 #pragma omp parallel num_threads(threads)
     {
