@@ -693,10 +693,10 @@ def product_bounded(
     ``q`` copied into contiguous factors where they are not consecutive, so that one crowded
     term does not take the sparse terms next to it to the BLAS; where the sparse terms between
     the BLAS's first and last number under 1/8 of its own, the BLAS takes them too, which costs
-    it less than the copy). Each value is then a sum of
-    the same products in another order, held to the same rounding bound against ``addmm_`` as
-    the split BLAS product (see :meth:`pysnn.learning.LearningRule.product`). Factors that are
-    not finite leave every term to the BLAS (``0·inf`` is NaN there).
+    it less than the copy). Each value is then a sum of the same products in another order,
+    held to the same rounding bound against ``addmm_`` as the split BLAS product (see
+    :meth:`pysnn.learning.LearningRule.product`). Factors that are not finite leave every term
+    to the BLAS (``0·inf`` is NaN there).
 
     :param out: ``(O, I)`` contiguous weight.
     :param p: ``(T, B, 1, O)`` contiguous, read as ``(T·B, O)``.
