@@ -1,7 +1,7 @@
 """Where the event-driven weight update stops paying: the crossovers behind ``EVENT_CROSSOVER``
 and ``PRODUCT_EVENT_CROSSOVER``.
 
-Usage: ``python benchmarks/event_crossover.py [--threads 2] [--depth 2] [--quick]``
+Usage: ``python benchmarks/event_crossover.py [--threads 2] [--depth 2] [--fixed] [--quick]``
 
 :func:`pysnn.native.ordered_update` (depth at most ``learning.ORDERED_DEPTH``, 8) takes only
 the products of two nonzero factors when they number at most ``pysnn.native.EVENT_CROSSOVER``
@@ -13,6 +13,11 @@ a (400, 784) weight (Diehl & Cook's input layer) with the event path forced (cro
 work fraction (products taken by the event path / dense products) and both times. Where the
 event time passes the dense one is the crossover. Each factor row ``j`` has the same density
 in ``p`` and ``q``, so the work fraction is about the density squared.
+
+``--fixed`` times ``product_bounded``'s BLAS instead (``-1``: every term to it) on 1–32 dense
+terms, and the bounds pass alone (no term with a product), and prints the BLAS's cost before
+its first term in terms (:data:`pysnn.native.PRODUCT_BLAS_FIXED_TERMS`): the intercept of a
+least-squares line through the BLAS times, less the bounds pass, over its slope.
 """
 
 import argparse
@@ -35,10 +40,39 @@ def time_update(out: torch.Tensor, p, q, crossover: float, repeats: int) -> floa
     return (time.perf_counter() - start) / repeats * 1e3
 
 
+def blas_fixed_cost(out: torch.Tensor, gen: torch.Generator, repeats: int, rounds: int) -> None:
+    """Print the BLAS's time per number of dense terms and its fixed cost in terms."""
+    depths = (1, 2, 4, 8, 16, 32)
+    factors = {
+        k: (torch.rand(k, 400, generator=gen), torch.rand(k, 784, generator=gen)) for k in depths
+    }
+    silent = (torch.zeros(1, 400), torch.zeros(1, 784))
+    blas = {k: [] for k in depths}
+    bounds = []
+    for _ in range(rounds):  # interleaved
+        for k in depths:
+            blas[k].append(time_update(out, *factors[k], -1.0, repeats))
+        bounds.append(time_update(out, *silent, math.inf, repeats))
+    print("| dense terms | BLAS ms |")
+    print("|---|---|")
+    medians = [statistics.median(blas[k]) for k in depths]
+    for k, ms in zip(depths, medians):
+        print(f"| {k} | {ms:.4f} |")
+    mean_k, mean_t = statistics.mean(depths), statistics.mean(medians)
+    slope = sum((k - mean_k) * (t - mean_t) for k, t in zip(depths, medians)) / sum(
+        (k - mean_k) ** 2 for k in depths
+    )
+    intercept, alone = mean_t - slope * mean_k, statistics.median(bounds)
+    print(f"\nbounds pass alone {alone:.4f} ms; per term {slope:.4f} ms; before the first term")
+    print(f"{intercept - alone:.4f} ms = {(intercept - alone) / slope:.1f} terms")
+    print(f"PRODUCT_BLAS_FIXED_TERMS = {native.PRODUCT_BLAS_FIXED_TERMS}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--depth", type=int, default=2, help="stacked factor rows (2 = batch 1)")
+    parser.add_argument("--fixed", action="store_true", help="the BLAS's fixed cost instead")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if not native.enabled():
@@ -47,6 +81,9 @@ def main() -> None:
     repeats, rounds = (50, 3) if args.quick else (200, 7)
     gen = torch.Generator().manual_seed(0)
     out = 0.2 + 0.6 * torch.rand(400, 784, generator=gen)
+    if args.fixed:
+        blas_fixed_cost(out, gen, repeats, rounds)
+        return
     print(f"torch {torch.__version__}, {args.threads} threads, depth {args.depth}, (400, 784)\n")
     print("| density of p and q | work fraction | event ms | dense ms | event / dense |")
     print("|---|---|---|---|---|")

@@ -574,8 +574,9 @@ static int event_form(int is_double, char *out, Py_ssize_t n_out, Py_ssize_t n_i
  * the factors of ten terms into contiguous memory takes (O = 400, I = 784, two threads). */
 #define BLAS_ABSORBS_BELOW 8
 
+
 /* product_bounded(gemm, is_double, out, n_out, n_in, depth, p, q, alpha, beta, w_min, w_max,
- *                 crossover)
+ *                 crossover, blas_fixed_terms)
  *
  * out ← clamp(beta·out + alpha·pᵀ q, w_min, w_max), out (O, I), p (depth, O) and q (depth, I)
  * row-major; w_min / w_max a float or None (no bound). A learning rule's weight update: each
@@ -590,26 +591,30 @@ static int event_form(int is_double, char *out, Py_ssize_t n_out, Py_ssize_t n_i
  * gathered into contiguous factors where they are not consecutive; terms without a nonzero
  * product are skipped). Each value of `out` is then a sum of the same products as the BLAS's,
  * in another order: within the rounding bound of addmm_'s that the split BLAS product is held
- * to (see learning.py). Factors or an alpha that are not finite (0·inf is NaN) leave every
+ * to (see learning.py). Where the terms above the crossover number n and hold at most
+ * (n + blas_fixed_terms) · crossover · O · I products in all, every term is event-driven: the
+ * BLAS costs about blas_fixed_terms terms before its first (its pass over the weight and its
+ * setup), so a BLAS call for a term or two just over the crossover, while the others are
+ * event-driven (Diehl & Cook at batch 16), would cost more than their events. Factors or an alpha that are not finite (0·inf is NaN) leave every
  * term to the BLAS; crossover < 0 too. Returns False, with nothing done, when the product is
  * too small to split; else the number of terms taken event-driven plus one. */
 static PyObject *py_product_bounded(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     void *a[8];
-    double value[5];
-    int has[5];
+    double value[6];
+    int has[6];
     (void)self;
-    if (nargs != 13) {
-        PyErr_Format(PyExc_TypeError, "product_bounded expects 13 arguments, got %zd", nargs);
+    if (nargs != 14) {
+        PyErr_Format(PyExc_TypeError, "product_bounded expects 14 arguments, got %zd", nargs);
         return NULL;
     }
     if (parse_args(args, 8, 8, "product_bounded", a) < 0)
         return NULL;
-    if (parse_floats(args + 8, 5, value, has) < 0)
+    if (parse_floats(args + 8, 6, value, has) < 0)
         return NULL;
-    if (!has[0] || !has[1] || !has[4]) {
-        PyErr_SetString(PyExc_TypeError,
-                        "product_bounded: alpha, beta and crossover must be floats");
+    if (!has[0] || !has[1] || !has[4] || !has[5]) {
+        PyErr_SetString(PyExc_TypeError, "product_bounded: alpha, beta, crossover and "
+                                         "blas_fixed_terms must be floats");
         return NULL;
     }
     const int is_double = AS_INT(a[1]);
@@ -648,6 +653,17 @@ static PyObject *py_product_bounded(PyObject *self, PyObject *const *args, Py_ss
                 event_terms[n_event_terms++] = j;
         }
         classified = finite;
+        if (classified && n_blas_terms > 0) {
+            double blas_products = 0;
+            for (Py_ssize_t t = 0; t < n_blas_terms; ++t)
+                blas_products += (double)n_rows[blas_terms[t]] * (double)n_cols[blas_terms[t]];
+            if (blas_products <= ((double)n_blas_terms + value[5]) * limit) {
+                n_event_terms = n_blas_terms = 0;
+                for (Py_ssize_t j = 0; j < depth; ++j)
+                    if (n_rows[j] > 0 && n_cols[j] > 0)
+                        event_terms[n_event_terms++] = j;
+            }
+        }
     }
     if (!classified) {
         n_event_terms = 0;
@@ -1287,7 +1303,10 @@ PyMODINIT_FUNC PyInit__native(void)
     const long openmp = 0;
 #endif
     /* whether large steps are split over threads (see team_size) */
-    if (extension != NULL && PyModule_AddIntConstant(extension, "openmp", openmp) < 0) {
+    /* and product_bounded's choice of the BLAS's terms (read by the tests) */
+    if (extension != NULL &&
+        (PyModule_AddIntConstant(extension, "openmp", openmp) < 0 ||
+         PyModule_AddIntConstant(extension, "BLAS_ABSORBS_BELOW", BLAS_ABSORBS_BELOW) < 0)) {
         Py_DECREF(extension);
         return NULL;
     }

@@ -683,6 +683,7 @@ def product_bounded(
     w_min: Optional[float],
     w_max: Optional[float],
     crossover: Optional[float] = None,
+    blas_fixed_terms: Optional[float] = None,
 ) -> int:
     """``out ← clamp(beta·out + alpha·pᵀq, w_min, w_max)`` on all threads, each clamping its
     block of rows of ``out`` right after its BLAS product (no second pass over the weight).
@@ -693,7 +694,11 @@ def product_bounded(
     ``q`` copied into contiguous factors where they are not consecutive, so that one crowded
     term does not take the sparse terms next to it to the BLAS; where the sparse terms between
     the BLAS's first and last number under 1/8 of its own, the BLAS takes them too, which costs
-    it less than the copy). Each value is then a sum of the same products in another order,
+    it less than the copy). Where the terms over the crossover number ``n`` and hold at most
+    ``(n + blas_fixed_terms) · crossover · O · I`` products in all, the events take them too:
+    the BLAS costs about that many terms before its first (its pass over the weight), more than
+    the events of a term or two just over the crossover. Each value is then a sum of the same
+    products in another order,
     held to the same rounding bound against ``addmm_`` as the split BLAS product (see
     :meth:`pysnn.learning.LearningRule.product`). Factors that are not finite leave every term
     to the BLAS (``0·inf`` is NaN there).
@@ -704,6 +709,9 @@ def product_bounded(
     :param crossover: a term is event-driven when its products number at most this fraction
         of ``O · I`` (default :data:`PRODUCT_EVENT_CROSSOVER`); ``-1`` never, ``math.inf``
         wherever the factors are finite.
+    :param blas_fixed_terms: the BLAS's fixed cost in terms (default
+        :data:`PRODUCT_BLAS_FIXED_TERMS`); ``-math.inf``: the BLAS takes every term over the
+        crossover, however few.
     :returns: 0 (False), with nothing done, when this path does not apply (no OpenMP or BLAS,
         one thread, a small product, other dtypes or layouts): use ``addmm_`` and ``clamp_``;
         else 1 + the number of terms taken event-driven.
@@ -723,6 +731,7 @@ def product_bounded(
             _optional_float(w_min),
             _optional_float(w_max),
             float(PRODUCT_EVENT_CROSSOVER if crossover is None else crossover),
+            float(PRODUCT_BLAS_FIXED_TERMS if blas_fixed_terms is None else blas_fixed_terms),
         )
     )
 
@@ -762,6 +771,12 @@ EVENT_CROSSOVER = 0.01
 #: events added one term at a time; about 3.5 % on the 2-core AMD EPYC of session 12, with the
 #: events added row by row, every term of a row while it is in the cache).
 PRODUCT_EVENT_CROSSOVER = 0.035
+#: What :func:`product_bounded`'s BLAS call costs before its first term, in terms: its pass over
+#: the weight and its setup (``benchmarks/event_crossover.py --fixed``: 2.6–5.9 terms of about
+#: 4 µs on the 2-core AMD EPYC of session 14, (400, 784); the lower end, so that only terms
+#: close to the crossover change sides). Terms just over the crossover that hold fewer products
+#: than the BLAS would cost with them are taken event-driven too.
+PRODUCT_BLAS_FIXED_TERMS = 2.0
 
 
 def ordered_update(

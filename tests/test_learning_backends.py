@@ -579,10 +579,10 @@ def test_crowded_terms_among_sparse_ones_go_to_the_blas_alone(dtype, bounds):
 @needs_threaded_product
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 def test_a_few_sparse_terms_between_crowded_ones_go_to_the_blas_with_them(dtype):
-    """Terms 2-19 of 20 crowded but for term 10: under 1/8 of the BLAS's terms lie between its
-    first and last, so the BLAS takes the whole range (term 10 included, no factors copied) and
-    only terms 0 and 1, outside it, are event-driven; the update is ``addmm_``'s within the
-    rounding bound."""
+    """Terms 2-19 of 20 crowded but for term 10: under 1/``BLAS_ABSORBS_BELOW`` (1/8) of the
+    BLAS's terms lie between its first and last, so the BLAS takes the whole range (term 10
+    included, no factors copied) and only terms 0 and 1, outside it, are event-driven; the
+    update is ``addmm_``'s within the rounding bound."""
     gen = torch.Generator().manual_seed(23)
     n_out, n_in, alpha, beta, depth = 100, 300, 1.0 / 16, 1.0, 20
     sparse = {0, 1, 10}
@@ -595,12 +595,59 @@ def test_a_few_sparse_terms_between_crowded_ones_go_to_the_blas_with_them(dtype)
     products = (p != 0).sum(1) * (q != 0).sum(1)
     limit = native.PRODUCT_EVENT_CROSSOVER * n_out * n_in
     assert {int(j) for j in torch.nonzero((products > 0) & (products <= limit))} == sparse
+    assert 1 * native._extension.BLAS_ABSORBS_BELOW < depth - len(sparse)  # term 10 absorbed
     w = (torch.rand(n_out, n_in, generator=gen, dtype=torch.float64) * 0.6).to(dtype)
     expected = addmm_reference(w, p, q, alpha, beta, 0.0, 1.0)
     got = w.clone()
     with torch_threads(2):
         taken = native.product_bounded(got, p, q, alpha, beta, 0.0, 1.0)
     assert taken == 1 + 2  # terms 0 and 1
+    assert_within_product_bound(got, expected, w, p, q, alpha, beta)
+
+
+def exact_factors(gen, counts, n, dtype):
+    """``(len(counts), n)`` factors in (0.1, 1) with exactly ``counts[j]`` nonzero in row j."""
+    rows = torch.zeros(len(counts), n, dtype=torch.float64)
+    for j, count in enumerate(counts):
+        where = torch.randperm(n, generator=gen)[:count]
+        rows[j, where] = 0.1 + 0.9 * torch.rand(count, generator=gen, dtype=torch.float64)
+    return rows.to(dtype)
+
+
+@needs_threaded_product
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("crowded_columns", [20, 300], ids=["just_over", "dense"])
+def test_terms_just_over_the_crossover_go_to_the_events_when_the_blas_would_cost_more(
+    dtype, crowded_columns
+):
+    """Terms 5 and 6 of 16 over the crossover, the others sparse. Where the two hold at most
+    ``(2 + PRODUCT_BLAS_FIXED_TERMS) · crossover · O · I`` products (20 columns each), the
+    BLAS's fixed cost outweighs them and every term is event-driven; where they are dense (300
+    columns), the BLAS takes those two alone. Both within ``addmm_``'s rounding bound."""
+    gen = torch.Generator().manual_seed(29)
+    n_out, n_in, alpha, beta = 100, 300, 1.0 / 16, 1.0
+    crowded = {5, 6}
+    p = exact_factors(gen, [80 if j in crowded else 4 for j in range(16)], n_out, dtype)
+    q = exact_factors(gen, [crowded_columns if j in crowded else 6 for j in range(16)], n_in, dtype)
+    products = (p != 0).sum(1) * (q != 0).sum(1)
+    limit = native.PRODUCT_EVENT_CROSSOVER * n_out * n_in
+    assert {int(j) for j in torch.nonzero(products > limit)} == crowded
+    blas_products = float(products[sorted(crowded)].sum())
+    fixed = native.PRODUCT_BLAS_FIXED_TERMS
+    all_events = blas_products <= (len(crowded) + fixed) * limit
+    assert all_events == (crowded_columns == 20)
+    w = (torch.rand(n_out, n_in, generator=gen, dtype=torch.float64) * 0.6).to(dtype)
+    expected = addmm_reference(w, p, q, alpha, beta, 0.0, 1.0)
+    got = w.clone()
+    with torch_threads(2):
+        taken = native.product_bounded(got, p, q, alpha, beta, 0.0, 1.0)
+    assert taken == 1 + (16 if all_events else 16 - len(crowded))
+    assert_within_product_bound(got, expected, w, p, q, alpha, beta)
+    # without the fixed cost, the BLAS takes the terms over the crossover, however few
+    got = w.clone()
+    with torch_threads(2):
+        taken = native.product_bounded(got, p, q, alpha, beta, 0.0, 1.0, None, -math.inf)
+    assert taken == 1 + 16 - len(crowded)
     assert_within_product_bound(got, expected, w, p, q, alpha, beta)
 
 
