@@ -210,6 +210,7 @@ static int parse_floats(PyObject *const *args, int count, double *value, int *ha
  * follows torch.set_num_threads (PyTorch sets OpenMP's maximum).
  * ------------------------------------------------------------------------------------------- */
 #define PARALLEL_GRAIN 4096
+#define NEURON_WORK 4
 
 static int team_size(Py_ssize_t values, Py_ssize_t rows)
 {
@@ -453,7 +454,9 @@ static PyObject *py_neuron_step(PyObject *self, PyObject *const *args, Py_ssize_
     const Py_ssize_t rows = (Py_ssize_t)a->rows, cols = (Py_ssize_t)a->cols;
     const int strided =
         a->in_col_stride != 1 || a->in_row_stride != a->cols || a->input2 != NULL;
-    const int threads = team_size(rows * cols, rows);
+    /* a neuron's update is some twenty operations per cell, about NEURON_WORK times an
+     * elementwise pass's: threads pay from a quarter of PARALLEL_GRAIN cells per thread on */
+    const int threads = team_size(rows * cols * NEURON_WORK, rows);
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
         const int part = THREAD_INDEX(), parts = THREAD_COUNT();
@@ -939,25 +942,54 @@ static PyObject *py_stack_terms(PyObject *self, PyObject *const *args, Py_ssize_
         PyErr_SetString(PyExc_TypeError, "stack_terms: n_terms does not match the arguments");
         return NULL;
     }
+    /* the terms' arguments first (Python objects), then their values on all threads, each
+     * thread taking the same block of every term's rows */
+    struct stacked_term {
+        const void *pre, *post;
+        int pre_is_bool, post_is_bool;
+        double coef;
+    } *terms = (struct stacked_term *)kernel_scratch(sizeof(struct stacked_term) *
+                                                     (size_t)(n_terms > 0 ? n_terms : 1));
+    if (terms == NULL)
+        return PyErr_NoMemory();
     for (Py_ssize_t t = 0; t < n_terms; ++t) {
         void *term[4];
         PyObject *const *term_args = args + 7 + 5 * t;
         if (parse_args(term_args, 4, 4, "stack_terms", term) < 0)
             return NULL;
-        const double coef = PyFloat_AsDouble(term_args[4]);
-        if (coef == -1.0 && PyErr_Occurred())
+        terms[t].coef = PyFloat_AsDouble(term_args[4]);
+        if (terms[t].coef == -1.0 && PyErr_Occurred())
             return NULL;
-        const Py_ssize_t p_offset = t * rows * n_post, q_offset = t * rows * n_pre;
-        if (is_double) {
-            stack_term_f64(rows * n_post, (double *)head[5] + p_offset, term[2], AS_INT(term[3]),
-                           coef, 1);
-            stack_term_f64(rows * n_pre, (double *)head[6] + q_offset, term[0], AS_INT(term[1]),
-                           1.0, 0);
-        } else {
-            stack_term_f32(rows * n_post, (float *)head[5] + p_offset, term[2], AS_INT(term[3]),
-                           (float)coef, 1);
-            stack_term_f32(rows * n_pre, (float *)head[6] + q_offset, term[0], AS_INT(term[1]),
-                           1.0f, 0);
+        terms[t].pre = term[0];
+        terms[t].pre_is_bool = AS_INT(term[1]);
+        terms[t].post = term[2];
+        terms[t].post_is_bool = AS_INT(term[3]);
+    }
+    const Py_ssize_t size = is_double ? 8 : 4;
+    const int threads = team_size(n_terms * rows * (n_post + n_pre), rows);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        const int part = THREAD_INDEX(), parts = THREAD_COUNT();
+        const Py_ssize_t first = block_start(rows, part, parts, 1);
+        const Py_ssize_t count = block_start(rows, part + 1, parts, 1) - first;
+        for (Py_ssize_t t = 0; t < n_terms && count > 0; ++t) {
+            const Py_ssize_t p_offset = (t * rows + first) * n_post;
+            const Py_ssize_t q_offset = (t * rows + first) * n_pre;
+            const char *post = (const char *)terms[t].post +
+                               first * n_post * (terms[t].post_is_bool ? 1 : size);
+            const char *pre = (const char *)terms[t].pre +
+                              first * n_pre * (terms[t].pre_is_bool ? 1 : size);
+            if (is_double) {
+                stack_term_f64(count * n_post, (double *)head[5] + p_offset, post,
+                               terms[t].post_is_bool, terms[t].coef, 1);
+                stack_term_f64(count * n_pre, (double *)head[6] + q_offset, pre,
+                               terms[t].pre_is_bool, 1.0, 0);
+            } else {
+                stack_term_f32(count * n_post, (float *)head[5] + p_offset, post,
+                               terms[t].post_is_bool, (float)terms[t].coef, 1);
+                stack_term_f32(count * n_pre, (float *)head[6] + q_offset, pre,
+                               terms[t].pre_is_bool, 1.0f, 0);
+            }
         }
     }
     Py_RETURN_NONE;
@@ -1256,11 +1288,11 @@ static PyObject *py_constants(PyObject *self, PyObject *unused)
 {
     (void)self;
     (void)unused;
-    return Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:i,s:i}", "MODEL_IF", MODEL_IF, "MODEL_LIF",
+    return Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i}", "MODEL_IF", MODEL_IF, "MODEL_LIF",
                          MODEL_LIF, "MODEL_ADAPTIVE_LIF", MODEL_ADAPTIVE_LIF, "REFRAC_MAX_STEPS",
                          REFRAC_MAX_STEPS, "ORDERED_MAX_DEPTH", ORDERED_MAX_DEPTH,
                          "SPIKE_PRODUCT_MAX_LENGTH", SPIKE_PRODUCT_MAX_LENGTH, "MT_STATE_BYTES",
-                         MT_STATE_BYTES);
+                         MT_STATE_BYTES, "BLAS_ABSORBS_BELOW", BLAS_ABSORBS_BELOW);
 }
 
 static PyMethodDef methods[] = {
@@ -1303,10 +1335,7 @@ PyMODINIT_FUNC PyInit__native(void)
     const long openmp = 0;
 #endif
     /* whether large steps are split over threads (see team_size) */
-    /* and product_bounded's choice of the BLAS's terms (read by the tests) */
-    if (extension != NULL &&
-        (PyModule_AddIntConstant(extension, "openmp", openmp) < 0 ||
-         PyModule_AddIntConstant(extension, "BLAS_ABSORBS_BELOW", BLAS_ABSORBS_BELOW) < 0)) {
+    if (extension != NULL && PyModule_AddIntConstant(extension, "openmp", openmp) < 0) {
         Py_DECREF(extension);
         return NULL;
     }

@@ -595,7 +595,9 @@ def test_a_few_sparse_terms_between_crowded_ones_go_to_the_blas_with_them(dtype)
     products = (p != 0).sum(1) * (q != 0).sum(1)
     limit = native.PRODUCT_EVENT_CROSSOVER * n_out * n_in
     assert {int(j) for j in torch.nonzero((products > 0) & (products <= limit))} == sparse
-    assert 1 * native._extension.BLAS_ABSORBS_BELOW < depth - len(sparse)  # term 10 absorbed
+    assert 1 * native._extension.constants()["BLAS_ABSORBS_BELOW"] < depth - len(
+        sparse
+    )  # term 10 absorbed
     w = (torch.rand(n_out, n_in, generator=gen, dtype=torch.float64) * 0.6).to(dtype)
     expected = addmm_reference(w, p, q, alpha, beta, 0.0, 1.0)
     got = w.clone()
