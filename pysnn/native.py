@@ -39,6 +39,7 @@ code in every module whose backend is ``"auto"`` (``"native"`` then raises).
 """
 
 import ctypes
+import operator
 import os
 import sys
 from contextlib import contextmanager
@@ -209,16 +210,24 @@ def _blas_gemm(dtype: torch.dtype) -> Optional[int]:
 _DATA_POINTER = Tensor.data_ptr
 _STRIDE = Tensor.stride
 _NUMEL = Tensor.numel
+_DTYPE = operator.attrgetter("dtype")
 _empty_like, _mm, _BOOL = torch.empty_like, torch.mm, torch.bool
 _get_num_threads = torch.get_num_threads
 
 
 def _layout_key(tensors: Sequence[Tensor]) -> tuple:
-    """What an argument struct depends on: the tensors' data pointers, sizes and strides (the
-    memory each one covers; a tensor whose pointer, size and strides are unchanged covers the
-    same memory in the same layout, which the struct was checked against)."""
+    """What an argument struct depends on: the tensors' data pointers, sizes, strides and dtypes
+    (the memory each one covers and how its bits are read; a tensor whose pointer, size,
+    strides and dtype are unchanged covers the same memory in the same layout and type, which
+    the struct was checked against; ``x.data = x.data.view(torch.int32)`` keeps all but the
+    dtype)."""
     # one flat tuple (the number of tensors is fixed per kernel): cheaper to build and compare
-    return (*map(_DATA_POINTER, tensors), *map(_NUMEL, tensors), *map(_STRIDE, tensors))
+    return (
+        *map(_DATA_POINTER, tensors),
+        *map(_NUMEL, tensors),
+        *map(_STRIDE, tensors),
+        *map(_DTYPE, tensors),
+    )
 
 
 def _decline(strict: bool, reason: str) -> None:

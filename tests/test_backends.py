@@ -16,7 +16,9 @@ reads × mutation method × threads:
   "sum" with sparse inputs, which take the spike-driven product) in ``test_linear_edit_matrix``;
 * mutations: ``.data.fill_``, ``.data[idx] =``, ``.numpy()[idx] =``, ``mul_``, ``p[idx] =``,
   ``load_state_dict`` (one cell changed), reassigning the attribute to a new tensor; plus
-  ``.to(torch.float64)`` of the whole module (followed by per-cell edits);
+  ``.to(torch.float64)`` of the whole module (followed by per-cell edits), and the same memory
+  read as another dtype of the same size (``x.data = x.data.view(torch.int32)``: data pointer,
+  sizes and strides unchanged; ``test_memory_seen_as_another_dtype``);
 * threads: ``torch.set_num_threads(1)`` and ``(2)``; the cells of ``BIG_CELLS`` (12000 values)
   make the C kernels split over threads (``test_edit_matrix_threaded``).
 
@@ -27,8 +29,9 @@ The module is skipped where the extension is not built or the kernels are switch
 # Matrix size (parametrised cases, threads included): test_edit_matrix 1540 (10 model kinds,
 # 110 model/parameter pairs × 7 mutations × 2 thread counts), test_edit_matrix_per_cell_init 220,
 # test_edit_matrix_threaded 220 (12000 cells), test_to_float64_matrix 20, test_linear_edit_matrix
-# 126, test_linear_to_float64 12: 2138 matrix cases. The whole file collects 2771 cases (10 of them
-# skipped without CUDA).
+# 126, test_linear_to_float64 12, test_memory_seen_as_another_dtype 120,
+# test_linear_memory_seen_as_another_dtype 8: 2266 matrix cases. The whole file collects 2899
+# cases (10 of them skipped without CUDA).
 
 import math
 
@@ -1185,3 +1188,100 @@ def test_neuron_sees_relayout_of_a_live_connection_output(backend):
         spikes_copy, _ = fed_copy(expected)
         assert_same(spikes_view, spikes_copy, f"step {step}: spikes")
         assert_same(fed_view.v_cell, fed_copy.v_cell, f"step {step}: v_cell")
+
+
+# -- the same memory read as another dtype ----------------------------------------------------
+#: A dtype of the same size, for ``x.data = x.data.view(dtype)``: the data pointer, sizes and
+#: strides stay; only how the bits are read changes.
+SAME_SIZE_DTYPE = {
+    torch.float32: torch.int32,
+    torch.float64: torch.int64,
+    torch.int32: torch.float32,
+    torch.int64: torch.float64,
+    torch.bool: torch.uint8,
+    torch.uint8: torch.bool,
+}
+
+
+def reinterpret(module, name):
+    tensor = getattr(module, name)
+    tensor.data = tensor.data.view(SAME_SIZE_DTYPE[tensor.dtype])
+
+
+def step_outcome(module, step):
+    """What a step does: ``("raised", type, message)`` or ``("ran", outputs, state)``."""
+    try:
+        with torch.no_grad():
+            outputs = tuple(t.clone() for t in step(module))
+    except Exception as error:  # compared, type and message, between the backends
+        return ("raised", type(error), str(error))
+    state = {name: t.clone() for name, t in module.state_dict().items()}
+    return ("ran", outputs, state)
+
+
+def assert_same_outcome(got, expected, what):
+    assert got[0] == expected[0], f"{what}: {got[:2]} vs {expected[:2]}"
+    if got[0] == "raised":
+        assert got[1:] == expected[1:], what
+        return
+    for index, (g, e) in enumerate(zip(got[1], expected[1])):
+        assert_same(g, e, f"{what}: output {index}")
+    assert got[2].keys() == expected[2].keys()
+    for name in expected[2]:
+        assert_same(got[2][name], expected[2][name], f"{what}: {name}")
+
+
+def assert_reinterpreted_alike(modules, step, what):
+    """After the same reinterpretation: "native" raises NativeUnavailableError where its kernel
+    reads the tensor (a clear reason) or runs what "torch" runs; "auto" runs what "torch" runs
+    (the same numbers, or the same error)."""
+    expected = step_outcome(modules["torch"], step)
+    native_outcome = step_outcome(modules["native"], step)
+    if native_outcome[0] == "raised" and native_outcome[1] is NativeUnavailableError:
+        assert "cannot run this step: " in native_outcome[2], what
+    else:
+        assert_same_outcome(native_outcome, expected, f"{what} (native)")
+    assert_same_outcome(step_outcome(modules["auto"], step), expected, f"{what} (auto)")
+    return native_outcome
+
+
+@pytest.mark.filterwarnings("ignore:where received a uint8 condition")  # torch, on uint8 spikes
+@pytest.mark.parametrize(
+    "model, name",
+    [
+        pytest.param(model, name, marks=needs_fused_addcmul(model), id=f"{model}-{name}")
+        for model in MODELS
+        for name in dict.fromkeys(PARAMS[split(model)[0]] + state_names(model))
+    ],
+)
+def test_memory_seen_as_another_dtype(model, name):
+    """``x.data = x.data.view(<a dtype of the same size>)`` keeps the data pointer, sizes and
+    strides, and changes only how the bits are read: the backends still agree (see
+    :func:`assert_reinterpreted_alike`), and "native" refuses every tensor its kernel reads
+    (thresh_center is read only with ``relax_to_center=True``)."""
+    x = make_inputs(model, 1)[0]
+    modules = {backend: build(model, backend) for backend in ("torch", "auto", "native")}
+    for module in modules.values():
+        with torch.no_grad():
+            module(x)
+        reinterpret(module, name)
+    native_outcome = assert_reinterpreted_alike(modules, lambda m: m(x), name)
+    read_by_kernel = name != "thresh_center" or split(model)[0] == "adaptive_relax"
+    assert (native_outcome[0] == "raised") == read_by_kernel
+
+
+@pytest.mark.parametrize("name", ["weight", "pre_trace", "pre_spikes", "spike_queue"])
+@pytest.mark.parametrize("reduction", ["none", "sum"])
+def test_linear_memory_seen_as_another_dtype(reduction, name):
+    """The same for a connection's weight, presynaptic state and delay line, each of which the
+    kernels read: "native" refuses them all."""
+    x, trace_in = linear_inputs(1)[0]
+    modules = {
+        backend: build_linear(backend, 2, reduction) for backend in ("torch", "auto", "native")
+    }
+    for module in modules.values():
+        with torch.no_grad():
+            module(x, trace_in)
+        reinterpret(module, name)
+    native_outcome = assert_reinterpreted_alike(modules, lambda m: m(x, trace_in), name)
+    assert native_outcome[0] == "raised"
