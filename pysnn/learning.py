@@ -645,24 +645,26 @@ class _Layer(Mapping):
     def _stack_natively(self, stack: _Stack, terms: Sequence[tuple]) -> bool:
         """Fill ``stack`` with the fused kernel (Linear layers); False when it does not apply.
 
-        The kernel's arguments are checked once and kept while the same tensors (same memory)
-        are passed; only the coefficients change from step to step.
+        The kernel's arguments are checked once and kept while the same tensors are passed
+        with the same memory, layout and dtype (:func:`pysnn.native.layout_key`: a tensor given
+        new memory, a new layout or a new dtype in place, ``x.data = ...``, is checked again);
+        only the coefficients change from step to step.
         """
         sources = tuple(tensor for pre, post, _ in terms for tensor in (pre, post))
-        pointers = tuple(tensor.data_ptr() for tensor in sources)
+        layout = native.layout_key(sources)
         cached = stack.native
         if (
             cached is None
             or len(cached[0]) != len(sources)
             or not all(map(operator.is_, cached[0], sources))
-            or cached[1] != pointers
+            or cached[1] != layout
         ):
             views = [
                 (pre.select(1, 0), post.reshape(self.batch, self.n_post), coef)
                 for pre, post, coef in terms
             ]
             arguments = native.stack_arguments(stack.p_local, stack.q_local, views)
-            cached = stack.native = (sources, pointers, arguments)
+            cached = stack.native = (sources, layout, arguments)
         arguments = cached[2]
         if arguments is None:
             return False

@@ -215,12 +215,16 @@ _empty_like, _mm, _BOOL = torch.empty_like, torch.mm, torch.bool
 _get_num_threads = torch.get_num_threads
 
 
-def _layout_key(tensors: Sequence[Tensor]) -> tuple:
+def layout_key(tensors: Sequence[Tensor]) -> tuple:
     """What an argument struct depends on: the tensors' data pointers, sizes, strides and dtypes
     (the memory each one covers and how its bits are read; a tensor whose pointer, size,
     strides and dtype are unchanged covers the same memory in the same layout and type, which
     the struct was checked against; ``x.data = x.data.view(torch.int32)`` keeps all but the
-    dtype)."""
+    dtype).
+
+    :param tensors: the tensors a kernel's arguments point into (a fixed number per kernel).
+    :returns: a flat tuple, equal for two calls exactly when every one of those four is.
+    """
     # one flat tuple (the number of tensors is fixed per kernel): cheaper to build and compare
     return (
         *map(_DATA_POINTER, tensors),
@@ -293,7 +297,7 @@ def _cached(cache: dict, name: str, tensors: Sequence[Tensor], build, *settings)
     """``(struct, its address, None)`` for the kernel ``name`` over ``tensors``, rebuilt by
     ``build(tensors, *settings)`` when their data pointers, shapes or layouts (or the settings)
     changed; ``(None, 0, reason)`` when the kernel cannot run them."""
-    key = (_layout_key(tensors), settings)
+    key = (layout_key(tensors), settings)
     entry = cache.get(name)
     if entry is None or entry[0] != key:
         entry = (key, *build(tensors, *settings))

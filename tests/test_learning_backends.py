@@ -176,6 +176,43 @@ def test_backends_give_equal_weights_on_one_thread(calls, name, dtype):
     assert calls.threaded == 0  # one thread: product_bounded declines, addmm_ runs
 
 
+@needs_native
+@pytest.mark.parametrize("source", ["neuron.trace", "neuron.spikes", "con.trace"])
+@pytest.mark.parametrize("name", ["stdp", "mstdp"])
+def test_stacking_sees_a_factor_read_as_another_dtype(name, source):
+    """A rule's factor source given the same memory as another dtype of the same size
+    (``x.data = x.data.view(torch.int32)``: pointer, sizes and strides unchanged) between two
+    steps: the "auto" rule refills its factors as the "torch" rule does (the kernel's cached
+    arguments are checked again), and the "native" rule refuses, naming the dtype."""
+    (n_in, w_high, w_max, lr), batch, n_out = SMALL, 4, 20
+    same_size = {torch.float32: torch.int32, torch.bool: torch.uint8}
+    with torch_threads(1):
+        nets = [Chain(batch, n_in, n_out, 3, w_high, 0.6) for _ in range(3)]
+        rules = [
+            make_rule(name, net.layers, backend, w_max, lr)
+            for net, backend in zip(nets, ("torch", "auto", "native"))
+        ]
+        gen = torch.Generator().manual_seed(5)
+        for t in range(6):
+            x = torch.rand((batch, 1, n_in), generator=gen) < 0.3
+            arguments = reward_for(name, gen, batch, torch.float32)
+            for net, rule in zip(nets, rules):
+                net(x)
+                if t == 5:  # after the network's step, before the rule's
+                    module, buffer = source.split(".")
+                    tensor = getattr(getattr(net, module), buffer)
+                    dtype = same_size[tensor.dtype]
+                    tensor.data = tensor.data.view(dtype)
+                if t < 5 or rule.backend != "native":
+                    rule.update_state()
+                    rule.step(*arguments)
+            assert torch.equal(nets[0].con.weight, nets[1].con.weight), f"step {t}"
+        assert not torch.equal(nets[0].con.weight, nets[2].con.weight)  # the last step moved
+        with pytest.raises(NativeUnavailableError, match="not contiguous CPU tensors"):
+            rules[2].update_state()
+            rules[2].step(*arguments)
+
+
 # -- two threads: within the rounding bound of the threaded product -----------------------------
 class LiveConnection(Mapping):
     """A connection's live state, but with another weight: a second rule trains ``weight``
