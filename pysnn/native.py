@@ -283,7 +283,7 @@ def input_step(
     tensors = (trace, spikes, alpha_t, tau_t, dt)
     args, address, reason = _cached(cache, "input", tensors, _input_args)
     if reason is None:
-        code = _x_code(x, trace.dtype, trace.shape)
+        code = _x_code(x, *args._cells)
         if code is not None:
             args.x, args.x_is_bool, args.linear = x.data_ptr(), code, update_type == "linear"
             _extension.input_step(address)
@@ -336,6 +336,7 @@ def _input_args(tensors: Sequence[Tensor]) -> tuple:
         dt=dt.data_ptr(),
         spikes=spikes.data_ptr(),
     )
+    args._cells = (trace.dtype, trace.shape)  # fixed while the layout key is
     return args, ctypes.addressof(args), None
 
 
@@ -351,7 +352,7 @@ def _neuron(model: int, x: Tensor, arguments: tuple, cache: dict, strict: bool):
         tensors, update_type = arguments[:12] + arguments[13:16], arguments[12]
         relax = bool(arguments[16])
     args, address, reason = _cached(cache, "neuron", tensors, _neuron_args, model, 12, relax)
-    dtype = tensors[0].dtype
+    dtype, shape = args._cells if reason is None else (None, None)
     if type(x) is sf.InputPair:  # the kernel folds the two inputs itself
         inputs = (x.first, x.second)
         if reason is None and not all(
@@ -362,7 +363,7 @@ def _neuron(model: int, x: Tensor, arguments: tuple, cache: dict, strict: bool):
     else:
         inputs = (x,)
         if reason is None and not (
-            isinstance(x, Tensor) and x.dtype is dtype and x.shape == tensors[0].shape and x.is_cpu
+            isinstance(x, Tensor) and x.dtype is dtype and x.shape == shape and x.is_cpu
         ):
             reason = "an input that is not a CPU tensor of the cells' shape and dtype"
     if reason is not None:
@@ -469,6 +470,9 @@ def _neuron_args(tensors, model: int, n_state: int, relax: bool) -> tuple:
         scratch=scratch.data_ptr(),
     )
     args._scratch = scratch  # kept alive with the struct that points to it
+    # the cells' dtype and shape, fixed while the layout key is (it pins v_cell's dtype, size
+    # and strides, which give the shape of a contiguous tensor)
+    args._cells = (dtype, v_cell.shape)
     return args, ctypes.addressof(args), None
 
 
@@ -523,7 +527,7 @@ def linear_step(
     settings = (reduction, _get_num_threads())
     args, address, reason = _cached(cache, "linear", tensors, _linear_args, *settings)
     if reason is None:
-        dtype = pre_trace.dtype
+        dtype, batch, n_out, delayed = args._facts
         code = 1 if x.dtype is _BOOL else 0 if x.dtype is dtype else None
         if not (
             code is not None
@@ -548,8 +552,6 @@ def linear_step(
             out,
         )
     spikes_f, operands, _ = args._kept
-    batch, n_out = pre_trace.shape[0], weight.shape[0]
-    delayed = spike_queue.shape[0] > 0
     slot = spike_queue[cursor] if delayed else None
     args.x, args.x_is_bool, args.trace_in = x.data_ptr(), code, trace_in.data_ptr()
     args.slot = slot.data_ptr() if delayed else None
@@ -640,6 +642,9 @@ def _linear_args(tensors, reduction: str, threads: int) -> tuple:
         operands = torch.empty(capacity, n, dtype=dtype)  # each thread's copy of the input
         args.gemm, args.operands, args.capacity = gemm, operands.data_ptr(), capacity
     args._kept = (spikes_f, operands, sum_scratch)  # kept alive with the struct
+    # fixed while the layout key is (pre_trace and spike_queue are contiguous, so their dtype,
+    # size and strides give their shapes; the caller checked the weight's shape)
+    args._facts = (dtype, batch, n_out, spike_queue.shape[0] > 0)
     return args, ctypes.addressof(args), None
 
 
