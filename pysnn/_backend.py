@@ -27,6 +27,8 @@ __all__ = ["BACKENDS", "NativeUnavailableError", "check_backend", "BackendMixin"
 
 from pysnn._checks import BACKENDS, check_backend  # noqa: F401 (part of this module's API)
 
+_grad_enabled = torch.is_grad_enabled
+
 
 class NativeUnavailableError(RuntimeError):
     """Raised when ``backend="native"`` was asked for and the C twin cannot run this step."""
@@ -124,8 +126,14 @@ class BackendMixin:
             f"{type(self).__name__}: backend='native' cannot run: {reason}"
         )
 
+    #: How many of a whole step's leading arguments are its inputs (checked by the module's
+    #: forward); the others are the module's state, parameters and settings.
+    _step_inputs = 1
+
     def _dispatch(self, torch_step: Callable, native_step: Callable, *args):
         """Run a whole step on this module's backend (see :mod:`pysnn._backend`)."""
+        if _grad_enabled():
+            self._reject_state_requiring_grad(args[self._step_inputs :])
         backend = self._backend
         if backend == "torch":
             return torch_step(*args)
@@ -136,6 +144,27 @@ class BackendMixin:
                 return torch_step(*args)  # traced and compiled by dynamo
             native_step = _opaque(native_step)
         return native_step(*args, cache=self.__dict__["_native_cache"], strict=backend == "native")
+
+    def _reject_state_requiring_grad(self, state: tuple) -> None:
+        """A state or parameter tensor that requires grad (``v_cell.requires_grad_()``): the
+        step works in place on the state, which autograd forbids for a leaf (PyTorch raises
+        midway through the step; the kernels would run regardless), so both backends raise the
+        same clear error before anything changes. Under :func:`torch.no_grad` both run such a
+        step alike."""
+        for value in state:
+            if isinstance(value, torch.Tensor) and value.requires_grad:
+                owner = type(self).__name__
+                names = [
+                    name
+                    for name, tensor in (*self._buffers.items(), *self._parameters.items())
+                    if tensor is value
+                ]
+                name = names[0] if names else "a state tensor"
+                raise TypeError(
+                    f"{owner}: {name} requires grad; the step works in place on the module's "
+                    f"state, which autograd does not follow (set {name}.requires_grad_(False), "
+                    "or step under torch.no_grad())"
+                )
 
     def _init_backend(self, backend: str) -> None:
         self.__dict__["_native_cache"] = KernelCache()

@@ -18,7 +18,8 @@ reads × mutation method × threads:
   ``load_state_dict`` (one cell changed), reassigning the attribute to a new tensor; plus
   ``.to(torch.float64)`` of the whole module (followed by per-cell edits), and the same memory
   read as another dtype of the same size (``x.data = x.data.view(torch.int32)``: data pointer,
-  sizes and strides unchanged; ``test_memory_seen_as_another_dtype``);
+  sizes and strides unchanged; ``test_memory_seen_as_another_dtype``), and ``requires_grad_()``
+  on a state or parameter tensor (``test_state_requiring_grad``);
 * threads: ``torch.set_num_threads(1)`` and ``(2)``; the cells of ``BIG_CELLS`` (12000 values)
   make the C kernels split over threads (``test_edit_matrix_threaded``).
 
@@ -30,8 +31,9 @@ The module is skipped where the extension is not built or the kernels are switch
 # 110 model/parameter pairs × 7 mutations × 2 thread counts), test_edit_matrix_per_cell_init 220,
 # test_edit_matrix_threaded 220 (12000 cells), test_to_float64_matrix 20, test_linear_edit_matrix
 # 126, test_linear_to_float64 12, test_memory_seen_as_another_dtype 120,
-# test_linear_memory_seen_as_another_dtype 8: 2266 matrix cases. The whole file collects 2899
-# cases (10 of them skipped without CUDA).
+# test_linear_memory_seen_as_another_dtype 8, test_state_requiring_grad 102,
+# test_linear_state_requiring_grad 4: 2372 matrix cases. The whole file collects 3005 cases (10
+# of them skipped without CUDA).
 
 import math
 
@@ -1285,3 +1287,72 @@ def test_linear_memory_seen_as_another_dtype(reduction, name):
         reinterpret(module, name)
     native_outcome = assert_reinterpreted_alike(modules, lambda m: m(x, trace_in), name)
     assert native_outcome[0] == "raised"
+
+
+# -- a state or parameter tensor that requires grad ---------------------------------------------
+FLOAT_NAMES = {
+    kind: tuple(name for name in names if name not in ("refrac_counts", "spikes"))
+    for kind, names in PARAMS.items()
+}
+
+
+@pytest.mark.parametrize(
+    "model, name",
+    [
+        pytest.param(model, name, marks=needs_fused_addcmul(model), id=f"{model}-{name}")
+        for model in MODELS
+        for name in FLOAT_NAMES[split(model)[0]]
+    ],
+)
+def test_state_requiring_grad(model, name):
+    """``<name>.requires_grad_()`` after some steps: with grad enabled every backend raises the
+    same TypeError, naming it, before any state changes; under ``torch.no_grad()`` "native"
+    and "auto" run what "torch" runs. The threshold, a Parameter, is refused in both modes (as
+    before); IF and LIF neurons do not read thresh_center in a step, and run alike."""
+    kind = split(model)[0]
+    read = not (name == "thresh_center" and kind in ("if", "lif"))
+    x = make_inputs(model, 1)[0]
+    modules = {backend: build(model, backend) for backend in ("torch", "auto", "native")}
+    for module in modules.values():
+        with torch.no_grad():
+            module(x)
+        getattr(module, name).requires_grad_(True)
+    if read:
+        for module in modules.values():
+            before = {key: value.detach().clone() for key, value in module.state_dict().items()}
+            with pytest.raises(TypeError, match=f"{name} requires grad"):
+                module(x)
+            for key, value in module.state_dict().items():
+                assert_same(value.detach(), before[key], f"{key} after the refused step")
+    expected = step_outcome(modules["torch"], lambda m: m(x))
+    if name == "thresh":
+        assert expected[:2] == ("raised", TypeError)
+    else:
+        assert expected[0] == "ran"
+    for backend in ("auto", "native"):
+        assert_same_outcome(step_outcome(modules[backend], lambda m: m(x)), expected, backend)
+
+
+@pytest.mark.parametrize("name", ["pre_trace", "spike_queue"])
+@pytest.mark.parametrize("reduction", ["none", "sum"])
+def test_linear_state_requiring_grad(reduction, name):
+    """The same for a connection's presynaptic trace and delay line."""
+    x, trace_in = linear_inputs(1)[0]
+    modules = {
+        backend: build_linear(backend, 2, reduction) for backend in ("torch", "auto", "native")
+    }
+    for module in modules.values():
+        with torch.no_grad():
+            module(x, trace_in)
+        getattr(module, name).requires_grad_(True)
+    for module in modules.values():
+        before = {key: value.detach().clone() for key, value in module.state_dict().items()}
+        with pytest.raises(TypeError, match=f"{name} requires grad"):
+            module(x, trace_in)
+        for key, value in module.state_dict().items():
+            assert_same(value.detach(), before[key], f"{key} after the refused step")
+    expected = step_outcome(modules["torch"], lambda m: m(x, trace_in))
+    assert expected[0] == "ran"
+    for backend in ("auto", "native"):
+        got = step_outcome(modules[backend], lambda m: m(x, trace_in))
+        assert_same_outcome(got, expected, backend)
