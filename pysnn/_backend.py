@@ -19,6 +19,7 @@ they give the same numbers bit for bit; ``tests/test_backends.py`` checks it as 
 models, parameters, mutations and thread counts.
 """
 
+import operator
 from typing import Callable, Tuple
 
 import torch
@@ -28,6 +29,7 @@ __all__ = ["BACKENDS", "NativeUnavailableError", "check_backend", "BackendMixin"
 from pysnn._checks import BACKENDS, check_backend  # noqa: F401 (part of this module's API)
 
 _grad_enabled = torch.is_grad_enabled
+_REQUIRES_GRAD = operator.attrgetter("requires_grad")
 
 
 class NativeUnavailableError(RuntimeError):
@@ -133,7 +135,7 @@ class BackendMixin:
     def _dispatch(self, torch_step: Callable, native_step: Callable, *args):
         """Run a whole step on this module's backend (see :mod:`pysnn._backend`)."""
         if _grad_enabled():
-            self._reject_state_requiring_grad(args[self._step_inputs :])
+            self._reject_state_requiring_grad(args)
         backend = self._backend
         if backend == "torch":
             return torch_step(*args)
@@ -145,13 +147,34 @@ class BackendMixin:
             native_step = _opaque(native_step)
         return native_step(*args, cache=self.__dict__["_native_cache"], strict=backend == "native")
 
-    def _reject_state_requiring_grad(self, state: tuple) -> None:
+    def _reject_state_requiring_grad(self, args: tuple) -> None:
         """A state or parameter tensor that requires grad (``v_cell.requires_grad_()``): the
         step works in place on the state, which autograd forbids for a leaf (PyTorch raises
         midway through the step; the kernels would run regardless), so both backends raise the
         same clear error before anything changes. Under :func:`torch.no_grad` both run such a
-        step alike."""
-        for value in state:
+        step alike. ``args`` are the whole step's: its inputs, then the state."""
+        # the tensors' positions among a step's arguments are fixed by the step's code: found
+        # once per class and number of arguments, then read with one itemgetter at each step
+        getters = type(self).__dict__.get("_state_getters")
+        if getters is None:
+            getters = {}
+            setattr(type(self), "_state_getters", getters)
+        getter = getters.get(len(args))
+        if getter is None:
+            positions = [
+                index
+                for index in range(self._step_inputs, len(args))
+                if isinstance(args[index], torch.Tensor)
+            ]
+            getter = getters[len(args)] = (
+                operator.itemgetter(*positions, positions[0]) if positions else (lambda a: ())
+            )  # two positions at least, so that the getter always returns a tuple
+        try:
+            if not any(map(_REQUIRES_GRAD, getter(args))):
+                return
+        except AttributeError:  # not a tensor where the first step had one: the full search
+            pass
+        for value in args[self._step_inputs :]:
             if isinstance(value, torch.Tensor) and value.requires_grad:
                 owner = type(self).__name__
                 names = [
