@@ -633,7 +633,9 @@ static PyObject *py_product_bounded(PyObject *self, PyObject *const *args, Py_ss
      * takes, and room for the BLAS's terms gathered into contiguous factors */
     const size_t listed = (size_t)depth * (32 + 4 * (size_t)n_in);
     const size_t gathered_at = (listed + 63) & ~(size_t)63;
-    char *memory = kernel_scratch(gathered_at + (size_t)depth * (size_t)(n_out + n_in) * size);
+    const size_t values_at =
+        (gathered_at + (size_t)depth * (size_t)(n_out + n_in) * size + 63) & ~(size_t)63;
+    char *memory = kernel_scratch(values_at + (size_t)depth * (size_t)n_in * size);
     if (memory == NULL)
         return PyErr_NoMemory();
     Py_ssize_t *const n_rows = (Py_ssize_t *)memory, *const n_cols = n_rows + depth;
@@ -705,10 +707,26 @@ static PyObject *py_product_bounded(PyObject *self, PyObject *const *args, Py_ss
         }
     }
     /* only the event-driven terms' columns are listed (a dependent chain per value, where
-     * counting them is vectorised): a crowded term's would be listed for nothing */
-    for (Py_ssize_t t = 0; t < n_event_terms; ++t)
-        nonzero_values(is_double, q + event_terms[t] * n_in * size, n_in,
-                       cols + event_terms[t] * n_in);
+     * counting them is vectorised): a crowded term's would be listed for nothing; their q
+     * values are packed next to them, so that each row's events read them in order instead of
+     * gathering them again from q for every row */
+    char *const values = memory + values_at;
+    for (Py_ssize_t t = 0; t < n_event_terms; ++t) {
+        const Py_ssize_t j = event_terms[t];
+        const int32_t *const listed_cols = cols + j * n_in;
+        nonzero_values(is_double, q + j * n_in * size, n_in, cols + j * n_in);
+        if (is_double) {
+            const double *qj = (const double *)q + j * n_in;
+            double *vj = (double *)values + j * n_in;
+            for (Py_ssize_t c = 0; c < n_cols[j]; ++c)
+                vj[c] = qj[listed_cols[c]];
+        } else {
+            const float *qj = (const float *)q + j * n_in;
+            float *vj = (float *)values + j * n_in;
+            for (Py_ssize_t c = 0; c < n_cols[j]; ++c)
+                vj[c] = qj[listed_cols[c]];
+        }
+    }
     const int blas = n_blas_terms > 0, beta_zero = value[1] == 0.0;
 #pragma omp parallel num_threads(threads)
     {
@@ -726,7 +744,7 @@ static PyObject *py_product_bounded(PyObject *self, PyObject *const *args, Py_ss
             if (!blas)
                 beta_clamp_f64(w + begin, count, 1, value[1], beta_zero, 0, 0, 0, 0);
             term_events_f64(w, first, first + rows_here, n_out, n_in, (const double *)p,
-                            (const double *)q, value[0], event_terms, n_event_terms, cols,
+                            (const double *)values, value[0], event_terms, n_event_terms, cols,
                             n_cols);
             beta_clamp_f64(w + begin, count, 0, 1, 0, has[2], value[2], has[3], value[3]);
         } else {
@@ -734,7 +752,7 @@ static PyObject *py_product_bounded(PyObject *self, PyObject *const *args, Py_ss
             if (!blas)
                 beta_clamp_f32(w + begin, count, 1, (float)value[1], beta_zero, 0, 0, 0, 0);
             term_events_f32(w, first, first + rows_here, n_out, n_in, (const float *)p,
-                            (const float *)q, (float)value[0], event_terms, n_event_terms,
+                            (const float *)values, (float)value[0], event_terms, n_event_terms,
                             cols, n_cols);
             beta_clamp_f32(w + begin, count, 0, 1, 0, has[2], (float)value[2], has[3],
                            (float)value[3]);

@@ -523,13 +523,14 @@ TARGET_CLONES static void KERNEL(event_update)(T *restrict out, Py_ssize_t first
 /* product_bounded's event-driven terms on rows [first, last) of `out` (a thread's block): for
  * each term j of event_terms and each row o where p[j][o] is nonzero,
  * out[o][i] ← out[o][i] + (p[j][o]·alpha)·q[j][i] for the nonzero columns i of q[j] (cols[j],
- * n_cols[j], ascending). Row by row, every term adding to a row while it is in the cache (not
- * one pass over the block per term); each value still takes the terms in the order of
- * event_terms. The bounds are the caller's. */
+ * n_cols[j], ascending; their values q[j][i] packed in the same order in values[j]). Row by
+ * row, every term adding to a row while it is in the cache (not one pass over the block per
+ * term); each value still takes the terms in the order of event_terms. The bounds are the
+ * caller's. */
 TARGET_CLONES static void KERNEL(term_events)(T *restrict out, Py_ssize_t first, Py_ssize_t last,
                                               Py_ssize_t n_out, Py_ssize_t n_in,
-                                              const T *restrict p, const T *restrict q, T alpha,
-                                              const Py_ssize_t *event_terms,
+                                              const T *restrict p, const T *restrict values,
+                                              T alpha, const Py_ssize_t *event_terms,
                                               Py_ssize_t n_event_terms, const int32_t *cols,
                                               const Py_ssize_t *n_cols)
 {
@@ -542,10 +543,10 @@ TARGET_CLONES static void KERNEL(term_events)(T *restrict out, Py_ssize_t first,
                 continue;
             const T scale = alpha != 1 ? factor * alpha : factor;
             const int32_t *restrict cj = cols + j * n_in;
-            const T *restrict qj = q + j * n_in;
+            const T *restrict vj = values + j * n_in;
             const Py_ssize_t count = n_cols[j];
             for (Py_ssize_t c = 0; c < count; ++c)
-                row[cj[c]] += scale * qj[cj[c]];
+                row[cj[c]] += scale * vj[c];
         }
     }
 }
