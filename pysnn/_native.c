@@ -572,6 +572,27 @@ static int event_form(int is_double, char *out, Py_ssize_t n_out, Py_ssize_t n_i
     return dirty ? EVENT_DIRTY : EVENT_DONE;
 }
 
+/* product_bounded's listing of event-driven term j: the nonzero columns of q[j] into cols[j]
+ * (ascending) and their values, in the same order, into values[j]. */
+static void list_term(int is_double, const char *q, Py_ssize_t n_in, Py_ssize_t j, int32_t *cols,
+                      char *values)
+{
+    const Py_ssize_t size = is_double ? 8 : 4;
+    int32_t *const listed = cols + j * n_in;
+    const Py_ssize_t n_listed = nonzero_values(is_double, q + j * n_in * size, n_in, listed);
+    if (is_double) {
+        const double *qj = (const double *)q + j * n_in;
+        double *vj = (double *)values + j * n_in;
+        for (Py_ssize_t c = 0; c < n_listed; ++c)
+            vj[c] = qj[listed[c]];
+    } else {
+        const float *qj = (const float *)q + j * n_in;
+        float *vj = (float *)values + j * n_in;
+        for (Py_ssize_t c = 0; c < n_listed; ++c)
+            vj[c] = qj[listed[c]];
+    }
+}
+
 /* product_bounded's BLAS also takes the terms between its first and last where they number
  * under 1/BLAS_ABSORBS_BELOW of its own: the BLAS spends about as long on one term as copying
  * the factors of ten terms into contiguous memory takes (O = 400, I = 784, two threads). */
@@ -706,27 +727,7 @@ static PyObject *py_product_bounded(PyObject *self, PyObject *const *args, Py_ss
             q_blas = q_gathered;
         }
     }
-    /* only the event-driven terms' columns are listed (a dependent chain per value, where
-     * counting them is vectorised): a crowded term's would be listed for nothing; their q
-     * values are packed next to them, so that each row's events read them in order instead of
-     * gathering them again from q for every row */
     char *const values = memory + values_at;
-    for (Py_ssize_t t = 0; t < n_event_terms; ++t) {
-        const Py_ssize_t j = event_terms[t];
-        const int32_t *const listed_cols = cols + j * n_in;
-        nonzero_values(is_double, q + j * n_in * size, n_in, cols + j * n_in);
-        if (is_double) {
-            const double *qj = (const double *)q + j * n_in;
-            double *vj = (double *)values + j * n_in;
-            for (Py_ssize_t c = 0; c < n_cols[j]; ++c)
-                vj[c] = qj[listed_cols[c]];
-        } else {
-            const float *qj = (const float *)q + j * n_in;
-            float *vj = (float *)values + j * n_in;
-            for (Py_ssize_t c = 0; c < n_cols[j]; ++c)
-                vj[c] = qj[listed_cols[c]];
-        }
-    }
     const int blas = n_blas_terms > 0, beta_zero = value[1] == 0.0;
 #pragma omp parallel num_threads(threads)
     {
@@ -734,23 +735,34 @@ static PyObject *py_product_bounded(PyObject *self, PyObject *const *args, Py_ss
         const Py_ssize_t first = block_start(n_out, part, parts, 1);
         const Py_ssize_t rows_here = block_start(n_out, part + 1, parts, 1) - first;
         const Py_ssize_t begin = first * n_in, count = rows_here * n_in;
+        /* Only the event-driven terms' columns are listed (a dependent chain per value, where
+         * counting them is vectorised: a crowded term's would be listed for nothing), each
+         * thread listing every parts-th term, and their q values packed next to them, so that
+         * each row's events read them in order instead of gathering them from q again for
+         * every row. Every thread's rows read every list: a barrier before the events. */
+        for (Py_ssize_t t = part; t < n_event_terms; t += parts)
+            list_term(is_double, q, n_in, event_terms[t], cols, values);
         /* column-major: out[first:]ᵀ (I x n) = beta·out[first:]ᵀ + alpha·qᵀ (I x k) @ p[:, first:] */
         if (blas && rows_here > 0)
             blas_gemm(gemm, is_double, "N", "T", n_in, rows_here, n_blas_terms, value[0],
                       q_blas, n_in, p_blas + first * size, n_out, value[1], out + begin * size,
                       n_in);
+        if (!blas && rows_here > 0) {
+            if (is_double)
+                beta_clamp_f64((double *)out + begin, count, 1, value[1], beta_zero, 0, 0, 0, 0);
+            else
+                beta_clamp_f32((float *)out + begin, count, 1, (float)value[1], beta_zero, 0, 0, 0,
+                               0);
+        }
+#pragma omp barrier
         if (is_double) {
             double *w = (double *)out;
-            if (!blas)
-                beta_clamp_f64(w + begin, count, 1, value[1], beta_zero, 0, 0, 0, 0);
             term_events_f64(w, first, first + rows_here, n_out, n_in, (const double *)p,
                             (const double *)values, value[0], event_terms, n_event_terms, cols,
                             n_cols);
             beta_clamp_f64(w + begin, count, 0, 1, 0, has[2], value[2], has[3], value[3]);
         } else {
             float *w = (float *)out;
-            if (!blas)
-                beta_clamp_f32(w + begin, count, 1, (float)value[1], beta_zero, 0, 0, 0, 0);
             term_events_f32(w, first, first + rows_here, n_out, n_in, (const float *)p,
                             (const float *)values, (float)value[0], event_terms, n_event_terms,
                             cols, n_cols);
