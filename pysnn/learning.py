@@ -162,6 +162,7 @@ class _Stack:
         "p_matrix",
         "q_matrix",
         "native",
+        "obstacle",
         "n",
         "p_local",
         "q_local",
@@ -196,8 +197,9 @@ class _Stack:
         n = self.n = world * batch * positions
         self.p_matrix = self.p.view(n_terms * n, n_post).t()
         self.q_matrix = self.q.view(n_terms * n, fan_in)
-        # (sources, their pointers, arguments) of the fused stacking kernel, see _Layer.stack
+        # (sources, their layout key, arguments) of the fused stacking kernel, see _Layer.stack
         self.native: Optional[tuple] = None
+        self.obstacle: Optional[tuple] = None  # (native.enabled(), _Layer._stack_obstacle)
         # the round of LearningRule._gather_layers that filled and gathered it (None: not)
         self.ready: Optional[int] = None
 
@@ -326,7 +328,9 @@ class _Layer(Mapping):
 
     def apply_mask(self) -> None:
         """Zero the weights of masked synapses (every rule calls it after its weight update)."""
-        _zero_masked(self.weight, self.mask)
+        mask = self.mask
+        if mask is not None:  # (most layers have none: the weight is not looked up)
+            _zero_masked(self.weight, mask)
 
     def weight_matrix(self) -> Tensor:
         """The weight as ``(O, K)`` (conv: ``(C_out, C_in·kh·kw)``, the unfold row order)."""
@@ -602,7 +606,13 @@ class _Layer(Mapping):
                 return stack
         filled = False
         if mode != "torch":
-            reason = self._stack_obstacle(like)
+            # what _stack_obstacle checks is fixed for a stack (made for like's dtype and
+            # device, on this layer) but for the process-wide switch: checked once per state of it
+            enabled = native.enabled()
+            obstacle = stack.obstacle
+            if obstacle is None or obstacle[0] is not enabled:
+                obstacle = stack.obstacle = (enabled, self._stack_obstacle(like))
+            reason = obstacle[1]
             if reason is None:
                 filled = self._stack_natively(stack, terms)
                 if not filled:
