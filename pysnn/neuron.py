@@ -681,30 +681,39 @@ class BaseNeuron(BackendMixin, _StateMixin, nn.Module):
         :func:`~pysnn.functional.fold_pair` folds (see :meth:`_fold_pair`), with its buffer;
         None where that does not apply."""
         first, second = pair
+        if type(first) is not Tensor or type(second) is not Tensor:
+            return None
         shape = self._buffers["v_cell"].shape
+        shapes = self.__dict__.get("_pair_shapes")  # (cells' shape, each input's shape)
+        if shapes is None or shapes[0] != shape:
+            shapes = self.__dict__["_pair_shapes"] = (shape, torch.Size((*shape, 1)))
+        dtype = first.dtype
         if not (
-            type(first) is Tensor
-            and type(second) is Tensor
-            and first.dim() == len(shape) + 1
-            and first.shape[-1] == 1
-            and first.shape == second.shape
-            and first.shape[:-1] == shape
-            and first.dtype == second.dtype
-            and first.dtype.is_floating_point
-            and first.device == second.device
+            first.shape == shapes[1]
+            and second.shape == shapes[1]
+            and second.dtype is dtype
+            and dtype.is_floating_point
+            and ((first.is_cpu and second.is_cpu) or first.device == second.device)
             and not (first.requires_grad or second.requires_grad)
         ):
             return None
+        # the last pair, reused where it holds the same tensors (a NamedTuple costs a call)
+        last = self.__dict__.get("_pair")
+        if last is not None and last.first is first and last.second is second:
+            summed = last.out
+            if summed.dtype is dtype and summed.device == first.device and summed.shape == shape:
+                return last
         summed = self.__dict__.get("_fold_sum")
         if (
             summed is None
-            or summed.dtype != first.dtype
+            or summed.dtype != dtype
             or summed.device != first.device
             or summed.shape != shape
         ):
-            summed = torch.empty(shape, dtype=first.dtype, device=first.device)
+            summed = torch.empty(shape, dtype=dtype, device=first.device)
             self.__dict__["_fold_sum"] = summed
-        return sf.InputPair(first, second, summed)
+        last = self.__dict__["_pair"] = sf.InputPair(first, second, summed)
+        return last
 
     def unfold(self, x: Tensor) -> Tensor:
         """Reshape ``x`` to ``cells_shape + (R,)`` (the inverse of folding for ``R`` synapses)."""
