@@ -354,12 +354,18 @@ def _neuron(model: int, x: Tensor, arguments: tuple, cache: dict, strict: bool):
     args, address, reason = _cached(cache, "neuron", tensors, _neuron_args, model, 12, relax)
     dtype, shape = args._cells if reason is None else (None, None)
     if type(x) is sf.InputPair:  # the kernel folds the two inputs itself
-        inputs = (x.first, x.second)
-        if reason is None and not all(
-            part.dtype is dtype and part.is_cpu and part.numel() == args.rows * args.cols
-            for part in inputs
-        ):
-            reason = "inputs that are not CPU tensors of the cells' shape and dtype"
+        first, second = inputs = (x.first, x.second)
+        if reason is None:
+            n = args.rows * args.cols
+            if not (
+                first.dtype is dtype
+                and second.dtype is dtype
+                and first.is_cpu
+                and second.is_cpu
+                and first.numel() == n
+                and second.numel() == n
+            ):
+                reason = "inputs that are not CPU tensors of the cells' shape and dtype"
     else:
         inputs = (x,)
         if reason is None and not (
