@@ -32,6 +32,10 @@ _grad_enabled = torch.is_grad_enabled
 _REQUIRES_GRAD = operator.attrgetter("requires_grad")
 
 
+def _no_tensors(args: tuple) -> tuple:
+    return ()
+
+
 class NativeUnavailableError(RuntimeError):
     """Raised when ``backend="native"`` was asked for and the C twin cannot run this step."""
 
@@ -134,8 +138,18 @@ class BackendMixin:
 
     def _dispatch(self, torch_step: Callable, native_step: Callable, *args):
         """Run a whole step on this module's backend (see :mod:`pysnn._backend`)."""
-        if _grad_enabled():
-            self._reject_state_requiring_grad(args)
+        if _grad_enabled():  # (the check inline: it runs at every step in grad mode)
+            known = self.__dict__.get("_state_getter")  # (number of arguments, their tensors)
+            try:
+                clean = (
+                    known is not None
+                    and known[0] == len(args)
+                    and not any(map(_REQUIRES_GRAD, known[1](args)))
+                )
+            except AttributeError:  # not a tensor where the first step had one
+                clean = False
+            if not clean:
+                self._reject_state_requiring_grad(args)
         backend = self._backend
         if backend == "torch":
             return torch_step(*args)
@@ -154,26 +168,16 @@ class BackendMixin:
         same clear error before anything changes. Under :func:`torch.no_grad` both run such a
         step alike. ``args`` are the whole step's: its inputs, then the state."""
         # the tensors' positions among a step's arguments are fixed by the step's code: found
-        # once per class and number of arguments, then read with one itemgetter at each step
-        getters = type(self).__dict__.get("_state_getters")
-        if getters is None:
-            getters = {}
-            setattr(type(self), "_state_getters", getters)
-        getter = getters.get(len(args))
-        if getter is None:
-            positions = [
-                index
-                for index in range(self._step_inputs, len(args))
-                if isinstance(args[index], torch.Tensor)
-            ]
-            getter = getters[len(args)] = (
-                operator.itemgetter(*positions, positions[0]) if positions else (lambda a: ())
-            )  # two positions at least, so that the getter always returns a tuple
-        try:
-            if not any(map(_REQUIRES_GRAD, getter(args))):
-                return
-        except AttributeError:  # not a tensor where the first step had one: the full search
-            pass
+        # here, then read by _dispatch with one itemgetter at each step
+        positions = [
+            index
+            for index in range(self._step_inputs, len(args))
+            if isinstance(args[index], torch.Tensor)
+        ]
+        getter = (
+            operator.itemgetter(*positions, positions[0]) if positions else _no_tensors
+        )  # two positions at least, so that the getter always returns a tuple
+        self.__dict__["_state_getter"] = (len(args), getter)
         for value in args[self._step_inputs :]:
             if isinstance(value, torch.Tensor) and value.requires_grad:
                 owner = type(self).__name__
