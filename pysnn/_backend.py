@@ -19,7 +19,6 @@ they give the same numbers bit for bit; ``tests/test_backends.py`` checks it as 
 models, parameters, mutations and thread counts.
 """
 
-import operator
 from typing import Callable, Tuple
 
 import torch
@@ -29,11 +28,6 @@ __all__ = ["BACKENDS", "NativeUnavailableError", "check_backend", "BackendMixin"
 from pysnn._checks import BACKENDS, check_backend  # noqa: F401 (part of this module's API)
 
 _grad_enabled = torch.is_grad_enabled
-_REQUIRES_GRAD = operator.attrgetter("requires_grad")
-
-
-def _no_tensors(args: tuple) -> tuple:
-    return ()
 
 
 class NativeUnavailableError(RuntimeError):
@@ -59,6 +53,17 @@ def _opaque(function: Callable) -> Callable:
     if function not in _OPAQUE:
         _OPAQUE[function] = torch.compiler.disable(function)
     return _OPAQUE[function]
+
+
+def eager_step(step: Callable, *args):
+    """``step(*args)`` (a whole-step function of :mod:`pysnn.functional`) without autograd
+    where grad mode is on: the step works in place on the module's state, as its C twin does,
+    which autograd does not follow (a leaf that requires grad cannot be changed in place, and
+    any other state would grow a graph)."""
+    if _grad_enabled():
+        with torch.no_grad():
+            return step(*args)
+    return step(*args)
 
 
 class BackendMixin:
@@ -132,66 +137,24 @@ class BackendMixin:
             f"{type(self).__name__}: backend='native' cannot run: {reason}"
         )
 
-    #: How many of a whole step's leading arguments are its inputs (checked by the module's
-    #: forward); the others are the module's state, parameters and settings.
-    _step_inputs = 1
-
     def _dispatch(self, torch_step: Callable, native_step: Callable, *args):
-        """Run a whole step on this module's backend (see :mod:`pysnn._backend`)."""
-        if _grad_enabled():  # (the check inline: it runs at every step in grad mode)
-            known = self.__dict__.get("_state_getter")  # (number of arguments, their tensors)
-            try:
-                clean = (
-                    known is not None
-                    and known[0] == len(args)
-                    and not any(map(_REQUIRES_GRAD, known[1](args)))
-                )
-            except AttributeError:  # not a tensor where the first step had one
-                clean = False
-            if not clean:
-                self._reject_state_requiring_grad(args)
+        """Run a whole step on this module's backend (see :mod:`pysnn._backend`).
+
+        The step works in place on the module's state, which autograd does not follow: the
+        PyTorch step runs without autograd (:func:`eager_step`), as the C twin does, so a state
+        or parameter buffer that requires grad (``v_cell.requires_grad_()``) is updated alike on
+        both, and no autograd graph grows in the state.
+        """
         backend = self._backend
         if backend == "torch":
-            return torch_step(*args)
+            return eager_step(torch_step, *args)
         if backend == "auto" and isinstance(args[0], torch.Tensor) and not args[0].is_cpu:
-            return torch_step(*args)  # CUDA: no C twin, and no per-step checks for one
+            return eager_step(torch_step, *args)  # CUDA: no C twin, and no per-step checks
         if torch.compiler.is_compiling():
             if backend == "auto":
-                return torch_step(*args)  # traced and compiled by dynamo
+                return eager_step(torch_step, *args)  # traced and compiled by dynamo
             native_step = _opaque(native_step)
         return native_step(*args, cache=self.__dict__["_native_cache"], strict=backend == "native")
-
-    def _reject_state_requiring_grad(self, args: tuple) -> None:
-        """A state or parameter tensor that requires grad (``v_cell.requires_grad_()``): the
-        step works in place on the state, which autograd forbids for a leaf (PyTorch raises
-        midway through the step; the kernels would run regardless), so both backends raise the
-        same clear error before anything changes. Under :func:`torch.no_grad` both run such a
-        step alike. ``args`` are the whole step's: its inputs, then the state."""
-        # the tensors' positions among a step's arguments are fixed by the step's code: found
-        # here, then read by _dispatch with one itemgetter at each step
-        positions = [
-            index
-            for index in range(self._step_inputs, len(args))
-            if isinstance(args[index], torch.Tensor)
-        ]
-        getter = (
-            operator.itemgetter(*positions, positions[0]) if positions else _no_tensors
-        )  # two positions at least, so that the getter always returns a tuple
-        self.__dict__["_state_getter"] = (len(args), getter)
-        for value in args[self._step_inputs :]:
-            if isinstance(value, torch.Tensor) and value.requires_grad:
-                owner = type(self).__name__
-                names = [
-                    name
-                    for name, tensor in (*self._buffers.items(), *self._parameters.items())
-                    if tensor is value
-                ]
-                name = names[0] if names else "a state tensor"
-                raise TypeError(
-                    f"{owner}: {name} requires grad; the step works in place on the module's "
-                    f"state, which autograd does not follow (set {name}.requires_grad_(False), "
-                    "or step under torch.no_grad())"
-                )
 
     def _init_backend(self, backend: str) -> None:
         self.__dict__["_native_cache"] = KernelCache()

@@ -663,7 +663,6 @@ class Linear(BackendMixin, Connection, native_twin=True):
     """
 
     _step_methods = ("forward", "propagate_spike", "activation_potential", "convert_spikes")
-    _step_inputs = 2  # x and trace_in
 
     def __init__(
         self,

@@ -49,7 +49,7 @@ import torch
 from torch import Tensor
 
 from pysnn import functional as sf
-from pysnn._backend import NativeUnavailableError
+from pysnn._backend import NativeUnavailableError, eager_step
 
 try:  # the extension is optional: setup.py builds it when a compiler is available
     from pysnn import _native as _extension
@@ -248,8 +248,6 @@ def _state_obstacle(tensors: Sequence[Tensor], dtype: torch.dtype, numel: int) -
             return f"a tensor on {tensor.device} (the kernels run on the CPU)"
         if tensor.numel() != numel or not tensor.is_contiguous():
             return "a parameter or state tensor that is not contiguous with one value per cell"
-        if tensor.requires_grad:
-            return "a state tensor that requires grad"
     return None
 
 
@@ -290,7 +288,7 @@ def input_step(
             return trace
         reason = "an input that is not a contiguous CPU tensor of the cells' shape"
     _decline(strict, reason)
-    return sf.input_step(x, trace, spikes, alpha_t, tau_t, dt, update_type)
+    return eager_step(sf.input_step, x, trace, spikes, alpha_t, tau_t, dt, update_type)
 
 
 def _cached(cache: dict, name: str, tensors: Sequence[Tensor], build, *settings) -> tuple:
@@ -490,19 +488,19 @@ def if_step(x: Tensor, *arguments, cache: dict, strict: bool = False) -> Tensor:
         apply.
     """
     fired = _neuron(_MODEL_IF, x, arguments, cache, strict)
-    return sf.if_step(sf.folded(x), *arguments) if fired is None else fired
+    return eager_step(sf.if_step, sf.folded(x), *arguments) if fired is None else fired
 
 
 def lif_step(x: Tensor, *arguments, cache: dict, strict: bool = False) -> Tensor:
     """C twin of :func:`pysnn.functional.lif_step` (arguments as :func:`if_step`)."""
     fired = _neuron(_MODEL_LIF, x, arguments, cache, strict)
-    return sf.lif_step(sf.folded(x), *arguments) if fired is None else fired
+    return eager_step(sf.lif_step, sf.folded(x), *arguments) if fired is None else fired
 
 
 def adaptive_lif_step(x: Tensor, *arguments, cache: dict, strict: bool = False) -> Tensor:
     """C twin of :func:`pysnn.functional.adaptive_lif_step` (arguments as :func:`if_step`)."""
     fired = _neuron(_MODEL_ADAPTIVE_LIF, x, arguments, cache, strict)
-    return sf.adaptive_lif_step(sf.folded(x), *arguments) if fired is None else fired
+    return eager_step(sf.adaptive_lif_step, sf.folded(x), *arguments) if fired is None else fired
 
 
 # -- Linear --------------------------------------------------------------------------------
@@ -546,7 +544,8 @@ def linear_step(
             reason = "inputs that are not contiguous CPU tensors of the weight's dtype"
     if reason is not None:
         _decline(strict, reason)
-        return sf.linear_step(
+        return eager_step(
+            sf.linear_step,
             x,
             trace_in,
             weight,

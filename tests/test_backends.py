@@ -31,9 +31,9 @@ The module is skipped where the extension is not built or the kernels are switch
 # 110 model/parameter pairs × 7 mutations × 2 thread counts), test_edit_matrix_per_cell_init 220,
 # test_edit_matrix_threaded 220 (12000 cells), test_to_float64_matrix 20, test_linear_edit_matrix
 # 126, test_linear_to_float64 12, test_memory_seen_as_another_dtype 120,
-# test_linear_memory_seen_as_another_dtype 8, test_state_requiring_grad 102,
-# test_linear_state_requiring_grad 4: 2372 matrix cases. The whole file collects 3005 cases (10
-# of them skipped without CUDA).
+# test_linear_memory_seen_as_another_dtype 8, test_state_requiring_grad 204 (grad mode on and
+# off), test_linear_state_requiring_grad 8: 2478 matrix cases. The whole file collects 3111
+# cases (10 of them skipped without CUDA).
 
 import math
 
@@ -1210,14 +1210,14 @@ def reinterpret(module, name):
     tensor.data = tensor.data.view(SAME_SIZE_DTYPE[tensor.dtype])
 
 
-def step_outcome(module, step):
+def step_outcome(module, step, grad_mode=False):
     """What a step does: ``("raised", type, message)`` or ``("ran", outputs, state)``."""
     try:
-        with torch.no_grad():
-            outputs = tuple(t.clone() for t in step(module))
+        with torch.set_grad_enabled(grad_mode):
+            outputs = tuple(t.detach().clone() for t in step(module))
     except Exception as error:  # compared, type and message, between the backends
         return ("raised", type(error), str(error))
-    state = {name: t.clone() for name, t in module.state_dict().items()}
+    state = {name: t.detach().clone() for name, t in module.state_dict().items()}
     return ("ran", outputs, state)
 
 
@@ -1296,6 +1296,16 @@ FLOAT_NAMES = {
 }
 
 
+def assert_no_graph_in(module, what):
+    """Every state and parameter tensor is a leaf: no autograd graph grew in the state (a
+    connection's per-synapse buffers are views of its compact state, whose grad_fn is the
+    view's own)."""
+    for key, value in module.state_dict(keep_vars=True).items():
+        if not value._is_view():
+            assert value.grad_fn is None, f"{what}: {key} has grad_fn {value.grad_fn}"
+
+
+@pytest.mark.parametrize("grad_mode", [True, False], ids=["grad", "no_grad"])
 @pytest.mark.parametrize(
     "model, name",
     [
@@ -1304,55 +1314,55 @@ FLOAT_NAMES = {
         for name in FLOAT_NAMES[split(model)[0]]
     ],
 )
-def test_state_requiring_grad(model, name):
-    """``<name>.requires_grad_()`` after some steps: with grad enabled every backend raises the
-    same TypeError, naming it, before any state changes; under ``torch.no_grad()`` "native"
-    and "auto" run what "torch" runs. The threshold, a Parameter, is refused in both modes (as
-    before); IF and LIF neurons do not read thresh_center in a step, and run alike."""
-    kind = split(model)[0]
-    read = not (name == "thresh_center" and kind in ("if", "lif"))
-    x = make_inputs(model, 1)[0]
+def test_state_requiring_grad(model, name, grad_mode):
+    """``<name>.requires_grad_()`` after some steps, then steps with grad enabled or under
+    ``torch.no_grad()``: the step works in place on the state without autograd on every
+    backend, so "torch", "auto" and "native" give the same numbers, the tensor stays a leaf
+    that requires grad and no graph grows in the state. The threshold, a Parameter, is refused
+    with the same TypeError on all three (as before)."""
+    inputs = make_inputs(model, 4)
     modules = {backend: build(model, backend) for backend in ("torch", "auto", "native")}
     for module in modules.values():
         with torch.no_grad():
-            module(x)
+            module(inputs[0])
         getattr(module, name).requires_grad_(True)
-    if read:
-        for module in modules.values():
-            before = {key: value.detach().clone() for key, value in module.state_dict().items()}
-            with pytest.raises(TypeError, match=f"{name} requires grad"):
-                module(x)
-            for key, value in module.state_dict().items():
-                assert_same(value.detach(), before[key], f"{key} after the refused step")
-    expected = step_outcome(modules["torch"], lambda m: m(x))
-    if name == "thresh":
-        assert expected[:2] == ("raised", TypeError)
-    else:
-        assert expected[0] == "ran"
-    for backend in ("auto", "native"):
-        assert_same_outcome(step_outcome(modules[backend], lambda m: m(x)), expected, backend)
+    with torch.set_grad_enabled(grad_mode):
+        if name == "thresh":
+            for module in modules.values():
+                with pytest.raises(TypeError, match="thresh requires grad"):
+                    module(inputs[1])
+            return
+        for x in inputs[1:]:
+            expected = step_outcome(modules["torch"], lambda m: m(x), grad_mode)
+            assert expected[0] == "ran", expected[:3]
+            for backend in ("auto", "native"):
+                got = step_outcome(modules[backend], lambda m: m(x), grad_mode)
+                assert_same_outcome(got, expected, backend)
+    for backend, module in modules.items():
+        assert getattr(module, name).requires_grad and getattr(module, name).is_leaf
+        assert_no_graph_in(module, backend)
 
 
+@pytest.mark.parametrize("grad_mode", [True, False], ids=["grad", "no_grad"])
 @pytest.mark.parametrize("name", ["pre_trace", "spike_queue"])
 @pytest.mark.parametrize("reduction", ["none", "sum"])
-def test_linear_state_requiring_grad(reduction, name):
+def test_linear_state_requiring_grad(reduction, name, grad_mode):
     """The same for a connection's presynaptic trace and delay line."""
-    x, trace_in = linear_inputs(1)[0]
+    inputs = linear_inputs(4)
     modules = {
         backend: build_linear(backend, 2, reduction) for backend in ("torch", "auto", "native")
     }
     for module in modules.values():
         with torch.no_grad():
-            module(x, trace_in)
+            module(*inputs[0])
         getattr(module, name).requires_grad_(True)
-    for module in modules.values():
-        before = {key: value.detach().clone() for key, value in module.state_dict().items()}
-        with pytest.raises(TypeError, match=f"{name} requires grad"):
-            module(x, trace_in)
-        for key, value in module.state_dict().items():
-            assert_same(value.detach(), before[key], f"{key} after the refused step")
-    expected = step_outcome(modules["torch"], lambda m: m(x, trace_in))
-    assert expected[0] == "ran"
-    for backend in ("auto", "native"):
-        got = step_outcome(modules[backend], lambda m: m(x, trace_in))
-        assert_same_outcome(got, expected, backend)
+    with torch.set_grad_enabled(grad_mode):
+        for x, trace_in in inputs[1:]:
+            expected = step_outcome(modules["torch"], lambda m: m(x, trace_in), grad_mode)
+            assert expected[0] == "ran", expected[:3]
+            for backend in ("auto", "native"):
+                got = step_outcome(modules[backend], lambda m: m(x, trace_in), grad_mode)
+                assert_same_outcome(got, expected, backend)
+    for backend, module in modules.items():
+        assert getattr(module, name).requires_grad
+        assert_no_graph_in(module, backend)
