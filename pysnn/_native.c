@@ -45,7 +45,7 @@
 #endif
 /* The most spikes per sample of the spike-driven product, a power of two
  * (functional.SPIKE_PRODUCT_MAX_SPIKES; tests/test_native.py checks they agree) */
-#define SPIKE_PRODUCT_MAX_LENGTH 16
+#define SPIKE_PRODUCT_MAX_LENGTH 64
 /* The deepest ordered update (learning.ORDERED_DEPTH; tests/test_native.py checks they agree) */
 #define ORDERED_MAX_DEPTH 8
 /* One build runs on every x86-64 CPU and uses AVX2 + FMA (x86-64-v3) where the CPU has them (GCC
@@ -858,8 +858,13 @@ static PyObject *py_spike_ingest(PyObject *self, PyObject *const *args, Py_ssize
     }
     if (!fits || (total * line > n_in && total * work > batch * n_in))
         Py_RETURN_FALSE;
-    const int threads = team_size(n_out * 64, n_out);
-#pragma omp parallel num_threads(threads)
+    /* the presynaptic step in the same parallel region (ingest_rows: at most `capacity`
+     * parts) */
+    int threads = team_size(n_out * 64, n_out);
+    if (threads > a->capacity)
+        threads = (int)a->capacity;
+    const int delayed = a->slot != NULL;
+#pragma omp parallel num_threads(threads) if (threads > 1)
     {
         const int part = THREAD_INDEX(), parts = THREAD_COUNT();
         const Py_ssize_t first = block_start(n_out, part, parts, 1);
@@ -870,8 +875,13 @@ static PyObject *py_spike_ingest(PyObject *self, PyObject *const *args, Py_ssize
         else
             spike_rows_f32((const float *)a->weight, stride_o, stride_i, first, last, n_in,
                            batch, x, x_is_bool, idx, counts, width, (float *)a->product);
+        /* with a delay, the product reads the leaving spikes, which the slot then loses to the
+         * input: every thread's rows first */
+        if (delayed) {
+#pragma omp barrier
+        }
+        ingest_rows(a, part, parts);
     }
-    ingest_all(a); /* the product has read the leaving spikes: the slot may now take the input */
     Py_RETURN_TRUE;
 }
 

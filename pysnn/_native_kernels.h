@@ -137,53 +137,65 @@ TARGET_CLONES static void KERNEL(normalize_rows)(T *restrict weight, Py_ssize_t 
     }
 }
 
-/* W[o][i]·x[b][i] of the t-th nonzero input i of sample b (xb NULL: bool spikes, x = 1) */
-static ALWAYS_INLINE T KERNEL(spike_term)(const T *restrict w, Py_ssize_t stride_i,
-                                          const int32_t *restrict ib, const T *restrict xb,
-                                          Py_ssize_t t)
-{
-    const Py_ssize_t i = ib[t];
-    return xb == NULL ? w[i * stride_i] * (T)1 : w[i * stride_i] * xb[i];
-}
-
 /* The spike-driven product of Linear(reduction="sum") (functional.sum_product), rows
  * [first, last) of product (O, B): product[o][b] is the pairwise tree of functional.pairwise_sum,
  * over SPIKE_PRODUCT_MAX_LENGTH values, of W[o][i]·x[b][i] for the nonzero inputs i of sample b
  * in ascending order (idx[b], counts[b] of them), padded with +0. W is read through its strides;
- * x is bool (a nonzero input is 1) or T. */
-static void KERNEL(spike_rows)(const T *restrict weight, Py_ssize_t stride_o, Py_ssize_t stride_i,
-                               Py_ssize_t first, Py_ssize_t last, Py_ssize_t n_in,
-                               Py_ssize_t batch, const void *restrict x, const int x_is_bool,
-                               const int32_t *restrict idx, const Py_ssize_t *restrict counts,
-                               Py_ssize_t width, T *restrict product)
+ * x is bool (a nonzero input is 1) or T.
+ *
+ * The tree over `length` values pads with +0, and x + (+0) is x but for x = -0 (which becomes
+ * +0): so the tree over the first power of two `span` >= k values, then one +0 where there was
+ * padding, gives the same number with far fewer additions (a sample with 2 spikes: 2 instead
+ * of 63). The trees of 32 bytes' worth of consecutive rows (8 floats, 4 doubles) are built
+ * side by side, one lane per row: each level is then one vector addition, and those rows of W
+ * stay in the L1 cache while every sample reads them (8 rows against 16: 42 against 56 µs for
+ * 784 -> 400 at batch 16 with 30 spikes per sample, on 2 cores of an AMD EPYC). */
+TARGET_CLONES static void KERNEL(spike_rows)(const T *restrict weight, Py_ssize_t stride_o,
+                                             Py_ssize_t stride_i, Py_ssize_t first,
+                                             Py_ssize_t last, Py_ssize_t n_in, Py_ssize_t batch,
+                                             const void *restrict x, const int x_is_bool,
+                                             const int32_t *restrict idx,
+                                             const Py_ssize_t *restrict counts, Py_ssize_t width,
+                                             T *restrict product)
 {
-    const Py_ssize_t length = SPIKE_PRODUCT_MAX_LENGTH;
-    T work[SPIKE_PRODUCT_MAX_LENGTH];
-    for (Py_ssize_t o = first; o < last; ++o) {
-        const T *restrict w = weight + o * stride_o;
+    enum { lanes = 32 / sizeof(T), length = SPIKE_PRODUCT_MAX_LENGTH };
+    T work[SPIKE_PRODUCT_MAX_LENGTH][lanes];
+    for (Py_ssize_t o0 = first; o0 < last; o0 += lanes) {
+        /* the last block may have fewer rows: its lanes past `last` repeat row last - 1 */
+        Py_ssize_t row[lanes];
+        for (Py_ssize_t l = 0; l < lanes; ++l)
+            row[l] = (o0 + l < last ? o0 + l : last - 1) * stride_o;
+        const Py_ssize_t rows = last - o0 < lanes ? last - o0 : lanes;
         for (Py_ssize_t b = 0; b < batch; ++b) {
             const int32_t *restrict ib = idx + b * width;
             const T *restrict xb = x_is_bool ? NULL : (const T *)x + b * n_in;
             const Py_ssize_t k = counts[b];
-            /* The tree over `length` values pads with +0, and x + (+0) is x but for x = -0
-             * (which becomes +0): so the tree over the first power of two `span` >= k values,
-             * then one +0 where there was padding, gives the same number with far fewer
-             * additions (a sample with 2 spikes: 2 instead of 15). */
-            T value = (T)0; /* the tree over sixteen +0 */
-            if (k > 0) {
-                Py_ssize_t span = 1;
-                while (span < k)
-                    span *= 2;
-                for (Py_ssize_t t = 0; t < k; ++t)
-                    work[t] = KERNEL(spike_term)(w, stride_i, ib, xb, t);
-                for (Py_ssize_t t = k; t < span; ++t)
-                    work[t] = (T)0;
-                for (Py_ssize_t half = span / 2; half >= 1; half /= 2)
-                    for (Py_ssize_t j = 0; j < half; ++j)
-                        work[j] = work[j] + work[j + half];
-                value = k < length ? work[0] + (T)0 : work[0];
+            if (k == 0) { /* the tree over +0 alone */
+                for (Py_ssize_t l = 0; l < rows; ++l)
+                    product[(o0 + l) * batch + b] = (T)0;
+                continue;
             }
-            product[o * batch + b] = value;
+            Py_ssize_t span = 1;
+            while (span < k)
+                span *= 2;
+            for (Py_ssize_t t = 0; t < k; ++t) {
+                const T *restrict column = weight + ib[t] * stride_i;
+                const T factor = xb == NULL ? (T)1 : xb[ib[t]];
+                for (Py_ssize_t l = 0; l < lanes; ++l)
+                    work[t][l] = column[row[l]] * factor;
+            }
+            for (Py_ssize_t t = k; t < span; ++t)
+                for (Py_ssize_t l = 0; l < lanes; ++l)
+                    work[t][l] = (T)0;
+            for (Py_ssize_t half = span / 2; half >= 1; half /= 2)
+                for (Py_ssize_t j = 0; j < half; ++j)
+                    for (Py_ssize_t l = 0; l < lanes; ++l)
+                        work[j][l] = work[j][l] + work[j + half][l];
+            if (k < length)
+                for (Py_ssize_t l = 0; l < lanes; ++l)
+                    work[0][l] = work[0][l] + (T)0;
+            for (Py_ssize_t l = 0; l < rows; ++l)
+                product[(o0 + l) * batch + b] = work[0][l];
         }
     }
 }

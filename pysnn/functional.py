@@ -586,16 +586,17 @@ def _sum_outputs(pre_trace: Tensor, out: SumBuffers) -> Tuple[Tensor, Tensor]:
 
 #: The spike-driven product of a ``reduction="sum"`` Linear runs where every sample has at most
 #: this many nonzero inputs (a power of two: the length of its summation tree) ...
-SPIKE_PRODUCT_MAX_SPIKES = 16
+SPIKE_PRODUCT_MAX_SPIKES = 64
 #: ... and all samples together at most ``max(I / SPIKE_PRODUCT_LINE,
-#: B·I / SPIKE_PRODUCT_WORK)``: reading a column of the row-major ``(O, I)`` weight costs a
-#: cache line (16 floats) per output, against one pass over the weight for the dense product ...
-SPIKE_PRODUCT_LINE = 16
-#: ... and ``B·I`` multiply-adds per output: from batch 9 on, the dense product's arithmetic
-#: outweighs its pass over the weight (measured on a 2-core AMD EPYC, 400 → 400 at batch 16:
-#: the spike-driven product at 34 spikes in all took 29–40 µs, the BLAS product 66–74 µs;
-#: ``benchmarks/README.md``, session 12).
-SPIKE_PRODUCT_WORK = 128
+#: B·I / SPIKE_PRODUCT_WORK)``: at small batches the dense product is one pass over the
+#: weight, and a gathered weight costs about as much as 12 weights streamed ...
+SPIKE_PRODUCT_LINE = 12
+#: ... and at large batches its ``B·I`` multiply-adds per output weigh more, of which a
+#: gathered weight costs about 16. ``benchmarks/event_crossover.py --spike-product`` measures
+#: both (a 2-core AMD EPYC, session 15: one ``Linear(784 → 400)`` step at batch 16 and 32 spikes
+#: per sample 0.078 ms spike-driven against 0.112 ms with the BLAS; the two break even near
+#: 56 spikes per sample at batch 16, 48 at batch 32, and beyond 64 at batch 1).
+SPIKE_PRODUCT_WORK = 16
 
 
 def _traced() -> bool:
@@ -622,25 +623,37 @@ def _spike_product_total(batch: int, n_in: int) -> int:
     return max(n_in // SPIKE_PRODUCT_LINE, batch * n_in // SPIKE_PRODUCT_WORK)
 
 
-def _spike_tree(weight: Tensor, spikes: Tensor, nonzero: Tensor, counts: Tensor) -> Tensor:
+def _spike_tree(
+    weight: Tensor, spikes: Tensor, nonzero: Tensor, counts: Tensor, most: Optional[int] = None
+) -> Tensor:
     """``(O, B)``: for each sample (row of ``spikes``), the pairwise tree over
     :data:`SPIKE_PRODUCT_MAX_SPIKES` values, ``W[o, i]·s[b, i]`` for its nonzero inputs in
-    ascending order, then +0 (a NaN weight of a silent input stays out)."""
-    width = min(SPIKE_PRODUCT_MAX_SPIKES, spikes.shape[1])
+    ascending order, then +0 (a NaN weight of a silent input stays out).
+
+    ``most`` (the largest count, known on the host) shortens the tree to the first power of two
+    ``span`` at least that: the tree over the full length pads with +0, and ``x + (+0)`` is
+    ``x`` but for ``x = -0``, so the tree over ``span`` values, then +0 where the full tree had
+    padding, is the same number (as the C twin computes it)."""
+    length = SPIKE_PRODUCT_MAX_SPIKES
+    span = length if most is None else 1 << max(int(most) - 1, 0).bit_length()
+    width = min(span, spikes.shape[1])
     # each sample's nonzero inputs first, in ascending order (a stable sort of 0 before 1)
     order = torch.argsort(nonzero.logical_not(), dim=1, stable=True)[:, :width]
     valid = torch.arange(width, device=spikes.device) < counts.view(-1, 1)  # (B, width)
     columns = torch.index_select(weight, 1, order.reshape(-1)).view(-1, *order.shape)
     terms = torch.where(valid, columns * spikes.gather(1, order), 0.0)  # (O, B, width)
-    if width < SPIKE_PRODUCT_MAX_SPIKES:
-        padding = terms.new_zeros(terms.shape[:2] + (SPIKE_PRODUCT_MAX_SPIKES - width,))
+    if width < span:
+        padding = terms.new_zeros(terms.shape[:2] + (span - width,))
         terms = torch.cat([terms, padding], 2)
-    # the pairwise tree over the 16 values, as pairwise_sum
-    half = SPIKE_PRODUCT_MAX_SPIKES // 2
+    # the pairwise tree over the span, as pairwise_sum
+    half = span // 2
     while half >= 1:
         terms[..., :half].add_(terms[..., half : 2 * half])
         half //= 2
-    return terms[..., 0]
+    tree = terms[..., 0]
+    if span < length:  # every sample had padding in the full tree
+        tree = tree + 0.0
+    return tree
 
 
 def sum_product(weight: Tensor, spikes: Tensor, product: Tensor) -> Tensor:
@@ -688,8 +701,13 @@ def sum_product(weight: Tensor, spikes: Tensor, product: Tensor) -> Tensor:
     if active_samples.size:
         active = torch.from_numpy(active_samples)
         active_spikes = spikes[active]
+        active_counts = host_counts[active_samples]
         tree = _spike_tree(
-            weight, active_spikes, active_spikes != 0, torch.from_numpy(host_counts[active_samples])
+            weight,
+            active_spikes,
+            active_spikes != 0,
+            torch.from_numpy(active_counts),
+            int(active_counts.max()),
         )
         product.index_copy_(1, active, tree)
     return product

@@ -822,7 +822,7 @@ def test_bad_input_is_rejected_before_any_state_changes(model, bad):
 # -- Linear -------------------------------------------------------------------------------------
 LIN_B, LIN_I, LIN_O = 2, 5, 3
 # sparse inputs: at most 2 spikes per sample of 64 inputs, so that a "sum" layer takes the
-# spike-driven product (functional.sum_product: at most 64 / 16 spikes in all)
+# spike-driven product (functional.sum_product: at most max(64 / 12, 2·64 / 16) = 8 in all)
 SPARSE_LIN_I = 64
 LIN_EDIT_INDEX = {"weight": (1, 2), "spike_queue": (1, 0, 0, 3)}
 BIG_LIN_B, BIG_LIN_I, BIG_LIN_O = 4, 3000, 16  # 12000 presynaptic values
