@@ -594,8 +594,8 @@ SPIKE_PRODUCT_LINE = 12
 #: ... and at large batches its ``B·I`` multiply-adds per output weigh more, of which a
 #: gathered weight costs about 16. ``benchmarks/event_crossover.py --spike-product`` measures
 #: both (a 2-core AMD EPYC, session 15: one ``Linear(784 → 400)`` step at batch 16 and 32 spikes
-#: per sample 0.078 ms spike-driven against 0.112 ms with the BLAS; the two break even near
-#: 56 spikes per sample at batch 16, 48 at batch 32, and beyond 64 at batch 1).
+#: per sample 0.083 ms spike-driven against 0.116 ms with the BLAS; the two break even near
+#: 56 spikes per sample at batch 16, 50 at batch 32, and beyond 64 at batch 1).
 SPIKE_PRODUCT_WORK = 16
 
 
