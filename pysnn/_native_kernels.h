@@ -166,6 +166,8 @@ TARGET_CLONES static void KERNEL(spike_rows)(const T *restrict weight, Py_ssize_
         for (Py_ssize_t l = 0; l < lanes; ++l)
             row[l] = (o0 + l < last ? o0 + l : last - 1) * stride_o;
         const Py_ssize_t rows = last - o0 < lanes ? last - o0 : lanes;
+        /* W stored transposed (its rows' values of one input side by side): one vector load */
+        const int side_by_side = stride_o == 1 && rows == lanes;
         for (Py_ssize_t b = 0; b < batch; ++b) {
             const int32_t *restrict ib = idx + b * width;
             const T *restrict xb = x_is_bool ? NULL : (const T *)x + b * n_in;
@@ -181,8 +183,12 @@ TARGET_CLONES static void KERNEL(spike_rows)(const T *restrict weight, Py_ssize_
             for (Py_ssize_t t = 0; t < k; ++t) {
                 const T *restrict column = weight + ib[t] * stride_i;
                 const T factor = xb == NULL ? (T)1 : xb[ib[t]];
-                for (Py_ssize_t l = 0; l < lanes; ++l)
-                    work[t][l] = column[row[l]] * factor;
+                if (side_by_side)
+                    for (Py_ssize_t l = 0; l < lanes; ++l)
+                        work[t][l] = column[o0 + l] * factor;
+                else
+                    for (Py_ssize_t l = 0; l < lanes; ++l)
+                        work[t][l] = column[row[l]] * factor;
             }
             for (Py_ssize_t t = k; t < span; ++t)
                 for (Py_ssize_t l = 0; l < lanes; ++l)
@@ -371,12 +377,15 @@ static void KERNEL(gather)(const struct neuron_args *a, T *target, Py_ssize_t fi
 static ALWAYS_INLINE void KERNEL(clamp_row)(T *restrict row, Py_ssize_t n, const int has_low,
                                             const T low, const int has_high, const T high)
 {
-    if (has_low)
-        for (Py_ssize_t i = 0; i < n; ++i)
-            row[i] = row[i] < low ? low : row[i];
-    if (has_high)
-        for (Py_ssize_t i = 0; i < n; ++i)
-            row[i] = row[i] > high ? high : row[i];
+    if (!has_low && !has_high)
+        return;
+    const T lowest = has_low ? low : -INFINITY, highest = has_high ? high : INFINITY;
+    /* one branch-free pass (it vectorises): a value within the bounds, or NaN (both
+     * comparisons false), is written back as it is */
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        const T raised = row[i] < lowest ? lowest : row[i];
+        row[i] = raised > highest ? highest : raised;
+    }
 }
 
 /* part[i] ← part[i] + (Σ_j pv[j]·q[j·n_in + i])·alpha for i < n, the sum in order of j: the
@@ -537,48 +546,46 @@ TARGET_CLONES static void KERNEL(event_update)(T *restrict out, Py_ssize_t first
  * out[o][i] ← out[o][i] + (p[j][o]·alpha)·q[j][i] for the nonzero columns i of q[j] (cols[j],
  * n_cols[j], ascending; their values q[j][i] packed in the same order in values[j]). Row by
  * row, every term adding to a row while it is in the cache (not one pass over the block per
- * term); each value still takes the terms in the order of event_terms. The bounds are the
- * caller's. */
+ * term); each value still takes the terms in the order of event_terms. A term with more than
+ * 1/DENSE_ROW_BELOW of its q factors nonzero (a presynaptic trace) is added over the whole row
+ * from q[j] itself, vectorised: its zero factors add 0, as in the BLAS (x + 0 is x but for
+ * x = -0, which becomes +0), and it needs no list. With beta_pass, each
+ * row's beta pass comes first, and each row's bounds come last, while it is in the cache (not
+ * a second pass over the block from L2). */
 TARGET_CLONES static void KERNEL(term_events)(T *restrict out, Py_ssize_t first, Py_ssize_t last,
                                               Py_ssize_t n_out, Py_ssize_t n_in,
-                                              const T *restrict p, const T *restrict values,
+                                              const T *restrict p, const T *restrict q,
+                                              const T *restrict values,
                                               T alpha, const Py_ssize_t *event_terms,
                                               Py_ssize_t n_event_terms, const int32_t *cols,
-                                              const Py_ssize_t *n_cols)
+                                              const Py_ssize_t *n_cols, const int beta_pass,
+                                              const T beta, const int beta_zero,
+                                              const int has_low, const T low,
+                                              const int has_high, const T high)
 {
     for (Py_ssize_t o = first; o < last; ++o) {
         T *restrict row = out + o * n_in;
+        if (beta_pass)
+            KERNEL(beta_pass)(row, n_in, beta, beta_zero);
         for (Py_ssize_t t = 0; t < n_event_terms; ++t) {
             const Py_ssize_t j = event_terms[t];
             const T factor = p[j * n_out + o];
             if (factor == 0)
                 continue;
             const T scale = alpha != 1 ? factor * alpha : factor;
+            const Py_ssize_t count = n_cols[j];
+            if (count * DENSE_ROW_BELOW > n_in) {
+                const T *restrict qj = q + j * n_in;
+                for (Py_ssize_t i = 0; i < n_in; ++i)
+                    row[i] += scale * qj[i];
+                continue;
+            }
             const int32_t *restrict cj = cols + j * n_in;
             const T *restrict vj = values + j * n_in;
-            const Py_ssize_t count = n_cols[j];
             for (Py_ssize_t c = 0; c < count; ++c)
                 row[cj[c]] += scale * vj[c];
         }
-    }
-}
-
-/* product_bounded's beta pass and bounds on a block of `out` (torch.clamp's: max with the low
- * bound, then min with the high one, NaN kept), in one pass. */
-TARGET_CLONES static void KERNEL(beta_clamp)(T *restrict x, Py_ssize_t n, const int beta_pass,
-                                             const T beta, const int beta_zero, const int has_low,
-                                             const T low, const int has_high, const T high)
-{
-    if (beta_pass)
-        KERNEL(beta_pass)(x, n, beta, beta_zero);
-    if (!has_low && !has_high)
-        return;
-    const T lowest = has_low ? low : -INFINITY, highest = has_high ? high : INFINITY;
-    /* every value rewritten, branch-free, so that the loop vectorises: a value within the
-     * bounds (or NaN, for which both comparisons are false) is written back as it is */
-    for (Py_ssize_t i = 0; i < n; ++i) {
-        const T raised = x[i] < lowest ? lowest : x[i];
-        x[i] = raised > highest ? highest : raised;
+        KERNEL(clamp_row)(row, n_in, has_low, low, has_high, high);
     }
 }
 

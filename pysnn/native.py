@@ -713,7 +713,9 @@ def product_bounded(
 
     A term (a row of ``p`` and of ``q``: one sample of one factor pair) whose products of two
     nonzero factors number at most ``crossover · O · I`` (few spikes) is taken event-driven
-    instead, only those products; one BLAS call takes the other terms (their rows of ``p`` and
+    instead, only those products (a term whose ``q`` factors are more than a quarter nonzero,
+    a presynaptic trace, over whole rows of ``out``, vectorised: its zero factors add 0, as in
+    the BLAS); one BLAS call takes the other terms (their rows of ``p`` and
     ``q`` copied into contiguous factors where they are not consecutive, so that one crowded
     term does not take the sparse terms next to it to the BLAS; where the sparse terms between
     the BLAS's first and last number under 1/8 of its own, the BLAS takes them too, which costs
@@ -726,7 +728,7 @@ def product_bounded(
     :meth:`pysnn.learning.LearningRule.product`). Factors that are not finite leave every term
     to the BLAS (``0·inf`` is NaN there).
 
-    :param out: ``(O, I)`` contiguous weight.
+    :param out: ``(O, I)`` weight, contiguous or stored transposed (strides ``(1, O)``).
     :param p: ``(T, B, 1, O)`` contiguous, read as ``(T·B, O)``.
     :param q: ``(T, B, 1, I)`` contiguous, read as ``(T·B, I)``.
     :param crossover: a term is event-driven when its products number at most this fraction
@@ -741,6 +743,11 @@ def product_bounded(
     """
     if not _extension.openmp or torch.get_num_threads() < 2:
         return 0
+    if out.dim() == 2 and not out.is_contiguous() and out.t().is_contiguous():
+        # stored transposed: outᵀ ← clamp(beta·outᵀ + alpha·qᵀp) is the same update of its
+        # contiguous memory, each value the same terms in the same order (each product rounded
+        # as (q·alpha)·p instead of (p·alpha)·q)
+        out, p, q = out.t(), q, p
     operands = _stacked_operands(out, p, q)
     gemm = None if operands is None else _blas_gemm(out.dtype)
     if gemm is None:

@@ -690,6 +690,58 @@ def test_terms_just_over_the_crossover_go_to_the_events_when_the_blas_would_cost
     assert_within_product_bound(got, expected, w, p, q, alpha, beta)
 
 
+def events_reference(w, p, q, alpha, low, high, transposed=False):
+    """A NumPy loop of the event-driven update: every term in order, each value of ``w`` with a
+    nonzero row factor (``p[j, o]``; ``q[j, i]`` for a weight stored transposed) adding
+    ``(row factor · alpha) · other factor`` in the dtype of ``w``, then the bounds."""
+    out, p_np, q_np = w.numpy().copy(), p.numpy(), q.numpy()
+    a = out.dtype.type(alpha)
+    for j in range(p_np.shape[0]):
+        if transposed:
+            row_factor, other = q_np[j][None, :], p_np[j][:, None]
+        else:
+            row_factor, other = p_np[j][:, None], q_np[j][None, :]
+        update = (row_factor * a) * other
+        out = np.where(row_factor != 0, out + update, out)
+    return np.minimum(np.maximum(out, out.dtype.type(low)), out.dtype.type(high))
+
+
+@needs_threaded_product
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
+def test_event_driven_terms_dense_and_sparse_match_a_numpy_loop(dtype, layout):
+    """Every term event-driven (crossover inf): the crowded ones (presynaptic traces, 60 % of
+    their factors nonzero) added over whole rows, the sparse ones (spikes, 3 %) value by value,
+    give the NumPy loop's numbers bit for bit; a weight stored transposed (strides (1, O)) takes
+    the same kernel on its memory, each value adding ``(q·alpha)·p``, also bit for bit."""
+    gen = torch.Generator().manual_seed(23)
+    n_out, n_in, alpha, low, high = 90, 210, -1.0 / 16, 0.0, 0.5
+    p = torch.cat(
+        [
+            sparse_factors(gen, 8, n_out, 0.05, dtype, "spikes"),
+            sparse_factors(gen, 8, n_out, 0.6, dtype, "traces"),
+        ]
+    )
+    q = torch.cat(
+        [
+            sparse_factors(gen, 8, n_in, 0.6, dtype, "traces"),
+            sparse_factors(gen, 8, n_in, 0.03, dtype, "spikes"),
+        ]
+    )
+    w = (torch.rand(n_out, n_in, generator=gen, dtype=torch.float64) * 0.4 + 0.05).to(dtype)
+    w[4, 11] = 0.9  # out of bounds: clamped though no event may land there
+    transposed = layout == "transposed"
+    got = torch.empty(n_in, n_out, dtype=dtype).t() if transposed else torch.empty_like(w)
+    got.copy_(w)
+    with torch_threads(2):
+        taken = native.product_bounded(got, p, q, alpha, 1.0, low, high, math.inf)
+    assert taken == 1 + int((((p != 0).sum(1) > 0) & ((q != 0).sum(1) > 0)).sum())
+    assert got.stride() == ((1, n_out) if transposed else (n_in, 1))
+    expected = events_reference(w, p, q, alpha, low, high, transposed)
+    assert np.array_equal(got.numpy(), expected)
+    assert float(got[4, 11]) == high
+
+
 @needs_threaded_product
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 def test_event_driven_terms_keep_nan_and_leave_non_finite_factors_to_the_blas(dtype):
