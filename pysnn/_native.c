@@ -46,12 +46,6 @@
 /* The most spikes per sample of the spike-driven product, a power of two
  * (functional.SPIKE_PRODUCT_MAX_SPIKES; tests/test_native.py checks they agree) */
 #define SPIKE_PRODUCT_MAX_LENGTH 64
-/* product_bounded's events add a term to a row over the whole row (vectorised, its zero
- * factors adding 0) where more than 1/DENSE_ROW_BELOW of its factors are nonzero. */
-#ifndef DENSE_ROW_BELOW
-#define DENSE_ROW_BELOW 4
-#endif
-
 /* The deepest ordered update (learning.ORDERED_DEPTH; tests/test_native.py checks they agree) */
 #define ORDERED_MAX_DEPTH 8
 /* One build runs on every x86-64 CPU and uses AVX2 + FMA (x86-64-v3) where the CPU has them (GCC
@@ -747,8 +741,7 @@ static PyObject *py_product_bounded(PyObject *self, PyObject *const *args, Py_ss
          * each row's events read them in order instead of gathering them from q again for
          * every row. Every thread's rows read every list: a barrier before the events. */
         for (Py_ssize_t t = part; t < n_event_terms; t += parts)
-            if (n_cols[event_terms[t]] * DENSE_ROW_BELOW <= n_in) /* a dense term reads q */
-                list_term(is_double, q, n_in, event_terms[t], cols, values);
+            list_term(is_double, q, n_in, event_terms[t], cols, values);
         /* column-major: out[first:]ᵀ (I x n) = beta·out[first:]ᵀ + alpha·qᵀ (I x k) @ p[:, first:] */
         if (blas && rows_here > 0)
             blas_gemm(gemm, is_double, "N", "T", n_in, rows_here, n_blas_terms, value[0],
@@ -757,13 +750,12 @@ static PyObject *py_product_bounded(PyObject *self, PyObject *const *args, Py_ss
 #pragma omp barrier
         if (is_double)
             term_events_f64((double *)out, first, first + rows_here, n_out, n_in,
-                            (const double *)p, (const double *)q, (const double *)values,
-                            value[0], event_terms,
+                            (const double *)p, (const double *)values, value[0], event_terms,
                             n_event_terms, cols, n_cols, !blas, value[1], beta_zero, has[2],
                             value[2], has[3], value[3]);
         else
             term_events_f32((float *)out, first, first + rows_here, n_out, n_in, (const float *)p,
-                            (const float *)q, (const float *)values, (float)value[0], event_terms, n_event_terms,
+                            (const float *)values, (float)value[0], event_terms, n_event_terms,
                             cols, n_cols, !blas, (float)value[1], beta_zero, has[2],
                             (float)value[2], has[3], (float)value[3]);
     }

@@ -546,16 +546,12 @@ TARGET_CLONES static void KERNEL(event_update)(T *restrict out, Py_ssize_t first
  * out[o][i] ← out[o][i] + (p[j][o]·alpha)·q[j][i] for the nonzero columns i of q[j] (cols[j],
  * n_cols[j], ascending; their values q[j][i] packed in the same order in values[j]). Row by
  * row, every term adding to a row while it is in the cache (not one pass over the block per
- * term); each value still takes the terms in the order of event_terms. A term with more than
- * 1/DENSE_ROW_BELOW of its q factors nonzero (a presynaptic trace) is added over the whole row
- * from q[j] itself, vectorised: its zero factors add 0, as in the BLAS (x + 0 is x but for
- * x = -0, which becomes +0), and it needs no list. With beta_pass, each
+ * term); each value still takes the terms in the order of event_terms. With beta_pass, each
  * row's beta pass comes first, and each row's bounds come last, while it is in the cache (not
  * a second pass over the block from L2). */
 TARGET_CLONES static void KERNEL(term_events)(T *restrict out, Py_ssize_t first, Py_ssize_t last,
                                               Py_ssize_t n_out, Py_ssize_t n_in,
-                                              const T *restrict p, const T *restrict q,
-                                              const T *restrict values,
+                                              const T *restrict p, const T *restrict values,
                                               T alpha, const Py_ssize_t *event_terms,
                                               Py_ssize_t n_event_terms, const int32_t *cols,
                                               const Py_ssize_t *n_cols, const int beta_pass,
@@ -573,15 +569,9 @@ TARGET_CLONES static void KERNEL(term_events)(T *restrict out, Py_ssize_t first,
             if (factor == 0)
                 continue;
             const T scale = alpha != 1 ? factor * alpha : factor;
-            const Py_ssize_t count = n_cols[j];
-            if (count * DENSE_ROW_BELOW > n_in) {
-                const T *restrict qj = q + j * n_in;
-                for (Py_ssize_t i = 0; i < n_in; ++i)
-                    row[i] += scale * qj[i];
-                continue;
-            }
             const int32_t *restrict cj = cols + j * n_in;
             const T *restrict vj = values + j * n_in;
+            const Py_ssize_t count = n_cols[j];
             for (Py_ssize_t c = 0; c < count; ++c)
                 row[cj[c]] += scale * vj[c];
         }

@@ -713,9 +713,7 @@ def product_bounded(
 
     A term (a row of ``p`` and of ``q``: one sample of one factor pair) whose products of two
     nonzero factors number at most ``crossover · O · I`` (few spikes) is taken event-driven
-    instead, only those products (a term whose ``q`` factors are more than a quarter nonzero,
-    a presynaptic trace, over whole rows of ``out``, vectorised: its zero factors add 0, as in
-    the BLAS); one BLAS call takes the other terms (their rows of ``p`` and
+    instead, only those products; one BLAS call takes the other terms (their rows of ``p`` and
     ``q`` copied into contiguous factors where they are not consecutive, so that one crowded
     term does not take the sparse terms next to it to the BLAS; where the sparse terms between
     the BLAS's first and last number under 1/8 of its own, the BLAS takes them too, which costs

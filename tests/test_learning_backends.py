@@ -709,11 +709,11 @@ def events_reference(w, p, q, alpha, low, high, transposed=False):
 @needs_threaded_product
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("layout", ["contiguous", "transposed"])
-def test_event_driven_terms_dense_and_sparse_match_a_numpy_loop(dtype, layout):
-    """Every term event-driven (crossover inf): the crowded ones (presynaptic traces, 60 % of
-    their factors nonzero) added over whole rows, the sparse ones (spikes, 3 %) value by value,
-    give the NumPy loop's numbers bit for bit; a weight stored transposed (strides (1, O)) takes
-    the same kernel on its memory, each value adding ``(q·alpha)·p``, also bit for bit."""
+def test_event_driven_terms_match_a_numpy_loop_in_both_layouts(dtype, layout):
+    """Every term event-driven (crossover inf), crowded ones (presynaptic traces, 60 % of their
+    factors nonzero) and sparse ones (spikes, 3 %): the NumPy loop's numbers bit for bit; a
+    weight stored transposed (strides (1, O)) takes the same kernel on its memory (it fell back
+    to ``addmm_`` before), each value adding ``(q·alpha)·p``, also bit for bit."""
     gen = torch.Generator().manual_seed(23)
     n_out, n_in, alpha, low, high = 90, 210, -1.0 / 16, 0.0, 0.5
     p = torch.cat(
