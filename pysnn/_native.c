@@ -1025,26 +1025,27 @@ static PyObject *py_stack_terms(PyObject *self, PyObject *const *args, Py_ssize_
 }
 
 
-/* normalize_rows(weight, rows, cols, is_double, total): models.normalize_weights over the
- * trailing axes of a contiguous weight, each thread taking its block of rows (the rows it takes
- * in every other pass over a weight). */
+/* normalize_rows(weight, rows, cols, is_double, transposed, total): models.normalize_weights
+ * over the trailing axes of a contiguous (rows, cols) weight, or of one stored transposed (its
+ * memory (cols, rows), contiguous), each thread taking its block of rows (the rows it takes in
+ * every other pass over a weight). */
 static PyObject *py_normalize_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    void *a[4];
+    void *a[5];
     double total;
     (void)self;
-    if (nargs != 5) {
-        PyErr_Format(PyExc_TypeError, "normalize_rows expects 5 arguments, got %zd", nargs);
+    if (nargs != 6) {
+        PyErr_Format(PyExc_TypeError, "normalize_rows expects 6 arguments, got %zd", nargs);
         return NULL;
     }
-    if (parse_args(args, 4, 4, "normalize_rows", a) < 0)
+    if (parse_args(args, 5, 5, "normalize_rows", a) < 0)
         return NULL;
-    total = PyFloat_AsDouble(args[4]);
+    total = PyFloat_AsDouble(args[5]);
     if (total == -1.0 && PyErr_Occurred())
         return NULL;
     char *const weight = a[0];
     const Py_ssize_t rows = AS_SIZE(a[1]), cols = AS_SIZE(a[2]);
-    const int is_double = AS_INT(a[3]);
+    const int is_double = AS_INT(a[3]), transposed = AS_INT(a[4]);
     if (weight == NULL || rows < 1 || cols < 1) {
         PyErr_SetString(PyExc_ValueError, "normalize_rows: an empty or NULL weight");
         return NULL;
@@ -1054,16 +1055,28 @@ static PyObject *py_normalize_rows(PyObject *self, PyObject *const *args, Py_ssi
         length *= 2;
     const int threads = team_size(rows * cols, rows);
     const size_t size = is_double ? sizeof(double) : sizeof(float);
-    char *scratch = kernel_scratch((size_t)threads * (size_t)length * size);
+    /* transposed: length / 2 values of 32 bytes' worth of lanes per thread (at least one) */
+    const size_t per_thread = transposed ? (size_t)(length > 1 ? length / 2 : 1) * 32
+                                         : (size_t)length * size;
+    char *scratch = kernel_scratch((size_t)threads * per_thread);
     if (scratch == NULL)
         return PyErr_NoMemory();
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
         const int part = THREAD_INDEX(), parts = THREAD_COUNT();
-        const Py_ssize_t first = block_start(rows, part, parts, 1);
-        const Py_ssize_t count = block_start(rows, part + 1, parts, 1) - first;
-        char *own = scratch + (size_t)part * (size_t)length * size;
-        if (is_double)
+        /* transposed, blocks of whole lanes of neurons */
+        const Py_ssize_t align = transposed ? (Py_ssize_t)(32 / size) : 1;
+        const Py_ssize_t first = block_start(rows, part, parts, align);
+        const Py_ssize_t count = block_start(rows, part + 1, parts, align) - first;
+        char *own = scratch + (size_t)part * per_thread;
+        if (transposed) {
+            if (count > 0 && is_double)
+                normalize_columns_f64((double *)weight, rows, first, count, cols, length, total,
+                                      (double *)own);
+            else if (count > 0)
+                normalize_columns_f32((float *)weight, rows, first, count, cols, length,
+                                      (float)total, (float *)own);
+        } else if (is_double)
             normalize_rows_f64((double *)weight, first, count, cols, length, total,
                                (double *)own);
         else
@@ -1340,7 +1353,8 @@ static PyMethodDef methods[] = {
     {"stack_terms", (PyCFunction)(void (*)(void))py_stack_terms, METH_FASTCALL,
      "Fill the stacked factor matrices of a learning rule's matrix product."},
     {"normalize_rows", (PyCFunction)(void (*)(void))py_normalize_rows, METH_FASTCALL,
-     "normalize_weights over the trailing axes of a contiguous weight, on all threads."},
+     "normalize_weights over the trailing axes of a weight, contiguous or stored transposed, "
+     "on all threads."},
     {"bernoulli_draws", (PyCFunction)(void (*)(void))py_bernoulli_draws, METH_FASTCALL,
      "Bernoulli spikes from a torch CPU generator's state, as torch.rand draws them."},
     {"neuron_step", (PyCFunction)(void (*)(void))py_neuron_step, METH_FASTCALL,

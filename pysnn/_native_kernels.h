@@ -137,6 +137,55 @@ TARGET_CLONES static void KERNEL(normalize_rows)(T *restrict weight, Py_ssize_t 
     }
 }
 
+/* normalize_rows for a weight stored transposed: neuron o's `cols` weights are column o of
+ * the contiguous (cols, rows) memory `weight`, for the neurons [first, first + count). The
+ * trees of 32 bytes' worth of neurons are built side by side, one lane each, each level the
+ * additions of pairwise_row in its order (so the same sums); `scratch` holds length / 2 lanes.
+ * A lane past the block's end repeats its last neuron, whose sum is then not used. */
+TARGET_CLONES static void KERNEL(normalize_columns)(T *restrict weight, Py_ssize_t rows,
+                                                    Py_ssize_t first, Py_ssize_t count,
+                                                    Py_ssize_t cols, Py_ssize_t length,
+                                                    const T total, T *restrict scratch)
+{
+    enum { lanes = 32 / sizeof(T) };
+    T (*restrict work)[lanes] = (T(*)[lanes])scratch;
+    for (Py_ssize_t o0 = first; o0 < first + count; o0 += lanes) {
+        const Py_ssize_t n = first + count - o0 < lanes ? first + count - o0 : lanes;
+        Py_ssize_t lane[lanes];
+        for (Py_ssize_t l = 0; l < lanes; ++l)
+            lane[l] = o0 + (l < n ? l : n - 1);
+        T sum[lanes];
+        if (length == 1) {
+            for (Py_ssize_t l = 0; l < lanes; ++l)
+                sum[l] = weight[lane[l]];
+        } else {
+            const Py_ssize_t half = length / 2;
+            for (Py_ssize_t j = 0; j < cols - half; ++j)
+                for (Py_ssize_t l = 0; l < lanes; ++l)
+                    work[j][l] = weight[j * rows + lane[l]] + weight[(j + half) * rows + lane[l]];
+            for (Py_ssize_t j = cols - half; j < half; ++j)
+                for (Py_ssize_t l = 0; l < lanes; ++l)
+                    work[j][l] = weight[j * rows + lane[l]] + (T)0;
+            for (Py_ssize_t step = half / 2; step >= 1; step /= 2)
+                for (Py_ssize_t j = 0; j < step; ++j)
+                    for (Py_ssize_t l = 0; l < lanes; ++l)
+                        work[j][l] = work[j][l] + work[j + step][l];
+            for (Py_ssize_t l = 0; l < lanes; ++l)
+                sum[l] = work[0][l];
+        }
+        T scale[lanes];
+        for (Py_ssize_t l = 0; l < lanes; ++l)
+            scale[l] = sum[l] != (T)0 ? ((T)1 / sum[l]) * total : (T)1;
+        /* a neuron that sums to 0 is left as it is (times 1 would keep it, -0 included) */
+        for (Py_ssize_t j = 0; j < cols; ++j) {
+            T *restrict line = weight + j * rows + o0;
+            for (Py_ssize_t l = 0; l < n; ++l)
+                if (sum[l] != (T)0)
+                    line[l] = line[l] * scale[l];
+        }
+    }
+}
+
 /* The spike-driven product of Linear(reduction="sum") (functional.sum_product), rows
  * [first, last) of product (O, B): product[o][b] is the pairwise tree of functional.pairwise_sum,
  * over SPIKE_PRODUCT_MAX_LENGTH values, of W[o][i]·x[b][i] for the nonzero inputs i of sample b

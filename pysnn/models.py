@@ -105,7 +105,8 @@ def normalize_weights(weight: Tensor, total: Union[float, Tensor], dim: Dims = 1
     On the CPU each neuron's sum is :func:`pysnn.functional.pairwise_sum` over its weights
     (the summed axes flattened in their order), an order fixed here, so that the C twin
     (:func:`pysnn.native.normalize_rows`, for a number ``total`` and a contiguous weight summed
-    over its trailing axes) gives the same numbers in one pass over the weight; on other
+    over its trailing axes, or a 2-D one stored transposed) gives the same numbers in one pass
+    over the weight; on other
     devices it is ``Tensor.sum``. The scale is ``total / sum`` as PyTorch divides a number by a
     tensor.
 
@@ -150,12 +151,14 @@ def normalize_weights(weight: Tensor, total: Union[float, Tensor], dim: Dims = 1
     if (
         summed == tuple(range(n_kept, weight.dim()))  # the trailing axes
         and isinstance(total, float)
-        and values.is_contiguous()
         and values.numel() > 0
     ):
-        neurons = math.prod(values.shape[:n_kept])  # 1 when every axis is summed
-        if native.normalize_rows(values.view(neurons, -1), total):
-            return weight
+        if values.is_contiguous():
+            neurons = math.prod(values.shape[:n_kept])  # 1 when every axis is summed
+            if native.normalize_rows(values.view(neurons, -1), total):
+                return weight
+        elif values.dim() == 2 and n_kept == 1 and native.normalize_rows(values, total):
+            return weight  # stored transposed, read in place
     sums = _neuron_sums(values, summed)
     values.mul_(torch.where(sums != 0, total / sums, torch.ones_like(sums)))
     return weight

@@ -5,7 +5,8 @@ On the CPU each neuron's weights are summed by the tree of :func:`pysnn.function
 divides a number by a tensor (the reciprocal of the sum times the number, each rounded in the
 weight's dtype), and each weight is multiplied by it; a neuron whose weights sum to 0 is left
 as it is. The C twin (``native.normalize_rows``) runs for a number ``total`` and a contiguous
-weight summed over its trailing axes, the PyTorch code elsewhere. Both are checked here bit
+weight summed over its trailing axes (or a 2-D one stored transposed), the PyTorch code
+elsewhere. Both are checked here bit
 for bit against :func:`numpy_normalize`, on one and two threads, float32 and float64, with
 zero rows, -0, NaN, infinite and negative weights, a Conv2d-shaped weight, a non-trailing axis
 and per-neuron totals — and that the kernel ran where it applies.
@@ -120,20 +121,51 @@ def test_normalize_weights_is_the_numpy_definition(
         assert sum(calls.values()) == (1 if backend == "native" else 0)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", ["native", "torch"])
+@pytest.mark.parametrize("shape", [(400, 784), (13, 5), (9, 1), (21, 1025), (3000, 64)])
+def test_a_weight_stored_transposed_is_the_numpy_definition(
+    monkeypatch, shape, backend, dtype, threads
+):
+    """A ``(O, I)`` weight whose memory is ``(I, O)`` (strides ``(1, O)``, as Diehl & Cook's
+    input weight at batch > 1): the kernel reads it in place, the trees of 8 neurons (4 in
+    float64) side by side, including a last block of fewer; the same bits as the definition,
+    and the layout kept."""
+    if backend == "native" and not native.enabled():
+        pytest.skip("the native kernels are not built or are switched off")
+    values = hostile_weight(shape, dtype, seed=sum(shape) + 1)
+    weight = torch.empty(shape[::-1], dtype=dtype).t()
+    weight.copy_(values)
+    expected = numpy_normalize(values.numpy(), 78.4, (1,))
+    calls = kernel_results(monkeypatch, "normalize_rows") if native.available() else None
+    with torch_threads(threads):
+        if backend == "torch":
+            with native.disabled():
+                normalize_weights(weight, 78.4, dim=1)
+        else:
+            normalize_weights(weight, 78.4, dim=1)
+    assert weight.stride() == (1, shape[0])
+    assert_same_bits(weight, torch.from_numpy(expected), f"{backend}, {threads} threads")
+    if calls is not None:
+        assert sum(calls.values()) == (1 if backend == "native" else 0)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_other_axes_and_per_neuron_totals_take_the_pytorch_code(monkeypatch, dtype):
-    """A leading axis summed, a weight that is not contiguous, per-neuron totals: the same
-    definition, without the kernel."""
+    """A leading axis summed, a weight that is neither contiguous nor stored transposed,
+    per-neuron totals: the same definition, without the kernel."""
     calls = kernel_results(monkeypatch, "normalize_rows") if native.available() else None
     weight = hostile_weight((6, 9, 4), dtype, seed=3)
     expected = numpy_normalize(weight.numpy(), 2.5, (0, 2))
     normalize_weights(weight, 2.5, dim=(2, 0))  # the order given does not matter
     assert_same_bits(weight, torch.from_numpy(expected), "dim (0, 2)")
-    base = hostile_weight((9, 6), dtype, seed=4)
-    transposed = base.t()  # (6, 9), not contiguous
-    expected = numpy_normalize(transposed.numpy(), 2.5, (1,))
-    normalize_weights(transposed, 2.5)
-    assert_same_bits(transposed, torch.from_numpy(expected), "transposed")
+    base = hostile_weight((6, 18), dtype, seed=4)
+    strided = base[:, ::2]  # (6, 9), neither contiguous nor stored transposed
+    expected = numpy_normalize(strided.numpy(), 2.5, (1,))
+    normalize_weights(strided, 2.5)
+    assert_same_bits(strided, torch.from_numpy(expected), "every other column")
+    assert_same_bits(base[:, 1::2], hostile_weight((6, 18), dtype, seed=4)[:, 1::2])
     totals = torch.linspace(0.5, 3.0, 6, dtype=dtype).view(6, 1)
     weight = hostile_weight((6, 9), dtype, seed=5)
     expected = numpy_normalize(weight.numpy(), totals.view(6).numpy(), (1,))
