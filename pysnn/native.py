@@ -824,7 +824,7 @@ def ordered_update(
     taken (event-driven), which gives the same numbers bit for bit (see ``ordered_update`` in
     ``_native.c`` for when it applies).
 
-    :param out: ``(O, K)`` contiguous weight (or eligibility trace).
+    :param out: ``(O, K)`` weight (or eligibility trace), contiguous or stored transposed.
     :param p: stacked factors read as ``(depth, O)``; ``q``: read as ``(depth, K)``.
     :param crossover: event-driven when its products number at most this fraction of the dense
         ones; ``-1`` never, ``math.inf`` wherever it gives the same numbers.
@@ -832,6 +832,10 @@ def ordered_update(
     """
     if _extension is None or not _enabled:
         return 0
+    if out.dim() == 2 and not out.is_contiguous() and out.t().is_contiguous():
+        # stored transposed: the same update of its memory, each value summing the same
+        # products (p·q is q·p) in the same order, then times alpha: the same bits
+        out, p, q = out.t(), q, p
     operands = _stacked_operands(out, p, q)
     if operands is None or operands[4] > _ORDERED_MAX_DEPTH:  # [4]: the depth
         return 0

@@ -209,6 +209,31 @@ def test_native_ordered_update_equals_eager_on_random_matrices(densities, depth,
     assert paths[1] > 0 and paths[2] > 0  # both paths ran (inf always events, -1 never)
 
 
+@needs_native
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("densities", [(0.01, 0.01), (0.1, 0.5), (1.0, 1.0)], ids=str)
+def test_native_ordered_update_of_a_weight_stored_transposed(densities, dtype, threads):
+    """A ``(37, 300)`` weight whose memory is ``(300, 37)`` (Diehl & Cook's input weight):
+    the C twin takes its memory (it declined before), the same path and the same bits as the
+    eager function on a contiguous copy, and the layout is kept."""
+    gen = torch.Generator().manual_seed(41)
+    p = sparse((2, 37), densities[0], dtype, gen)
+    q = sparse((2, 300), densities[1], dtype, gen, 0.0, 1.0)
+    out = (0.05 + 0.9 * torch.rand((37, 300), generator=gen, dtype=torch.float64)).to(dtype)
+    for crossover in (EVENT, DENSE, native.EVENT_CROSSOVER):
+        for bounds in BOUNDS:
+            expected = eager(out, p, q, 0.25, 1.0, *bounds)
+            result = torch.empty(300, 37, dtype=dtype).t()
+            result.copy_(out)
+            with torch_threads(threads):
+                path = native.ordered_update(result, p, q, 0.25, 1.0, *bounds, crossover)
+            context = f"crossover={crossover} bounds={bounds}"
+            assert path == event_path_expected(p, q, 37, 300, crossover), context
+            assert result.stride() == (1, 37)
+            assert_same_bits(result, expected, context)
+
+
 def test_all_zero_factors_take_the_event_path_at_inf_and_not_at_minus_one():
     if not native.enabled():
         pytest.skip("the native kernels are not built or are switched off")
@@ -411,10 +436,10 @@ def test_native_depth_limit_is_the_rules_and_deeper_updates_are_declined():
 def test_native_declines_what_it_cannot_read_and_leaves_out_untouched():
     gen = torch.Generator().manual_seed(31)
     p, q = torch.rand(2, 4, generator=gen), torch.rand(2, 6, generator=gen)
-    transposed = torch.rand(6, 4, generator=gen).t()  # (4, 6), not contiguous
-    before = transposed.clone()
-    assert native.ordered_update(transposed, p, q, 1.0, 1.0, None, None, EVENT) == 0
-    assert torch.equal(transposed, before)
+    strided = torch.rand(4, 12, generator=gen)[:, ::2]  # (4, 6), nor stored transposed
+    strided_before = strided.clone()
+    assert native.ordered_update(strided, p, q, 1.0, 1.0, None, None, EVENT) == 0
+    assert torch.equal(strided, strided_before)
     half = torch.rand(4, 6, generator=gen).half()
     before = half.clone()
     assert native.ordered_update(half, p.half(), q.half(), 1.0, 0.5, 0.0, 1.0) == 0
@@ -431,8 +456,8 @@ def test_native_declines_what_it_cannot_read_and_leaves_out_untouched():
         assert native.ordered_update(out, p, q, 1.0, 0.5, None, None) == 0
     assert torch.equal(out, before)
     # and the eager function still runs them
-    ordered_update(transposed, p, q, 1.0, 1.0)
-    assert not torch.equal(transposed, before.t())
+    ordered_update(strided, p, q, 1.0, 1.0)
+    assert not torch.equal(strided, strided_before)
 
 
 # -- d. the rules end to end --------------------------------------------------------------------
