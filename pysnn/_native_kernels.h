@@ -139,49 +139,46 @@ TARGET_CLONES static void KERNEL(normalize_rows)(T *restrict weight, Py_ssize_t 
 
 /* normalize_rows for a weight stored transposed: neuron o's `cols` weights are column o of
  * the contiguous (cols, rows) memory `weight`, for the neurons [first, first + count). The
- * trees of 32 bytes' worth of neurons are built side by side, one lane each, each level the
- * additions of pairwise_row in its order (so the same sums); `scratch` holds length / 2 lanes.
- * A lane past the block's end repeats its last neuron, whose sum is then not used. */
+ * trees of NORMALIZE_BLOCK_BYTES' worth of neurons are built side by side, one lane each (runs
+ * of whole cache lines of each memory row: a strided column would load each line once per
+ * neuron), each level the additions of pairwise_row in its order, so the same sums; `scratch`
+ * holds length / 2 rows of lanes. */
 TARGET_CLONES static void KERNEL(normalize_columns)(T *restrict weight, Py_ssize_t rows,
                                                     Py_ssize_t first, Py_ssize_t count,
                                                     Py_ssize_t cols, Py_ssize_t length,
                                                     const T total, T *restrict scratch)
 {
-    enum { lanes = 32 / sizeof(T) };
+    enum { lanes = NORMALIZE_BLOCK_BYTES / sizeof(T) };
     T (*restrict work)[lanes] = (T(*)[lanes])scratch;
+    T sum[lanes], scale[lanes];
     for (Py_ssize_t o0 = first; o0 < first + count; o0 += lanes) {
         const Py_ssize_t n = first + count - o0 < lanes ? first + count - o0 : lanes;
-        Py_ssize_t lane[lanes];
-        for (Py_ssize_t l = 0; l < lanes; ++l)
-            lane[l] = o0 + (l < n ? l : n - 1);
-        T sum[lanes];
+        const T *restrict top = weight + o0;
         if (length == 1) {
-            for (Py_ssize_t l = 0; l < lanes; ++l)
-                sum[l] = weight[lane[l]];
+            for (Py_ssize_t l = 0; l < n; ++l)
+                sum[l] = top[l];
         } else {
             const Py_ssize_t half = length / 2;
             for (Py_ssize_t j = 0; j < cols - half; ++j)
-                for (Py_ssize_t l = 0; l < lanes; ++l)
-                    work[j][l] = weight[j * rows + lane[l]] + weight[(j + half) * rows + lane[l]];
+                for (Py_ssize_t l = 0; l < n; ++l)
+                    work[j][l] = top[j * rows + l] + top[(j + half) * rows + l];
             for (Py_ssize_t j = cols - half; j < half; ++j)
-                for (Py_ssize_t l = 0; l < lanes; ++l)
-                    work[j][l] = weight[j * rows + lane[l]] + (T)0;
+                for (Py_ssize_t l = 0; l < n; ++l)
+                    work[j][l] = top[j * rows + l] + (T)0;
             for (Py_ssize_t step = half / 2; step >= 1; step /= 2)
                 for (Py_ssize_t j = 0; j < step; ++j)
-                    for (Py_ssize_t l = 0; l < lanes; ++l)
+                    for (Py_ssize_t l = 0; l < n; ++l)
                         work[j][l] = work[j][l] + work[j + step][l];
-            for (Py_ssize_t l = 0; l < lanes; ++l)
+            for (Py_ssize_t l = 0; l < n; ++l)
                 sum[l] = work[0][l];
         }
-        T scale[lanes];
-        for (Py_ssize_t l = 0; l < lanes; ++l)
+        /* a neuron that sums to 0 is left as it is: times 1 (-0 stays -0, NaN stays NaN) */
+        for (Py_ssize_t l = 0; l < n; ++l)
             scale[l] = sum[l] != (T)0 ? ((T)1 / sum[l]) * total : (T)1;
-        /* a neuron that sums to 0 is left as it is (times 1 would keep it, -0 included) */
         for (Py_ssize_t j = 0; j < cols; ++j) {
             T *restrict line = weight + j * rows + o0;
             for (Py_ssize_t l = 0; l < n; ++l)
-                if (sum[l] != (T)0)
-                    line[l] = line[l] * scale[l];
+                line[l] = line[l] * scale[l];
         }
     }
 }

@@ -854,7 +854,7 @@ def normalize_rows(weight: Tensor, total: float) -> bool:
     each row (the leading axis, the neurons) summed by the tree of
     :func:`pysnn.functional.pairwise_sum`, then scaled by ``total / sum`` where the sum is not
     0, in place, each thread taking its block of rows. A 2-D weight stored transposed (strides
-    ``(1, rows)``) is read in place, the trees of 8 neurons (4 in float64) side by side: the
+    ``(1, rows)``) is read in place, the trees of 32 neurons (16 in float64) side by side: the
     same sums.
 
     :param weight: float32/float64 CPU tensor, ``(rows, ...)`` contiguous or ``(rows, cols)``

@@ -128,8 +128,8 @@ def test_normalize_weights_is_the_numpy_definition(
 def test_a_weight_stored_transposed_is_the_numpy_definition(
     monkeypatch, shape, backend, dtype, threads
 ):
-    """A ``(O, I)`` weight whose memory is ``(I, O)`` (strides ``(1, O)``, as Diehl & Cook's
-    input weight at batch > 1): the kernel reads it in place, the trees of 8 neurons (4 in
+    """A ``(O, I)`` weight whose memory is ``(I, O)`` (strides ``(1, O)``, as one built
+    ``torch.empty(I, O).t()``): the kernel reads it in place, the trees of 32 neurons (16 in
     float64) side by side, including a last block of fewer; the same bits as the definition,
     and the layout kept."""
     if backend == "native" and not native.enabled():
