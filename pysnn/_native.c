@@ -48,7 +48,8 @@
 #define SPIKE_PRODUCT_MAX_LENGTH 64
 /* normalize_rows' blocks of neurons of a weight stored transposed: 2 cache lines of each row
  * of its memory (a 1024-value tree's scratch is then 64 KiB, in L2). Side by side on a 784 x 400
- * float32 weight: 128 bytes 40-55 us, 256 bytes 60, 512 bytes 82, 1024 bytes 66. */
+ * float32 weight: 128 bytes 55 us, 256 bytes 60, 512 bytes 82, 1024 bytes 66 (contiguous:
+ * 40-48 us). */
 #define NORMALIZE_BLOCK_BYTES 128
 
 /* The deepest ordered update (learning.ORDERED_DEPTH; tests/test_native.py checks they agree) */

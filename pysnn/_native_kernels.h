@@ -118,9 +118,11 @@ static void KERNEL(trace_sums)(const struct ingest_args *a, Py_ssize_t first, Py
 
 /* models.normalize_weights over rows [first, first + count) of a contiguous (rows, cols)
  * weight: each row's sum by the tree of functional.pairwise_sum (in `scratch`, `length` values,
- * a power of two), then, where the sum is not 0, the row times (1 / sum) * total — torch's
- * `total / sums` with a number total — in place (a row that sums to 0 is left as it is, times
- * 1 in the PyTorch function). */
+ * a power of two), then the row times (1 / sum) * total — torch's `total / sums` with a number
+ * total — in place. A row whose scale is exactly 1 (a row normalised before and not changed
+ * since, about half of Diehl & Cook's at batch 1), or whose sum is 0 (times 1 in the PyTorch
+ * function), is not written: x * 1 is x, bit for bit, and a NaN in the row makes the scale
+ * NaN. */
 TARGET_CLONES static void KERNEL(normalize_rows)(T *restrict weight, Py_ssize_t first,
                                                  Py_ssize_t count, Py_ssize_t cols,
                                                  Py_ssize_t length, const T total,
@@ -129,11 +131,10 @@ TARGET_CLONES static void KERNEL(normalize_rows)(T *restrict weight, Py_ssize_t 
     for (Py_ssize_t r = first; r < first + count; ++r) {
         T *restrict row = weight + r * cols;
         const T sum = KERNEL(pairwise_row)(row, cols, length, scratch);
-        if (sum != (T)0) {
-            const T scale = ((T)1 / sum) * total;
+        const T scale = sum != (T)0 ? ((T)1 / sum) * total : (T)1;
+        if (scale != (T)1)
             for (Py_ssize_t c = 0; c < cols; ++c)
                 row[c] = row[c] * scale;
-        }
     }
 }
 
